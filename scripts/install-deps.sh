@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on Debian bookworm. Idempotent: a
+# machine that already has everything is left untouched and no network is used.
+set -euo pipefail
+
+pkgs=(clang llvm bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2)
+# libbpf 1.4 headers and static library come from bookworm-backports.
+backports=(libbpf-dev)
+
+need=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+libbpf_ok() {
+	local v
+	v=$(dpkg-query -W -f='${Version}' libbpf-dev 2>/dev/null) || return 1
+	dpkg --compare-versions "$v" ge "1:1.4"
+}
+
+if [ ${#need[@]} -eq 0 ] && libbpf_ok; then
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages (${need[*]} libbpf-dev>=1.4); run as root" >&2
+	exit 1
+fi
+
+list=/etc/apt/sources.list.d/bookworm-backports.list
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+	echo "deb http://deb.debian.org/debian bookworm-backports main" >"$list"
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+[ ${#need[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${need[@]}"
+libbpf_ok || apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports[@]}"
+libbpf_ok || { echo "install-deps: libbpf-dev >= 1.4 is not installed" >&2; exit 1; }

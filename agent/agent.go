@@ -1,0 +1,136 @@
+// Package agent runs the datakit parent agent: it loads the configuration,
+// opens the local store, serves the HTTP API, runs the inputs, and shuts them
+// down in order (inputs, then the HTTP server, then the store).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"dkebpf/agent/api"
+	"dkebpf/agent/config"
+	"dkebpf/agent/store"
+	"dkebpf/inputs/external"
+)
+
+// Version is the agent's version, set at build time with
+// -ldflags "-X dkebpf/agent.Version=...".
+var Version = "dev"
+
+// retentionInterval is how often the store's bounds are enforced.
+const retentionInterval = time.Minute
+
+// Options configure Run.
+type Options struct {
+	Dir    string                      // install dir
+	Log    *log.Logger                 // default log.Default()
+	Lookup func(string) (string, bool) // environment; default os.LookupEnv
+	Ready  func(addr net.Addr)         // called once the API listens (tests)
+}
+
+// Run runs the agent until ctx is cancelled. It returns an error, and starts
+// nothing, if the configuration is invalid.
+func Run(ctx context.Context, opts Options) error {
+	logger := opts.Log
+	if logger == nil {
+		logger = log.Default()
+	}
+	cfg, err := config.Load(opts.Dir, config.Options{Lookup: opts.Lookup, Log: logger})
+	if err != nil {
+		return fmt.Errorf("invalid configuration, not starting:\n%w", err)
+	}
+
+	st, err := store.Open(cfg.StorePath, store.Options{MaxSize: cfg.MaxSize, MaxAge: cfg.MaxAge})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Printf("agent: %v", err)
+		}
+		logger.Printf("agent: store closed")
+	}()
+	logger.Printf("agent: store %s (max %d MiB, max age %s)", cfg.StorePath, cfg.MaxSize>>20, cfg.MaxAge)
+
+	var states []interface{ State() external.State }
+	for _, in := range cfg.Inputs {
+		if s, ok := in.Input.(interface{ State() external.State }); ok {
+			states = append(states, s)
+		}
+	}
+	handler := api.New(api.Options{
+		Store:   st,
+		Version: Version,
+		Log:     logger,
+		Externals: func() []external.State {
+			out := make([]external.State, len(states))
+			for i, s := range states {
+				out[i] = s.State()
+			}
+			return out
+		},
+	})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("http api: listen %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ln) }()
+	logger.Printf("agent: version %s, install dir %s, http api listening on %s", Version, cfg.Dir, ln.Addr())
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr())
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); st.RunRetention(bg, retentionInterval, logger) }()
+
+	inputsCtx, stopInputs := context.WithCancel(context.Background())
+	var inputsWG sync.WaitGroup
+	for _, in := range cfg.Inputs {
+		inputsWG.Add(1)
+		go func() {
+			defer inputsWG.Done()
+			if err := in.Input.Run(inputsCtx); err != nil {
+				logger.Printf("agent: input %s (%s) stopped: %v", in.Name, in.File, err)
+			}
+		}()
+	}
+	if len(cfg.Inputs) == 0 {
+		logger.Printf("agent: no inputs configured (add conf.d/host/ebpf.conf or set ENV_ENABLE_INPUTS=ebpf)")
+	} else {
+		logger.Printf("agent: started inputs: %s", strings.Join(cfg.InputNames, ", "))
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Printf("agent: shutting down")
+	case err := <-srvDone:
+		runErr = fmt.Errorf("http api: %w", err)
+	}
+
+	stopInputs()
+	inputsWG.Wait()
+	logger.Printf("agent: inputs stopped")
+
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Printf("agent: http api shutdown: %v", err)
+	}
+	logger.Printf("agent: http api closed")
+	stopBG()
+	wg.Wait()
+	return runErr
+}

@@ -1,0 +1,132 @@
+// Package bpf is the kernel side of the collector: it loads the embedded CO-RE objects, attaches their
+// programs from declarative hook tables and hands raw records to the decoders. It is the only package
+// that uses cgo and libbpfgo.
+package bpf
+
+/*
+#include <stdlib.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
+
+// Whether the running kernel's BTF names a type of this kind (e.g. "btf_trace_sock_send_length").
+static int kernel_has_type(const char *name, int kind)
+{
+	struct btf *btf = btf__load_vmlinux_btf();
+	if (!btf)
+		return -1;
+	int id = btf__find_by_name_kind(btf, name, kind);
+	btf__free(btf);
+	return id > 0;
+}
+
+// Attaches an iterator program to a map (libbpfgo v0.7.0 fills every member of the link-info union,
+// overwriting map_fd with 0). Returns the link fd or a negative errno.
+static int iter_map_link(int prog_fd, int map_fd)
+{
+	union bpf_iter_link_info linfo = {};
+	linfo.map.map_fd = map_fd;
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .iter_info = &linfo, .iter_info_len = sizeof(linfo));
+	return bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, &opts);
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	libbpfgo "github.com/aquasecurity/libbpfgo"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotSupported marks a hook the running kernel does not offer.
+var ErrNotSupported = errors.New("not supported by this kernel")
+
+func init() {
+	// libbpf prints through libbpfgo's logger; keep only warnings and errors.
+	libbpfgo.SetLoggerCbs(libbpfgo.Callbacks{
+		Log: func(level int, msg string) {
+			if level <= libbpfgo.LibbpfWarnLevel {
+				fmt.Fprint(os.Stderr, "libbpf: ", msg)
+			}
+		},
+	})
+}
+
+// kernelHasTracepoint says whether tp_btf/<name> can be loaded here.
+func kernelHasTracepoint(name string) (bool, error) {
+	cname := C.CString("btf_trace_" + name)
+	defer C.free(unsafe.Pointer(cname))
+	switch C.kernel_has_type(cname, C.BTF_KIND_TYPEDEF) {
+	case -1:
+		return false, errors.New("kernel BTF (/sys/kernel/btf/vmlinux) cannot be loaded")
+	case 0:
+		return false, nil
+	}
+	return true, nil
+}
+
+// openModule opens an embedded object without raising RLIMIT_MEMLOCK (which may be impossible; the
+// kernel charges BPF memory to the cgroup since 5.11). libbpfgo's buffer loader always raises it, so
+// the bytes go through a memfd and the file loader.
+func openModule(name string, obj []byte) (*libbpfgo.Module, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("memfd for %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if _, err := f.Write(obj); err != nil {
+		return nil, fmt.Errorf("write %s to memfd: %w", name, err)
+	}
+	m, err := libbpfgo.NewModuleFromFileArgs(libbpfgo.NewModuleArgs{
+		BPFObjPath:      fmt.Sprintf("/proc/self/fd/%d", fd),
+		BPFObjName:      name,
+		SkipMemlockBump: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bpf object %s: %w", name, err)
+	}
+	return m, nil
+}
+
+// iterLink attaches an iterator program to walk a map; each read of the link starts a new walk.
+type iterLink struct{ fd int }
+
+func newIterLink(progFD, mapFD int) (*iterLink, error) {
+	fd := C.iter_map_link(C.int(progFD), C.int(mapFD))
+	if fd < 0 {
+		return nil, fmt.Errorf("create iterator link: %w", unix.Errno(-fd))
+	}
+	return &iterLink{fd: int(fd)}, nil
+}
+
+// read runs the iterator once and returns everything it wrote.
+func (l *iterLink) read() ([]byte, error) {
+	fd := C.bpf_iter_create(C.int(l.fd))
+	if fd < 0 {
+		return nil, fmt.Errorf("start iterator: %w", unix.Errno(-fd))
+	}
+	f := os.NewFile(uintptr(fd), "bpf-iter")
+	defer f.Close()
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(int(fd), buf)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read iterator: %w", err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+func (l *iterLink) Destroy() error { return unix.Close(l.fd) }

@@ -1,0 +1,169 @@
+package bpf
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	libbpfgo "github.com/aquasecurity/libbpfgo"
+)
+
+//go:embed obj/netflow.bpf.o
+var netflowObj []byte
+
+// Stat indexes of nf_stats (probes/netflow.h NF_STAT_*).
+const (
+	NetflowStatRingLost = iota
+	NetflowStatSockFull
+	NetflowStatUDPFull
+	netflowStatMax
+)
+
+// NetflowHooks: TCP needs only the state tracepoint and an iterator run once per interval (no probe on
+// any send or receive); UDP counts datagrams at the cgroup v2 root and learns owners in process context.
+var NetflowHooks = []Hook{
+	{Prog: "nf_state", Kind: TPBTF, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16"},
+	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9"},
+	{Prog: "nf_skb_egress", Kind: CgroupEgress, Part: "udp", Required: true, Since: "4.10"},
+	{Prog: "nf_skb_ingress", Kind: CgroupIngress, Part: "udp", Required: true, Since: "4.10"},
+	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3"},
+	{Prog: "nf_udp_recv", Kind: TPBTF, Target: "sock_recv_length", Part: "udp", Since: "6.3"},
+}
+
+// Netflow is the loaded and attached netflow probe.
+type Netflow struct {
+	m     *libbpfgo.Module
+	att   *attachment
+	ring  *Ring
+	socks *libbpfgo.BPFMap
+	udp   *libbpfgo.BPFMap
+	stats *libbpfgo.BPFMap
+}
+
+// loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).
+func loadObject(objDir, name string, embedded []byte) ([]byte, error) {
+	if objDir == "" {
+		return embedded, nil
+	}
+	b, err := os.ReadFile(filepath.Join(objDir, name))
+	if err != nil {
+		return nil, fmt.Errorf("read bpf object: %w", err)
+	}
+	return b, nil
+}
+
+// OpenNetflow loads probes/netflow.bpf.c and attaches what this kernel offers. It fails only when
+// no part can run.
+func OpenNetflow(objDir string) (_ *Netflow, err error) {
+	obj, err := loadObject(objDir, "netflow.bpf.o", netflowObj)
+	if err != nil {
+		return nil, err
+	}
+	m, err := openModule("netflow", obj)
+	if err != nil {
+		return nil, err
+	}
+	n := &Netflow{m: m}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.att, err = preload(m, NetflowHooks); err != nil {
+		return nil, err
+	}
+	if err := m.BPFLoadObject(); err != nil {
+		return nil, fmt.Errorf("load netflow programs: %w", err)
+	}
+	n.att.attach(m, NetflowHooks, cgroup2Root)
+	if !n.TCP() && !n.UDP() {
+		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
+	}
+	for name, dst := range map[string]**libbpfgo.BPFMap{"nf_socks": &n.socks, "nf_udp": &n.udp, "nf_stats": &n.stats} {
+		if *dst, err = m.GetMap(name); err != nil {
+			return nil, fmt.Errorf("map %s: %w", name, err)
+		}
+	}
+	events, err := m.GetMap("nf_events")
+	if err != nil {
+		return nil, fmt.Errorf("map nf_events: %w", err)
+	}
+	if n.ring, err = newRing(events.FileDescriptor(), events.MaxEntries()); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Report is one line per part: its hooks and whether each attached.
+func (n *Netflow) Report() []string { return n.att.Report("netflow") }
+
+func (n *Netflow) TCP() bool { return n.att.On("tcp") }
+func (n *Netflow) UDP() bool { return n.att.On("udp") }
+
+// DrainClosed hands over the records of TCP connections closed since the last call.
+func (n *Netflow) DrainClosed(fn func([]byte)) int { return n.ring.Drain(fn) }
+
+// ReadLive runs the interval iterator: one record per live TCP connection.
+func (n *Netflow) ReadLive() ([]byte, error) {
+	it := n.att.iters["nf_iter"]
+	if it == nil {
+		return nil, nil
+	}
+	b, err := it.read()
+	if err != nil {
+		return nil, fmt.Errorf("nf_iter: %w", err)
+	}
+	return b, nil
+}
+
+// ReadUDP calls fn with every (key, value) of nf_udp.
+func (n *Netflow) ReadUDP(fn func(key, val []byte)) error {
+	it := n.udp.Iterator()
+	for it.Next() {
+		k := it.Key()
+		v, err := n.udp.GetValue(unsafe.Pointer(&k[0]))
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		fn(k, v)
+	}
+	return it.Err()
+}
+
+// DeleteUDP forgets an idle (socket, peer) entry.
+func (n *Netflow) DeleteUDP(key []byte) error { return n.udp.DeleteKey(unsafe.Pointer(&key[0])) }
+
+// LookupSock returns the nf_socks value of a socket cookie.
+func (n *Netflow) LookupSock(cookie uint64) ([]byte, bool) {
+	v, err := n.socks.GetValue(unsafe.Pointer(&cookie))
+	return v, err == nil
+}
+
+// Stats returns the kernel-side drop counters, indexed by NetflowStat*.
+func (n *Netflow) Stats() [netflowStatMax]uint64 {
+	var out [netflowStatMax]uint64
+	for i := range out {
+		k := uint32(i)
+		if v, err := n.stats.GetValue(unsafe.Pointer(&k)); err == nil && len(v) >= 8 {
+			out[i] = *(*uint64)(unsafe.Pointer(&v[0]))
+		}
+	}
+	return out
+}
+
+// Close detaches every program and frees the maps.
+func (n *Netflow) Close() {
+	if n.ring != nil {
+		n.ring.Close()
+	}
+	if n.att != nil {
+		for _, it := range n.att.iters {
+			it.Destroy()
+		}
+	}
+	if n.m != nil {
+		n.m.Close()
+	}
+}

@@ -1,0 +1,294 @@
+package netflow
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+
+	"dkebpf/collector/point"
+	"dkebpf/collector/procfs"
+)
+
+// Config is what the user can set about netflow.
+type Config struct {
+	EphemeralPort uint16         // ports at or above it are aggregated as "*" on the client side
+	IgnoreCIDRs   []netip.Prefix // flows whose remote address is inside one are not reported
+	IPv6Disabled  bool
+}
+
+// OwnerLookup finds a socket's process by inode (procfs.Owners in production).
+type OwnerLookup interface {
+	Lookup(ino uint64) (procfs.Owner, bool)
+	Refresh()
+}
+
+// SockLookup returns the kernel's nf_socks entry of a cookie (the owner of a UDP socket).
+type SockLookup func(cookie uint64) (Sock, bool)
+
+// udpIdleRounds is how many silent intervals a UDP (socket, peer) entry is kept before it is deleted.
+const udpIdleRounds = 3
+
+// Aggregator accumulates one interval of connections into flows, DataKit's netflow aggregation.
+type Aggregator struct {
+	cfg    Config
+	owners OwnerLookup
+
+	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
+	udpLast  map[UDPKey]udpSeen
+	udpSocks map[uint64]Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
+	flows    map[flowKey]*flowAcc
+}
+
+type tcpSeen struct {
+	written, read uint64
+	retrans       uint32
+	owner         procfs.Owner
+}
+
+type udpSeen struct {
+	val  UDPVal
+	idle int
+}
+
+// flowKey is DataKit's aggregation key (ref §3.1).
+type flowKey struct {
+	transport, family, direction string
+	src, dst                     netip.Addr
+	srcPort, dstPort             string
+	pid                          uint32
+	process                      string
+	netns                        uint32
+}
+
+type flowAcc struct {
+	written, read, retrans  uint64
+	established, closed     uint64
+	rttSum, rttVarSum, rttN uint64
+	pktsWritten, pktsRead   uint64
+}
+
+func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
+	return &Aggregator{
+		cfg:      cfg,
+		owners:   owners,
+		tcpLast:  map[uint64]tcpSeen{},
+		udpLast:  map[UDPKey]udpSeen{},
+		udpSocks: map[uint64]Sock{},
+		flows:    map[flowKey]*flowAcc{},
+	}
+}
+
+// AddTCP takes a connection's cumulative counters (live from the iterator, or final at close) and
+// adds what is new since the last report. A connection seen for the first time counts as established.
+func (a *Aggregator) AddTCP(r TCPRecord) {
+	last, known := a.tcpLast[r.Cookie]
+	owner := last.owner
+	if r.Pid != 0 {
+		owner = procfs.Owner{Pid: r.Pid, Comm: comm(r.Comm)}
+	} else if owner.Pid == 0 && r.Ino != 0 {
+		owner, _ = a.owners.Lookup(uint64(r.Ino))
+	}
+	// High-water marks: a counter read mid-update (FIN queued but not yet numbered) never goes backwards twice.
+	cur := tcpSeen{written: max(r.BytesWritten, last.written), read: max(r.BytesRead, last.read),
+		retrans: max(r.Retrans, last.retrans), owner: owner}
+	if r.Closed != 0 {
+		delete(a.tcpLast, r.Cookie)
+	} else {
+		a.tcpLast[r.Cookie] = cur
+	}
+	dw, dr, drt := cur.written-last.written, cur.read-last.read, cur.retrans-last.retrans
+	if known && dw == 0 && dr == 0 && drt == 0 && r.Closed == 0 {
+		return // idle this interval
+	}
+	f := a.flow(r.T, r.Dir, owner, r.Netns)
+	if f == nil {
+		return
+	}
+	f.written += dw
+	f.read += dr
+	f.retrans += uint64(drt)
+	if !known {
+		f.established++
+	}
+	if r.Closed != 0 {
+		f.closed++
+	}
+	if r.SrttUs > 0 {
+		f.rttSum += uint64(r.SrttUs)
+		f.rttVarSum += uint64(r.RttvarUs)
+		f.rttN++
+	}
+}
+
+// AddUDP takes one (socket, peer) counter pair and adds what is new. It returns whether the entry has
+// been idle long enough to be deleted from the kernel map.
+func (a *Aggregator) AddUDP(k UDPKey, v UDPVal, sock SockLookup) (forget bool) {
+	last, known := a.udpLast[k]
+	if known && (v.BytesOut < last.val.BytesOut || v.BytesIn < last.val.BytesIn) {
+		last = udpSeen{} // evicted and re-created in the kernel: count from zero
+	}
+	d := UDPVal{v.BytesOut - last.val.BytesOut, v.BytesIn - last.val.BytesIn,
+		v.PktsOut - last.val.PktsOut, v.PktsIn - last.val.PktsIn}
+	if d.PktsOut == 0 && d.PktsIn == 0 {
+		last.idle++
+		a.udpLast[k] = last
+		if last.idle >= udpIdleRounds {
+			delete(a.udpLast, k)
+			return true
+		}
+		return false
+	}
+	a.udpLast[k] = udpSeen{val: v}
+
+	s, ok := a.udpSocks[k.Cookie]
+	if !ok {
+		if s, ok = sock(k.Cookie); ok && s.Pid != 0 {
+			a.udpSocks[k.Cookie] = s
+		}
+	}
+	dir := s.Dir
+	if dir == 0 {
+		dir = dirOut // DataKit reports an unknown direction as outgoing
+	}
+	t := Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: protoUDP}
+	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: comm(s.Comm)}, s.Netns)
+	if f == nil {
+		return false
+	}
+	f.written += d.BytesOut
+	f.read += d.BytesIn
+	f.pktsWritten += d.PktsOut
+	f.pktsRead += d.PktsIn
+	return false
+}
+
+// forgetIdleUDPSockets drops cached owners of UDP sockets whose peer entries are all gone.
+func (a *Aggregator) forgetIdleUDPSockets() {
+	live := map[uint64]bool{}
+	for k := range a.udpLast {
+		live[k.Cookie] = true
+	}
+	for c := range a.udpSocks {
+		if !live[c] {
+			delete(a.udpSocks, c)
+		}
+	}
+}
+
+func (a *Aggregator) flow(t Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
+	src, dst := addr(t.Family, t.Saddr), addr(t.Family, t.Daddr)
+	family := "IPv4"
+	if !src.Is4() {
+		family = "IPv6"
+		if a.cfg.IPv6Disabled {
+			return nil
+		}
+	}
+	for _, p := range a.cfg.IgnoreCIDRs {
+		if p.Contains(dst) {
+			return nil
+		}
+	}
+	k := flowKey{transport: "tcp", family: family, src: src, dst: dst,
+		srcPort: strconv.Itoa(int(t.Sport)), dstPort: strconv.Itoa(int(t.Dport)),
+		pid: owner.Pid, process: owner.Comm, netns: netns}
+	if t.Proto == protoUDP {
+		k.transport = "udp"
+	}
+	if dir == dirIn {
+		k.direction = "incoming"
+		if t.Dport >= a.cfg.EphemeralPort {
+			k.dstPort = "*"
+		}
+	} else {
+		k.direction = "outgoing"
+		if t.Sport >= a.cfg.EphemeralPort {
+			k.srcPort = "*"
+		}
+	}
+	f := a.flows[k]
+	if f == nil {
+		f = &flowAcc{}
+		a.flows[k] = f
+	}
+	return f
+}
+
+// Flush returns the interval's netflow points, stamped at now, and starts a new interval.
+func (a *Aggregator) Flush(now time.Time) []point.Point {
+	pts := make([]point.Point, 0, len(a.flows))
+	for k, f := range a.flows {
+		if f.written == 0 && f.read == 0 && f.established == 0 && f.closed == 0 {
+			continue
+		}
+		pts = append(pts, point.Point{Name: "netflow", Tags: k.tags(), Fields: f.fields(k), Time: now})
+	}
+	a.flows = map[flowKey]*flowAcc{}
+	a.forgetIdleUDPSockets()
+	a.owners.Refresh()
+	return pts
+}
+
+// ipType is DataKit's classification, checked in this order.
+func ipType(ip netip.Addr) string {
+	switch {
+	case ip.IsPrivate():
+		return "private"
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return "other"
+}
+
+func (k flowKey) tags() map[string]string {
+	t := map[string]string{
+		"family": k.family, "transport": k.transport, "direction": k.direction,
+		"src_ip": k.src.String(), "dst_ip": k.dst.String(), "src_port": k.srcPort, "dst_port": k.dstPort,
+		"src_ip_type": ipType(k.src), "dst_ip_type": ipType(k.dst),
+		"pid": strconv.FormatUint(uint64(k.pid), 10), "process_name": k.process,
+		"netns":      strconv.FormatUint(uint64(k.netns), 10),
+		"dst_nat_ip": "N/A", "dst_nat_port": "N/A",
+	}
+	// client_*/server_* mirror src/dst by direction (DataKit v1.77+, without its server_ip_type mix-up).
+	cli, srv := "src", "dst"
+	t["conn_side"] = "client"
+	if k.direction == "incoming" {
+		cli, srv = "dst", "src"
+		t["conn_side"] = "server"
+	}
+	for _, f := range []string{"ip", "port", "ip_type"} {
+		t["client_"+f] = t[cli+"_"+f]
+		t["server_"+f] = t[srv+"_"+f]
+	}
+	if k.netns == 0 {
+		delete(t, "netns") // unknown for UDP seen only in packets
+	}
+	return t
+}
+
+func (f *flowAcc) fields(k flowKey) map[string]any {
+	fl := map[string]any{
+		"bytes_written": int64(f.written),
+		"bytes_read":    int64(f.read),
+	}
+	if k.direction == "incoming" {
+		fl["client_sent"], fl["server_sent"] = int64(f.read), int64(f.written)
+	} else {
+		fl["client_sent"], fl["server_sent"] = int64(f.written), int64(f.read)
+	}
+	if k.transport == "udp" {
+		fl["datagrams_written"] = int64(f.pktsWritten)
+		fl["datagrams_read"] = int64(f.pktsRead)
+		return fl
+	}
+	fl["retransmits"] = int64(f.retrans)
+	fl["tcp_established"] = int64(f.established)
+	fl["tcp_closed"] = int64(f.closed)
+	if f.rttN > 0 {
+		fl["rtt"] = int64(f.rttSum / f.rttN)
+		fl["rtt_var"] = int64(f.rttVarSum / f.rttN)
+	}
+	return fl
+}

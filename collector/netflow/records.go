@@ -1,0 +1,133 @@
+// Package netflow turns the kernel's per-connection TCP counters and per-peer UDP counters into
+// DataKit's netflow points: decode, per-interval deltas, aggregation by flow.
+package netflow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+)
+
+const (
+	afInet  = 2
+	afInet6 = 10
+
+	protoTCP = 6
+	protoUDP = 17
+
+	dirOut = 1 // NF_DIR_OUT
+	dirIn  = 2 // NF_DIR_IN
+)
+
+// Tuple mirrors struct nf_tuple (probes/netflow.h).
+type Tuple struct {
+	Saddr  [16]byte
+	Daddr  [16]byte
+	Sport  uint16
+	Dport  uint16
+	Family uint16
+	Proto  uint8
+	_      uint8
+}
+
+// Sock mirrors struct nf_sock (probes/netflow.h).
+type Sock struct {
+	T            Tuple
+	Sk           uint64
+	BaseAcked    uint64
+	BaseReceived uint64
+	BaseWriteSeq uint32
+	BaseRetrans  uint32
+	Pid          uint32
+	Netns        uint32
+	Comm         [16]byte
+	Dir          uint8
+	Established  uint8
+	FinSent      uint8
+	_            [5]byte
+}
+
+// TCPRecord mirrors struct nf_tcp_rec (probes/netflow.h).
+type TCPRecord struct {
+	Cookie       uint64
+	T            Tuple
+	BytesWritten uint64
+	BytesRead    uint64
+	Retrans      uint32
+	SrttUs       uint32
+	RttvarUs     uint32
+	Ino          uint32
+	Pid          uint32
+	Netns        uint32
+	Comm         [16]byte
+	Dir          uint8
+	Closed       uint8
+	_            [6]byte
+}
+
+// UDPKey mirrors struct nf_udp_key (probes/netflow.h).
+type UDPKey struct {
+	Cookie uint64
+	Laddr  [16]byte
+	Raddr  [16]byte
+	Lport  uint16
+	Rport  uint16
+	Family uint16
+	_      [2]byte
+}
+
+// UDPVal mirrors struct nf_udp_val (probes/netflow.h).
+type UDPVal struct {
+	BytesOut uint64
+	BytesIn  uint64
+	PktsOut  uint64
+	PktsIn   uint64
+}
+
+// Sizes of the C structs, checked against the object's BTF in a test.
+var (
+	SizeTuple     = binary.Size(Tuple{})
+	SizeSock      = binary.Size(Sock{})
+	SizeTCPRecord = binary.Size(TCPRecord{})
+	SizeUDPKey    = binary.Size(UDPKey{})
+	SizeUDPVal    = binary.Size(UDPVal{})
+)
+
+// Decode fills v (a pointer to one of the mirrors) from a kernel record in host byte order.
+func Decode(b []byte, v any) error {
+	if n := binary.Size(v); len(b) < n {
+		return fmt.Errorf("decode %T: record has %d bytes, want %d", v, len(b), n)
+	}
+	return binary.Read(bytes.NewReader(b), binary.NativeEndian, v)
+}
+
+// DecodeTCPRecords splits an iterator's output into records.
+func DecodeTCPRecords(b []byte) ([]TCPRecord, error) {
+	if len(b)%SizeTCPRecord != 0 {
+		return nil, fmt.Errorf("decode iterator output: %d bytes is not a multiple of %d", len(b), SizeTCPRecord)
+	}
+	out := make([]TCPRecord, len(b)/SizeTCPRecord)
+	for i := range out {
+		if err := Decode(b[i*SizeTCPRecord:], &out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// addr converts a kernel address to netip, reporting IPv4-mapped IPv6 as IPv4 (as DataKit does).
+func addr(family uint16, b [16]byte) netip.Addr {
+	if family == afInet {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+// comm returns a NUL-terminated kernel string.
+func comm(b [16]byte) string {
+	if i := bytes.IndexByte(b[:], 0); i >= 0 {
+		return string(b[:i])
+	}
+	return string(b[:])
+}

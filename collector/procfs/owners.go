@@ -1,0 +1,74 @@
+// Package procfs finds which process owns a socket, for connections the kernel saw only in softirq
+// (a server's long-lived accepted sockets): it maps socket inodes to processes through /proc/*/fd.
+package procfs
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Owner is a process that holds a socket.
+type Owner struct {
+	Pid  uint32
+	Comm string
+}
+
+// Owners resolves socket inodes, rescanning /proc at most once per Refresh.
+type Owners struct {
+	root    string
+	byInode map[uint64]Owner
+	scanned bool
+}
+
+func NewOwners(root string) *Owners { return &Owners{root: root} }
+
+// Refresh allows one more scan, on the next miss.
+func (o *Owners) Refresh() { o.scanned = false }
+
+// Lookup returns the process holding socket inode ino. With several holders (a fork), the lowest pid.
+func (o *Owners) Lookup(ino uint64) (Owner, bool) {
+	if ow, ok := o.byInode[ino]; ok {
+		return ow, true
+	}
+	if o.scanned {
+		return Owner{}, false
+	}
+	o.scan()
+	ow, ok := o.byInode[ino]
+	return ow, ok
+}
+
+func (o *Owners) scan() {
+	o.scanned = true
+	o.byInode = map[uint64]Owner{}
+	procs, _ := os.ReadDir(o.root)
+	for _, p := range procs {
+		pid, err := strconv.ParseUint(p.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join(o.root, p.Name())
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		var name string
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if prev, ok := o.byInode[ino]; ok && prev.Pid < uint32(pid) {
+				continue
+			}
+			if name == "" {
+				b, _ := os.ReadFile(filepath.Join(dir, "comm"))
+				name = strings.TrimSpace(string(b))
+			}
+			o.byInode[ino] = Owner{Pid: uint32(pid), Comm: name}
+		}
+	}
+}

@@ -1,0 +1,118 @@
+package run
+
+import (
+	"log/slog"
+	"time"
+
+	"dkebpf/collector/bpf"
+	"dkebpf/collector/cli"
+	"dkebpf/collector/netflow"
+	"dkebpf/collector/point"
+	"dkebpf/collector/procfs"
+)
+
+// netflowPlugin joins the kernel probe (bpf.Netflow) to its aggregator.
+type netflowPlugin struct {
+	probe *bpf.Netflow
+	agg   *netflow.Aggregator
+	log   *slog.Logger
+	c     Counters
+}
+
+func openNetflow(cfg *cli.RunConfig, log *slog.Logger) (*netflowPlugin, error) {
+	probe, err := bpf.OpenNetflow(cfg.BPFObjects)
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range probe.Report() {
+		log.Info(line)
+	}
+	agg := netflow.NewAggregator(netflow.Config{
+		EphemeralPort: cfg.EphemeralPort,
+		IgnoreCIDRs:   cfg.IgnoreCIDRs,
+		IPv6Disabled:  cfg.IPv6Disabled,
+	}, procfs.NewOwners("/proc"))
+	return &netflowPlugin{probe: probe, agg: agg, log: log}, nil
+}
+
+func (p *netflowPlugin) Name() string     { return "netflow" }
+func (p *netflowPlugin) Category() string { return "network" }
+func (p *netflowPlugin) Input() string    { return "ebpf-net/netflow" }
+
+// Drain takes the records of connections closed since the last drain.
+func (p *netflowPlugin) Drain() {
+	p.probe.DrainClosed(func(b []byte) {
+		p.c.Events++
+		var r netflow.TCPRecord
+		if err := netflow.Decode(b, &r); err != nil {
+			p.c.DecodeErrors++
+			p.log.Warn("netflow: decode close record", "err", err)
+			return
+		}
+		p.agg.AddTCP(r)
+	})
+}
+
+// Flush polls live TCP connections and UDP peers once, then returns the interval's points.
+func (p *netflowPlugin) Flush(now time.Time) []point.Point {
+	if p.probe.TCP() {
+		b, err := p.probe.ReadLive()
+		if err != nil {
+			p.log.Warn("netflow: read live connections", "err", err)
+		}
+		recs, err := netflow.DecodeTCPRecords(b)
+		if err != nil {
+			p.c.DecodeErrors++
+			p.log.Warn("netflow: decode live connections", "err", err)
+		}
+		p.c.Events += uint64(len(recs))
+		for _, r := range recs {
+			p.agg.AddTCP(r)
+		}
+	}
+	if p.probe.UDP() {
+		var idle [][]byte
+		err := p.probe.ReadUDP(func(kb, vb []byte) {
+			p.c.Events++
+			var k netflow.UDPKey
+			var v netflow.UDPVal
+			if netflow.Decode(kb, &k) != nil || netflow.Decode(vb, &v) != nil {
+				p.c.DecodeErrors++
+				return
+			}
+			if p.agg.AddUDP(k, v, p.lookupSock) {
+				idle = append(idle, kb)
+			}
+		})
+		if err != nil {
+			p.log.Warn("netflow: read udp counters", "err", err)
+		}
+		for _, k := range idle {
+			p.probe.DeleteUDP(k)
+		}
+	}
+	return p.agg.Flush(now)
+}
+
+func (p *netflowPlugin) lookupSock(cookie uint64) (netflow.Sock, bool) {
+	b, ok := p.probe.LookupSock(cookie)
+	if !ok {
+		return netflow.Sock{}, false
+	}
+	var s netflow.Sock
+	if err := netflow.Decode(b, &s); err != nil {
+		p.c.DecodeErrors++
+		return s, false
+	}
+	return s, true
+}
+
+func (p *netflowPlugin) Counters() Counters {
+	st := p.probe.Stats()
+	c := p.c
+	c.Lost = st[bpf.NetflowStatRingLost]
+	c.MapFull = st[bpf.NetflowStatSockFull] + st[bpf.NetflowStatUDPFull]
+	return c
+}
+
+func (p *netflowPlugin) Close() { p.probe.Close() }

@@ -1,0 +1,36 @@
+package run
+
+import (
+	"time"
+
+	"dkebpf/collector/point"
+	"dkebpf/collector/sender"
+)
+
+// selfInput is the input= of the collector's own health point (measurement datakit_ebpf, category metric).
+const selfInput = "datakit-ebpf"
+
+type selfMetrics struct{ start time.Time }
+
+func newSelfMetrics(start time.Time) *selfMetrics { return &selfMetrics{start: start} }
+
+// point is one datakit_ebpf point with every plugin's cumulative counters, prefixed by the plugin name:
+// events received, lost, map-full drops, decode errors, and the sender's points sent, failed, dropped.
+func (s *selfMetrics) point(now time.Time, plugins []plugin, sent map[string]sender.InputStats) point.Point {
+	f := map[string]any{"uptime_seconds": int64(now.Sub(s.start).Seconds())}
+	for _, p := range plugins {
+		c := p.Counters()
+		st := sent[p.Input()]
+		n := p.Name() + "_"
+		f[n+"events_received"] = int64(c.Events)
+		f[n+"events_lost"] = int64(c.Lost)
+		f[n+"map_full_drops"] = int64(c.MapFull)
+		f[n+"decode_errors"] = int64(c.DecodeErrors)
+		f[n+"points_sent"] = st.Sent
+		f[n+"points_failed_posts"] = st.Failed
+		f[n+"points_rejected"] = st.Rejected
+		f[n+"points_dropped"] = st.Dropped
+		f[n+"points_queued"] = st.Queued
+	}
+	return point.Point{Name: "datakit_ebpf", Tags: map[string]string{}, Fields: f, Time: now}
+}

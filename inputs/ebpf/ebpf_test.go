@@ -1,0 +1,210 @@
+package ebpf
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+
+	"dkebpf/inputs"
+)
+
+var testEnv = inputs.Env{
+	InstallDir: "/opt/dk",
+	APIAddr:    "localhost:9529",
+	Hostname:   "node1",
+	Log:        log.New(io.Discard, "", 0),
+}
+
+// decode parses conf like the agent does and returns the single ebpf input.
+func decode(t *testing.T, conf string) *Input {
+	t.Helper()
+	var f struct {
+		Inputs map[string][]toml.Primitive `toml:"inputs"`
+	}
+	md, err := toml.Decode(conf, &f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Inputs["ebpf"]) != 1 {
+		t.Fatalf("want one [[inputs.ebpf]], got %d", len(f.Inputs["ebpf"]))
+	}
+	in := New(testEnv)
+	if err := md.PrimitiveDecode(f.Inputs["ebpf"][0], in); err != nil {
+		t.Fatal(err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		t.Fatalf("undecoded keys: %v", u)
+	}
+	return in
+}
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestShippedSampleIsSampleConfig(t *testing.T) {
+	shipped, err := os.ReadFile("../../conf.d/samples/ebpf.conf.sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(shipped, []byte((&Input{}).SampleConfig())) {
+		t.Error("conf.d/samples/ebpf.conf.sample differs from SampleConfig(); copy inputs/ebpf/ebpf.conf.sample over it")
+	}
+}
+
+func TestSampleCommandLine(t *testing.T) {
+	in := decode(t, (&Input{}).SampleConfig())
+	if err := in.ReadEnv(env(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	path, args, extraEnv := in.Command()
+	if path != "/opt/dk/externals/datakit-ebpf" {
+		t.Errorf("path = %q", path)
+	}
+	want := "run --datakit-apiserver localhost:9529 --hostname node1 --l7net-enabled httpflow " +
+		"--interval 60s --netlog-metric --enabled ebpf-net"
+	if got := strings.Join(args, " "); got != want {
+		t.Errorf("args =\n  %s\nwant\n  %s", got, want)
+	}
+	if len(extraEnv) != 0 {
+		t.Errorf("env = %q, want none", extraEnv)
+	}
+	if u := in.Unsupported(); len(u) != 0 {
+		t.Errorf("sample sets unsupported keys %v", u)
+	}
+}
+
+func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
+	in := decode(t, `
+[[inputs.ebpf]]
+  cmd = "/usr/local/bin/datakit-ebpf"
+  args = ["--datakit-apiserver", "127.0.0.1:19529", "--hostname=fixed"]
+  envs = ["HOST_ROOT=/rootfs"]
+  interval = "30s"
+  enabled_plugins = ["ebpf-net"]
+  pprof_port = "6061"
+  cpu_limit = "1.5"
+  netlog_blacklist = "port 22"
+  workload_labels = ["app"]
+  [inputs.ebpf.tags]
+    zone = "b"
+    app = "shop"
+    env = "prod"
+`)
+	err := in.ReadEnv(env(map[string]string{
+		"ENV_INPUT_EBPF_ENABLED_PLUGINS":      "ebpf-net, ebpf-bash",
+		"ENV_INPUT_EBPF_IPV6_DISABLED":        "1",
+		"ENV_INPUT_EBPF_EPHEMERAL_PORT":       "32768",
+		"ENV_INPUT_EBPF_INTERVAL":             "2m",
+		"ENV_INPUT_EBPF_L7NET_ENABLED":        "httpflow,httpflow-tls",
+		"ENV_NETLOG_METRIC":                   "False", // legacy name
+		"ENV_INPUT_EBPF_SAMPLING_RATE":        "0.5",
+		"ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS": "127.0.0.0/8,::1/128",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	path, args, extraEnv := in.Command()
+	if path != "/usr/local/bin/datakit-ebpf" {
+		t.Errorf("path = %q", path)
+	}
+	want := "run --datakit-apiserver 127.0.0.1:19529 --hostname=fixed --l7net-enabled httpflow,httpflow-tls " +
+		"--pprof-port 6061 --ipv6-disabled --ephemeral_port 32768 --interval 2m " +
+		"--res-cpu 1.5 --sampling-rate 0.5 --netflow-ignore-cidrs 127.0.0.0/8,::1/128 " +
+		"--enabled ebpf-net,ebpf-bash --tags app=shop;env=prod;zone=b"
+	if got := strings.Join(args, " "); got != want {
+		t.Errorf("args =\n  %s\nwant\n  %s", got, want)
+	}
+	wantEnv := "DKE_NETLOG_NET_FILTER=port 22|DKE_K8S_WORKLOAD_LABELS=app|HOST_ROOT=/rootfs"
+	if got := strings.Join(extraEnv, "|"); got != wantEnv {
+		t.Errorf("env = %q, want %q", got, wantEnv)
+	}
+	wantUnsupported := "l7net_enabled netlog_blacklist netlog_metric cpu_limit sampling_rate workload_labels"
+	if got := strings.Join(in.Unsupported(), " "); got != wantUnsupported {
+		t.Errorf("unsupported = %q, want %q", got, wantUnsupported)
+	}
+}
+
+func TestDefaultsWithoutConfig(t *testing.T) {
+	in := New(testEnv)
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	_, args, _ := in.Command()
+	want := "run --datakit-apiserver localhost:9529 --hostname node1 --l7net-enabled httpflow --netlog-metric --enabled ebpf-net"
+	if got := strings.Join(args, " "); got != want {
+		t.Errorf("args = %s, want %s", got, want)
+	}
+}
+
+func TestRelativeCmdIsUnderInstallDir(t *testing.T) {
+	in := decode(t, "[[inputs.ebpf]]\ncmd = \"bin/collector\"\n")
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _ := in.Command(); p != "/opt/dk/bin/collector" {
+		t.Errorf("path = %q", p)
+	}
+}
+
+func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
+	tests := []struct {
+		name, conf string
+		env        map[string]string
+		want       string
+	}{
+		{"bad interval", `interval = "abc"`, nil, `inputs.ebpf.interval: invalid duration "abc"`},
+		{"short interval", `interval = "500ms"`, nil, `inputs.ebpf.interval: "500ms" is below the minimum 1s`},
+		{"interval from env", ``, map[string]string{"ENV_INPUT_EBPF_INTERVAL": "x"}, `inputs.ebpf.interval (from ENV_INPUT_EBPF_INTERVAL): invalid duration "x"`},
+		{"unknown plugin", `enabled_plugins = ["ebpf-net", "ebpf-nett"]`, nil, `inputs.ebpf.enabled_plugins: unknown plugin "ebpf-nett" (allowed: ebpf-net, ebpf-bash, ebpf-conntrack, ebpf-trace, bpf-netlog)`},
+		{"unknown l7", `l7net_enabled = ["grpc"]`, nil, `inputs.ebpf.l7net_enabled: unknown protocol "grpc" (allowed: httpflow, httpflow-tls)`},
+		{"unknown l7 disabled", `l7net_disabled = ["h2"]`, nil, `inputs.ebpf.l7net_disabled: unknown protocol "h2"`},
+		{"port range", `ephemeral_port = 70000`, nil, `inputs.ebpf.ephemeral_port: 70000 out of range`},
+		{"bad cidr", `netflow_ignore_cidrs = ["10.0.0.0/33"]`, nil, `inputs.ebpf.netflow_ignore_cidrs: invalid CIDR "10.0.0.0/33"`},
+		{"bad cidr from env", ``, map[string]string{"ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS": "1.2.3.4"}, `(from ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS): invalid CIDR "1.2.3.4"`},
+		{"bad grace", `grace_period = "soon"`, nil, `inputs.ebpf.grace_period: invalid duration "soon"`},
+		{"bad tag", "[inputs.ebpf.tags]\n\"a;b\" = \"c\"", nil, `inputs.ebpf.tags.a;b: invalid tag`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := decode(t, "[[inputs.ebpf]]\n"+tc.conf+"\n")
+			if err := in.ReadEnv(env(tc.env)); err != nil {
+				t.Fatal(err)
+			}
+			err := in.Init()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEnvBoolParsing(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "f": false, "false": false, "FALSE": false,
+		"False": false, "0": false, "1": true, "true": true, "yes": true, "no": true} {
+		if got := parseBool(v); got != want {
+			t.Errorf("parseBool(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+func TestBadEphemeralPortEnvIsIgnored(t *testing.T) {
+	in := New(testEnv)
+	if err := in.ReadEnv(env(map[string]string{"ENV_INPUT_EBPF_EPHEMERAL_PORT": "lots"})); err != nil {
+		t.Fatal(err)
+	}
+	if in.EphemeralPort != -1 {
+		t.Errorf("ephemeral_port = %d, want the default -1", in.EphemeralPort)
+	}
+}

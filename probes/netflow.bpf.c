@@ -1,0 +1,309 @@
+/* netflow: per-connection TCP counters and per-peer UDP counters, without a probe on every TCP send. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "common/sock.bpf.h"
+#include "netflow.h"
+
+#define NF_SOCKS_MAX 65536
+#define NF_UDP_MAX 65536
+#define NF_EVENTS_BYTES (1 << 20)
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NF_SOCKS_MAX);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct nf_sock);
+} nf_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NF_UDP_MAX);
+	__type(key, struct nf_udp_key);
+	__type(value, struct nf_udp_val);
+} nf_udp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, NF_EVENTS_BYTES);
+} nf_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NF_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} nf_stats SEC(".maps");
+
+static __always_inline void count_stat(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&nf_stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* Fills r with the connection's counters since ESTABLISHED, read from the kernel's own tcp_sock fields. */
+static __always_inline void tcp_counters(const struct tcp_sock *tp, const struct nf_sock *s,
+					 struct nf_tcp_rec *r)
+{
+	/* write_seq gives the exact sequence space used since the base modulo 2^32; bytes_acked (64-bit,
+	 * at most one window behind) supplies the high bits. The FIN takes one sequence number. */
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked) - s->base_acked;
+	__u32 seq32 = BPF_CORE_READ(tp, write_seq) - s->base_write_seq;
+	__u64 seq = acked + (__u32)(seq32 - (__u32)acked);
+
+	r->bytes_written = seq > s->fin_sent ? seq - s->fin_sent : 0;
+
+	/* bytes_received counts the peer's FIN too; SOCK_DONE says it arrived. */
+	__u64 rcvd = BPF_CORE_READ(tp, bytes_received) - s->base_received;
+	unsigned long flags = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_flags);
+
+	if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && rcvd > 0)
+		rcvd--;
+	r->bytes_read = rcvd;
+	r->retrans = BPF_CORE_READ(tp, total_retrans) - s->base_retrans;
+	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	r->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	r->ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
+}
+
+static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const struct nf_sock *s)
+{
+	r->cookie = cookie;
+	r->t = s->t;
+	r->pid = s->pid;
+	r->netns = s->netns;
+	__builtin_memcpy(r->comm, s->comm, NF_COMM_LEN);
+	r->dir = s->dir;
+}
+
+static __always_inline void bind_current(struct nf_sock *s)
+{
+	s->pid = bpf_get_current_pid_tgid() >> 32;
+	process_comm(s->comm, sizeof(s->comm));
+}
+
+/* TCP lifecycle. Runs in process context for connect/close/shutdown, in softirq for the rest,
+ * so the process is only taken from transitions a syscall of the owner makes. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (!tp)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &cookie);
+
+	switch (newstate) {
+	case TCP_SYN_SENT: {
+		/* connect(): the caller owns the socket. */
+		struct nf_sock n = {};
+
+		n.dir = NF_DIR_OUT;
+		n.sk = (__u64)sk;
+		bind_current(&n);
+		if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
+			count_stat(NF_STAT_SOCK_FULL);
+		return 0;
+	}
+	case TCP_ESTABLISHED: {
+		struct nf_sock n = {};
+
+		if (oldstate == TCP_SYN_SENT) {
+			if (s)
+				n = *s;
+			n.dir = NF_DIR_OUT;
+		} else if (oldstate == TCP_SYN_RECV) {
+			n.dir = NF_DIR_IN; /* softirq: the owner is learnt later */
+		} else {
+			return 0;
+		}
+		n.sk = (__u64)sk;
+		n.t.proto = IPPROTO_TCP;
+		sock_tuple(sk, n.t.saddr, n.t.daddr, &n.t.sport, &n.t.dport, &n.t.family, &n.netns);
+		n.base_acked = BPF_CORE_READ(tp, bytes_acked);
+		n.base_received = BPF_CORE_READ(tp, bytes_received);
+		n.base_write_seq = BPF_CORE_READ(tp, write_seq);
+		n.base_retrans = BPF_CORE_READ(tp, total_retrans);
+		n.established = 1;
+		if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
+			count_stat(NF_STAT_SOCK_FULL);
+		return 0;
+	}
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK:
+		/* close() or shutdown() by the owner; tcp_send_fin() follows and takes a sequence number. */
+		if (!s)
+			return 0;
+		s->fin_sent = 1;
+		if (!s->pid)
+			bind_current(s);
+		return 0;
+	case TCP_CLOSE: {
+		if (!s)
+			return 0;
+		struct nf_sock copy = *s;
+
+		/* Delete before submitting, so the interval iterator never sees a connection already reported closed. */
+		bpf_map_delete_elem(&nf_socks, &cookie);
+		if (!copy.established)
+			return 0;
+		struct nf_tcp_rec *r = bpf_ringbuf_reserve(&nf_events, sizeof(*r), 0);
+
+		if (!r) {
+			count_stat(NF_STAT_RB_LOST);
+			return 0;
+		}
+		__builtin_memset(r, 0, sizeof(*r));
+		fill_rec(r, cookie, &copy);
+		tcp_counters(tp, &copy, r);
+		r->closed = 1;
+		/* No wakeup: the collector drains on a timer (a wakeup is a self-IPI, several µs here). */
+		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	}
+	return 0;
+}
+
+/* Run by the collector once per interval over nf_socks: live counters of every tracked TCP connection. */
+SEC("iter/bpf_map_elem")
+int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u64 *key = ctx->key;
+	struct nf_sock *s = ctx->value;
+
+	if (!key || !s || !s->established)
+		return 0;
+	struct nf_tcp_rec r = {};
+
+	fill_rec(&r, *key, s);
+	tcp_counters((const struct tcp_sock *)s->sk, s, &r);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* UDP sockets: learn the owner in process context. TCP returns at once. */
+static __always_inline int udp_owner(struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &cookie);
+
+	if (s && s->pid)
+		return 0;
+	struct nf_sock n = {};
+
+	n.sk = (__u64)sk;
+	n.t.proto = IPPROTO_UDP;
+	sock_tuple(sk, n.t.saddr, n.t.daddr, &n.t.sport, &n.t.dport, &n.t.family, &n.netns);
+	/* A port the application bound itself serves; an autobound one is a client's (DataKit's rule). */
+	n.dir = (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_BINDPORT_LOCK) ? NF_DIR_IN : NF_DIR_OUT;
+	bind_current(&n);
+	if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
+		count_stat(NF_STAT_SOCK_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(nf_udp_send, struct sock *sk, int ret, int flags)
+{
+	return udp_owner(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(nf_udp_recv, struct sock *sk, int ret, int flags)
+{
+	return udp_owner(sk);
+}
+
+/* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */
+static __always_inline void udp_count(struct __sk_buff *skb, int egress)
+{
+	struct nf_udp_key k = {};
+	__u32 off;
+	struct udphdr uh;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
+			return;
+		if (ip.frag_off & bpf_htons(0x1fff)) /* not the first fragment */
+			return;
+		off = ip.ihl * 4;
+		k.family = AF_INET;
+		__builtin_memcpy(egress ? k.laddr : k.raddr, &ip.saddr, 4);
+		__builtin_memcpy(egress ? k.raddr : k.laddr, &ip.daddr, 4);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
+			return;
+		off = sizeof(ip6);
+		k.family = AF_INET6;
+		__builtin_memcpy(egress ? k.laddr : k.raddr, &ip6.saddr, 16);
+		__builtin_memcpy(egress ? k.raddr : k.laddr, &ip6.daddr, 16);
+	} else {
+		return;
+	}
+	if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+		return;
+	__u16 src = bpf_ntohs(uh.source), dst = bpf_ntohs(uh.dest);
+	__u16 len = bpf_ntohs(uh.len);
+
+	k.lport = egress ? src : dst;
+	k.rport = egress ? dst : src;
+	k.cookie = bpf_get_socket_cookie(skb);
+	__u64 payload = len > sizeof(uh) ? len - sizeof(uh) : 0;
+
+	struct nf_udp_val *v = bpf_map_lookup_elem(&nf_udp, &k);
+
+	if (!v) {
+		struct nf_udp_val zero = {};
+
+		if (bpf_map_update_elem(&nf_udp, &k, &zero, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&nf_udp, &k)) {
+			count_stat(NF_STAT_UDP_FULL);
+			return;
+		}
+		v = bpf_map_lookup_elem(&nf_udp, &k);
+		if (!v)
+			return;
+	}
+	if (egress) {
+		__sync_fetch_and_add(&v->bytes_out, payload);
+		__sync_fetch_and_add(&v->pkts_out, 1);
+	} else {
+		__sync_fetch_and_add(&v->bytes_in, payload);
+		__sync_fetch_and_add(&v->pkts_in, 1);
+	}
+}
+
+SEC("cgroup_skb/egress")
+int nf_skb_egress(struct __sk_buff *skb)
+{
+	udp_count(skb, 1);
+	return 1; /* observe only: let every packet pass */
+}
+
+SEC("cgroup_skb/ingress")
+int nf_skb_ingress(struct __sk_buff *skb)
+{
+	udp_count(skb, 0);
+	return 1;
+}

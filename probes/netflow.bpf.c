@@ -211,8 +211,11 @@ static __always_inline int udp_owner(struct sock *sk)
 	n.sk = (__u64)sk;
 	n.t.proto = IPPROTO_UDP;
 	sock_tuple(sk, n.t.saddr, n.t.daddr, &n.t.sport, &n.t.dport, &n.t.family, &n.netns);
-	/* A port the application bound itself serves; an autobound one is a client's (DataKit's rule). */
-	n.dir = (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_BINDPORT_LOCK) ? NF_DIR_IN : NF_DIR_OUT;
+	/* A socket the application bound and did not connect serves many peers; any other is a client's
+	 * (DataKit marks every bound port as a server, including a client's bind before connect). */
+	__u8 locks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
+
+	n.dir = (locks & (SOCK_BINDPORT_LOCK | SOCK_BINDADDR_LOCK)) && !n.t.dport ? NF_DIR_IN : NF_DIR_OUT;
 	bind_current(&n);
 	if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
 		count_stat(NF_STAT_SOCK_FULL);

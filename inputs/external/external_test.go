@@ -95,16 +95,15 @@ func TestCrashedChildIsRestartedWithGrowingBackoff(t *testing.T) {
 		BackoffMax: 200 * time.Millisecond,
 	})
 	cancel, done := runInBackground(s)
-	waitFor(t, "4 starts", func() bool { return s.State().Starts >= 4 })
+	// Between a crash and the next start the state shows the exit and no pid.
+	waitFor(t, "4 starts and a crash", func() bool {
+		st := s.State()
+		return st.Starts >= 4 && st.PID == 0 && st.LastExit == "exit status 3"
+	})
 	cancel()
 	<-done
-
-	st := s.State()
-	if st.LastExit != "exit status 3" {
-		t.Errorf("LastExit = %q, want %q", st.LastExit, "exit status 3")
-	}
-	if st.PID != 0 {
-		t.Errorf("PID = %d after stop, want 0", st.PID)
+	if pid := s.State().PID; pid != 0 {
+		t.Errorf("PID = %d after stop, want 0", pid)
 	}
 	out := logs.String()
 	if !strings.Contains(out, "[fake] crashing now") {

@@ -11,6 +11,7 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define SOCK_BINDADDR_LOCK 4
 #define SOCK_BINDPORT_LOCK 8
 
 /* Fills local/remote address and ports, family and netns of sk. */

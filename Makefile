@@ -1,0 +1,77 @@
+# datakit + datakit-ebpf. The repository root doubles as the install directory.
+.DELETE_ON_ERROR:
+.PHONY: all deps build probes collector agent run test unit integration fmt vet clean
+
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+CLANG ?= clang
+BPFTOOL ?= bpftool
+GO ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# libbpf, libelf and zlib are linked statically: datakit-ebpf runs on hosts without libbpf.
+export CGO_LDFLAGS := -Wl,-Bstatic -lbpf -lelf -lz -lzstd -Wl,-Bdynamic
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Iprobes
+
+PROBES := $(patsubst probes/%.bpf.c,collector/bpf/obj/%.bpf.o,$(wildcard probes/*.bpf.c))
+GO_SRC := $(shell find . -name '*.go' -not -path './tests/*') go.mod go.sum
+
+all: build
+
+deps:
+	$(Q)./scripts/install-deps.sh
+
+build: deps probes collector agent
+
+probes: $(PROBES)
+
+probes/vmlinux.h:
+	@echo "  GEN     $@"
+	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+collector/bpf/obj/%.bpf.o: probes/%.bpf.c probes/%.h probes/common/*.bpf.h probes/vmlinux.h
+	@echo "  CLANG   $@"
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+collector: externals/datakit-ebpf
+
+build/datakit-ebpf: $(PROBES) $(GO_SRC)
+	@echo "  GO      $@"
+	$(Q)$(GO) build -ldflags "-X main.version=$(VERSION) -X main.buildDate=$(DATE)" -o $@ ./cmd/datakit-ebpf
+
+externals/datakit-ebpf: build/datakit-ebpf
+	$(Q)install -D -m 0755 $< $@
+
+agent: datakit
+
+datakit: $(GO_SRC)
+	@echo "  GO      $@"
+	$(Q)$(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/datakit
+
+# Runs the agent in the foreground on this directory; it spawns the collector. Ctrl-C stops both.
+run: build
+	$(Q)test -f conf.d/host/ebpf.conf || cp conf.d/samples/ebpf.conf.sample conf.d/host/ebpf.conf
+	./datakit run --dir $(CURDIR)
+
+test: build unit integration
+
+unit:
+	@echo "  TEST    unit"
+	$(Q)$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
+
+# Root integration tests against the real kernel. They fail (never skip) if BPF cannot load.
+integration:
+	@echo "  TEST    integration (root, real kernel)"
+	$(Q)$(GO) test -count=1 -timeout 10m $(if $(filter 1,$(V)),-v) ./tests/...
+
+fmt:
+	$(Q)gofmt -w $$(git ls-files '*.go')
+	$(Q)clang-format -i probes/*.bpf.c probes/*.h probes/common/*.h 2>/dev/null || true
+
+vet:
+	$(Q)$(GO) vet ./...
+
+clean:
+	$(Q)rm -rf build datakit externals/datakit-ebpf collector/bpf/obj/*.o probes/vmlinux.h

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	lp "github.com/influxdata/line-protocol/v2/lineprotocol"
+
+	"dkebpf/agent/store"
+)
+
+func runCLI(args ...string) (int, string, string) {
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestBadFlagsExitNonZeroWithMessage(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"query"}, "want exactly one MEASUREMENT"},
+		{[]string{"query", "netflow", "--since", "yesterday"}, `since: invalid time "yesterday"`},
+		{[]string{"query", "netflow", "--tag", "novalue"}, `--tag "novalue": want key=value`},
+		{[]string{"query", "netflow", "--category", "nope"}, `category: invalid "nope"`},
+		{[]string{"query", "netflow", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"install"}, "want --ebpf"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, tc := range tests {
+		code, _, stderr := runCLI(tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "datakit ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+func TestQueryReadsTheStoreWhenNoAgentRuns(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
+	// Port 1 on loopback: nothing answers, so query opens the store itself.
+	os.WriteFile(filepath.Join(dir, "conf.d/datakit.conf"), []byte("[http_api]\nlisten = \"127.0.0.1:1\"\n"), 0o644)
+	st, err := store.Open(filepath.Join(dir, "data/points.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	var points []store.Point
+	for i, host := range []string{"a", "b", "a"} {
+		points = append(points, store.Point{Category: "network", Input: "ebpf-net/netflow", Measurement: "netflow",
+			Tags: []store.Tag{{Key: "host", Value: host}}, Fields: []store.Field{{Key: "n", Value: lp.IntValue(int64(i))}},
+			Time: now.Add(time.Duration(i-3) * time.Second)})
+	}
+	points = append(points, store.Point{Category: "network", Measurement: "netflow",
+		Tags: []store.Tag{{Key: "host", Value: "a"}}, Fields: []store.Field{{Key: "n", Value: lp.IntValue(99)}}, Time: now.Add(-time.Hour)})
+	if err := st.Write(points); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	code, out, stderr := runCLI("query", "netflow", "--dir", dir, "--tag", "host=a")
+	want := "netflow,host=a n=0i " + itoa(now.Add(-3*time.Second)) + "\n" +
+		"netflow,host=a n=2i " + itoa(now.Add(-time.Second)) + "\n"
+	if code != 0 || out != want {
+		t.Errorf("exit %d stderr %q\nout  %q\nwant %q", code, stderr, out, want)
+	}
+	code, out, _ = runCLI("query", "netflow", "--dir", dir, "--since", "2h", "--limit", "1")
+	if code != 0 || !strings.HasPrefix(out, "netflow,host=a n=2i") || strings.Count(out, "\n") != 1 {
+		t.Errorf("limit: exit %d out %q", code, out)
+	}
+}
+
+func itoa(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }
+
+func TestInstallCopiesAtomicallyAndReportsSameFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "build", "datakit-ebpf")
+	os.MkdirAll(filepath.Dir(src), 0o755)
+	os.WriteFile(src, []byte("#!/bin/sh\n"), 0o644)
+
+	msg, err := copyExecutable(src, filepath.Join(dir, "externals", "datakit-ebpf"))
+	if err != nil || !strings.HasPrefix(msg, "installed ") {
+		t.Fatalf("copy: %q %v", msg, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "externals", "datakit-ebpf"))
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("installed file: %v %v", fi, err)
+	}
+	dst := filepath.Join(dir, "externals", "datakit-ebpf")
+	if msg, err := copyExecutable(dst, dst); err != nil || !strings.Contains(msg, "same file") {
+		t.Errorf("same file: %q %v", msg, err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "externals"))
+	if len(entries) != 1 {
+		t.Errorf("externals/ holds %d entries, want only datakit-ebpf (no temp files)", len(entries))
+	}
+
+	code, _, stderr := runCLI("install", "--ebpf", "--dir", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "run `make build` first") {
+		t.Errorf("missing build: exit %d stderr %q", code, stderr)
+	}
+}

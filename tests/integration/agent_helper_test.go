@@ -1,0 +1,245 @@
+// Package integration runs the real datakit agent and datakit-ebpf collector against the real kernel
+// with workloads on loopback, and compares what reaches the agent's store with ground truth.
+// It needs root and the binaries `make build` produces. It never skips, except when a developer sets
+// DKEBPF_SKIP_ROOT_TESTS=1 (CI never does).
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+)
+
+// interval is the collector's flush interval in these tests.
+const interval = time.Second
+
+var repoRoot = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}()
+
+func TestMain(m *testing.M) {
+	if os.Getenv("DKEBPF_SKIP_ROOT_TESTS") == "1" {
+		fmt.Println("DKEBPF_SKIP_ROOT_TESTS=1: root integration tests not run")
+		os.Exit(0)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration tests need root (BPF); set DKEBPF_SKIP_ROOT_TESTS=1 to opt out on a laptop")
+		os.Exit(1)
+	}
+	for _, b := range []string{"datakit", "externals/datakit-ebpf"} {
+		if _, err := os.Stat(filepath.Join(repoRoot, b)); err != nil {
+			fmt.Fprintf(os.Stderr, "%s missing: run `make build` first\n", b)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// agent is a running datakit with its own install dir and port.
+type agent struct {
+	t    *testing.T
+	dir  string
+	addr string
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeInstallDir lays out conf.d for an agent on addr with the given ebpf.conf body.
+func writeInstallDir(t *testing.T, addr, ebpfConf string) string {
+	dir := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(dir, "conf.d", "host"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "conf.d", "datakit.conf"), []byte(fmt.Sprintf(
+		"[http_api]\n  listen = %q\n[store]\n  path = \"data/points.db\"\n", addr)), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "conf.d", "host", "ebpf.conf"), []byte(ebpfConf), 0o644))
+	return dir
+}
+
+// ebpfConf is an ebpf input config running the built collector every interval.
+func ebpfConf(extra string) string {
+	return fmt.Sprintf(`[[inputs.ebpf]]
+  daemon = true
+  name = "ebpf"
+  cmd = %q
+  interval = %q
+  enabled_plugins = ["ebpf-net"]
+  grace_period = "5s"
+%s
+  [inputs.ebpf.tags]
+    suite = "integration"
+    run = "%d"
+`, filepath.Join(repoRoot, "externals", "datakit-ebpf"), interval.String(), extra, os.Getpid())
+}
+
+// startAgent runs datakit on a fresh install dir and waits until the collector posts its first points.
+func startAgent(t *testing.T, extraConf string) *agent {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	a := &agent{t: t, addr: addr, dir: writeInstallDir(t, addr, ebpfConf(extraConf)), log: &bytes.Buffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", a.dir)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	must(t, a.cmd.Start())
+	go func() { a.cmd.Wait(); close(a.done) }()
+	t.Cleanup(a.stop)
+	a.waitFor("the collector's first datakit_ebpf point", 20*time.Second, func() bool {
+		return len(a.query("datakit_ebpf", "1m")) > 0
+	})
+	return a
+}
+
+func (a *agent) stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.done:
+	case <-time.After(20 * time.Second):
+		a.cmd.Process.Kill()
+		a.t.Errorf("agent did not stop within 20s of SIGINT")
+	}
+	if a.t.Failed() {
+		a.t.Logf("agent log:\n%s", a.log.String())
+	}
+}
+
+func (a *agent) waitFor(what string, timeout time.Duration, ok func() bool) {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			a.t.Fatalf("timed out after %s waiting for %s; agent log:\n%s", timeout, what, a.log.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// lpPoint is a point read back from the agent.
+type lpPoint struct {
+	Name   string
+	Tags   map[string]string
+	Fields map[string]any
+	Time   time.Time
+}
+
+// query returns the points of a measurement stored in the last `since`, filtered by tags "k:v".
+func (a *agent) query(measurement, since string, tags ...string) []lpPoint {
+	a.t.Helper()
+	v := url.Values{"measurement": {measurement}, "since": {since}, "tag": tags}
+	resp, err := http.Get("http://" + a.addr + "/v1/query?" + v.Encode())
+	if err != nil {
+		return nil // not up yet
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		a.t.Fatalf("query %s: %d %s", measurement, resp.StatusCode, body)
+	}
+	return decodeLP(a.t, body)
+}
+
+func decodeLP(t *testing.T, body []byte) []lpPoint {
+	t.Helper()
+	var out []lpPoint
+	dec := lineprotocol.NewDecoderWithBytes(body)
+	for dec.Next() {
+		p := lpPoint{Tags: map[string]string{}, Fields: map[string]any{}}
+		m, err := dec.Measurement()
+		must(t, err)
+		p.Name = string(m)
+		for {
+			k, v, err := dec.NextTag()
+			must(t, err)
+			if k == nil {
+				break
+			}
+			p.Tags[string(k)] = string(v)
+		}
+		for {
+			k, v, err := dec.NextField()
+			must(t, err)
+			if k == nil {
+				break
+			}
+			p.Fields[string(k)] = v.Interface()
+		}
+		p.Time, err = dec.Time(lineprotocol.Nanosecond, time.Time{})
+		must(t, err)
+		out = append(out, p)
+	}
+	return out
+}
+
+func (a *agent) post(path, body string) (int, string) {
+	a.t.Helper()
+	resp, err := http.Post("http://"+a.addr+path, "text/plain", strings.NewReader(body))
+	must(a.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type externalState struct {
+	Name     string `json:"name"`
+	PID      int    `json:"pid"`
+	Starts   int    `json:"starts"`
+	LastExit string `json:"last_exit"`
+}
+
+func (a *agent) collector() externalState {
+	a.t.Helper()
+	resp, err := http.Get("http://" + a.addr + "/v1/externals")
+	must(a.t, err)
+	defer resp.Body.Close()
+	var st []externalState
+	must(a.t, json.NewDecoder(resp.Body).Decode(&st))
+	for _, s := range st {
+		if s.Name == "ebpf" {
+			return s
+		}
+	}
+	a.t.Fatalf("no ebpf external in %+v", st)
+	return externalState{}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func intField(p lpPoint, name string) int64 {
+	switch v := p.Fields[name].(type) {
+	case int64:
+		return v
+	case uint64:
+		return int64(v)
+	}
+	return 0
+}

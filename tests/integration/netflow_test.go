@@ -1,0 +1,258 @@
+package integration
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// counted is ground truth: the bytes this program really wrote and read on its sockets.
+type counted struct{ wrote, read atomic.Int64 }
+
+// exchange sends a request of reqLen bytes asking for respLen back (an 8-byte header says both).
+func exchange(c net.Conn, cnt *counted, reqLen, respLen int) error {
+	req := make([]byte, reqLen)
+	binary.BigEndian.PutUint32(req[0:], uint32(reqLen))
+	binary.BigEndian.PutUint32(req[4:], uint32(respLen))
+	n, err := c.Write(req)
+	cnt.wrote.Add(int64(n))
+	if err != nil {
+		return err
+	}
+	m, err := io.ReadFull(c, make([]byte, respLen))
+	cnt.read.Add(int64(m))
+	return err
+}
+
+// serve answers exchanges until the client closes.
+func serve(c net.Conn, cnt *counted) {
+	defer c.Close()
+	hdr := make([]byte, 8)
+	for {
+		n, err := io.ReadFull(c, hdr)
+		cnt.read.Add(int64(n))
+		if err != nil {
+			return
+		}
+		reqLen, respLen := binary.BigEndian.Uint32(hdr), binary.BigEndian.Uint32(hdr[4:])
+		m, err := io.ReadFull(c, make([]byte, reqLen-8))
+		cnt.read.Add(int64(m))
+		if err != nil {
+			return
+		}
+		w, _ := c.Write(make([]byte, respLen))
+		cnt.wrote.Add(int64(w))
+	}
+}
+
+// tcpServer accepts on host:0 and serves every connection; it returns the port and the server's truth.
+func tcpServer(t *testing.T, network, host string) (int, *counted, *sync.WaitGroup) {
+	l, err := net.Listen(network, net.JoinHostPort(host, "0"))
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	cnt, wg := &counted{}, &sync.WaitGroup{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); serve(c, cnt) }()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port, cnt, wg
+}
+
+func selfComm(t *testing.T) string {
+	b, err := os.ReadFile("/proc/self/comm")
+	must(t, err)
+	return strings.TrimSpace(string(b))
+}
+
+// flowSum adds up the netflow points of this process that match tags.
+type flowSum struct {
+	totals
+	points []lpPoint
+}
+
+type totals struct {
+	written, read, established, closed, retransmits, datagramsW, datagramsR int64
+}
+
+func sumFlows(pts []lpPoint) flowSum {
+	var s flowSum
+	for _, p := range pts {
+		s.written += intField(p, "bytes_written")
+		s.read += intField(p, "bytes_read")
+		s.established += intField(p, "tcp_established")
+		s.closed += intField(p, "tcp_closed")
+		s.retransmits += intField(p, "retransmits")
+		s.datagramsW += intField(p, "datagrams_written")
+		s.datagramsR += intField(p, "datagrams_read")
+		s.points = append(s.points, p)
+	}
+	return s
+}
+
+// settle polls until got() equals want, then waits two more intervals and checks nothing more arrives.
+func settle(t *testing.T, a *agent, what string, want totals, got func() flowSum) flowSum {
+	t.Helper()
+	eq := func(g flowSum) bool { return g.totals == want }
+	deadline := time.Now().Add(6 * interval)
+	g := got()
+	for !eq(g) && time.Now().Before(deadline) {
+		time.Sleep(interval / 4)
+		g = got()
+	}
+	time.Sleep(2 * interval)
+	g = got()
+	if !eq(g) {
+		t.Errorf("%s: reported %+v, want %+v; points:", what, g.totals, want)
+		for _, p := range g.points {
+			t.Logf("  %v %v", p.Tags, p.Fields)
+		}
+	}
+	return g
+}
+
+func TestNetflowCountsEveryByteAndConnectionOfTCP(t *testing.T) {
+	a := startAgent(t, "")
+	pid, comm := strconv.Itoa(os.Getpid()), selfComm(t)
+
+	for _, tc := range []struct{ network, host, family string }{
+		{"tcp4", "127.0.0.1", "IPv4"},
+		{"tcp6", "::1", "IPv6"},
+	} {
+		t.Run(tc.family, func(t *testing.T) {
+			const short = 5
+			// Short connections: K exchanges of known sizes, each on a fresh connection.
+			port, srv, srvWG := tcpServer(t, tc.network, tc.host)
+			cli := &counted{}
+			for i := 0; i < short; i++ {
+				c, err := net.Dial(tc.network, net.JoinHostPort(tc.host, strconv.Itoa(port)))
+				must(t, err)
+				must(t, exchange(c, cli, 1000+i*111, 5000+i*333))
+				c.Close()
+			}
+			// One connection living across several intervals, one exchange every 1.5 intervals.
+			lport, lsrv, lsrvWG := tcpServer(t, tc.network, tc.host)
+			lcli := &counted{}
+			lc, err := net.Dial(tc.network, net.JoinHostPort(tc.host, strconv.Itoa(lport)))
+			must(t, err)
+			const rounds = 4
+			for i := 0; i < rounds; i++ {
+				must(t, exchange(lc, lcli, 3000, 7000))
+				time.Sleep(interval * 3 / 2)
+			}
+			lc.Close()
+			srvWG.Wait()
+			lsrvWG.Wait()
+
+			common := []string{"pid:" + pid, "transport:tcp", "family:" + tc.family, "run:" + pid}
+			query := func(dirTag, portTag string) func() flowSum {
+				return func() flowSum {
+					return sumFlows(a.query("netflow", "5m", append(common, dirTag, portTag)...))
+				}
+			}
+			p := strconv.Itoa(port)
+			settle(t, a, "short client side", totals{written: cli.wrote.Load(), read: cli.read.Load(), established: short, closed: short},
+				query("direction:outgoing", "dst_port:"+p))
+			settle(t, a, "short server side", totals{written: srv.wrote.Load(), read: srv.read.Load(), established: short, closed: short},
+				query("direction:incoming", "src_port:"+p))
+
+			lp := strconv.Itoa(lport)
+			out := settle(t, a, "long client side", totals{written: lcli.wrote.Load(), read: lcli.read.Load(), established: 1, closed: 1},
+				query("direction:outgoing", "dst_port:"+lp))
+			settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
+				query("direction:incoming", "src_port:"+lp))
+
+			// Each interval reports that interval's delta: one exchange per point, never a running total.
+			var withBytes int
+			for _, pt := range out.points {
+				if w := intField(pt, "bytes_written"); w > 0 {
+					withBytes++
+					if w != 3000 || intField(pt, "bytes_read") != 7000 {
+						t.Errorf("long connection point carries %d/%d bytes, want one exchange 3000/7000: %v", w, intField(pt, "bytes_read"), pt.Fields)
+					}
+				}
+			}
+			if withBytes != rounds {
+				t.Errorf("long connection reported in %d intervals, want %d (one per exchange)", withBytes, rounds)
+			}
+			for _, pt := range out.points {
+				if pt.Tags["process_name"] != comm || pt.Tags["src_ip"] != tc.host || pt.Tags["dst_ip"] != tc.host ||
+					pt.Tags["src_port"] != "*" || pt.Tags["src_ip_type"] != "loopback" || pt.Tags["conn_side"] != "client" {
+					t.Errorf("client point tags: %v (want process_name=%s, loopback %s, src_port=*)", pt.Tags, comm, tc.host)
+				}
+				if _, ok := pt.Fields["rtt"]; !ok {
+					t.Errorf("client point has no rtt: %v", pt.Fields)
+				}
+			}
+		})
+	}
+}
+
+func TestNetflowCountsEveryUDPDatagram(t *testing.T) {
+	a := startAgent(t, "")
+	pid := strconv.Itoa(os.Getpid())
+	for _, tc := range []struct{ network, host, family string }{
+		{"udp4", "127.0.0.1", "IPv4"},
+		{"udp6", "::1", "IPv6"},
+	} {
+		t.Run(tc.family, func(t *testing.T) {
+			// The server is unconnected (ReadFrom/WriteTo), the client connected: the two common shapes.
+			srv, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.host)})
+			must(t, err)
+			defer srv.Close()
+			port := srv.LocalAddr().(*net.UDPAddr).Port
+			cli, err := net.DialUDP(tc.network, nil, srv.LocalAddr().(*net.UDPAddr))
+			must(t, err)
+			defer cli.Close()
+
+			const n = 7
+			var sent, replied int64
+			buf := make([]byte, 65536)
+			for i := 0; i < n; i++ {
+				w, err := cli.Write(make([]byte, 100+i*17))
+				must(t, err)
+				sent += int64(w)
+				r, from, err := srv.ReadFromUDP(buf)
+				must(t, err)
+				w2, err := srv.WriteToUDP(buf[:2*r], from)
+				must(t, err)
+				replied += int64(w2)
+				_, err = cli.Read(buf)
+				must(t, err)
+			}
+			p := strconv.Itoa(port)
+			common := []string{"pid:" + pid, "transport:udp", "family:" + tc.family}
+			settle(t, a, "udp client side", totals{written: sent, read: replied, datagramsW: n, datagramsR: n}, func() flowSum {
+				return sumFlows(a.query("netflow", "5m", append(common, "direction:outgoing", "dst_port:"+p)...))
+			})
+			settle(t, a, "udp server side", totals{written: replied, read: sent, datagramsW: n, datagramsR: n}, func() flowSum {
+				return sumFlows(a.query("netflow", "5m", append(common, "direction:incoming", "src_port:"+p)...))
+			})
+		})
+	}
+}
+
+// tcpRound runs one short exchange and returns its client-side truth, for tests that need fresh traffic.
+func tcpRound(t *testing.T) (port int, wrote, read int64) {
+	port, _, wg := tcpServer(t, "tcp4", "127.0.0.1")
+	cli := &counted{}
+	c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	must(t, err)
+	must(t, exchange(c, cli, 4321, 1234))
+	c.Close()
+	wg.Wait()
+	return port, cli.wrote.Load(), cli.read.Load()
+}

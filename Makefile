@@ -48,7 +48,7 @@ agent: datakit
 
 datakit: $(GO_SRC)
 	@echo "  GO      $@"
-	$(Q)$(GO) build -ldflags "-X main.version=$(VERSION)" -o $@ ./cmd/datakit
+	$(Q)$(GO) build -ldflags "-X dkebpf/agent.Version=$(VERSION)" -o $@ ./cmd/datakit
 
 # Runs the agent in the foreground on this directory; it spawns the collector. Ctrl-C stops both.
 run: build

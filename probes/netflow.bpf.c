@@ -9,6 +9,8 @@
 
 #define NF_SOCKS_MAX 65536
 #define NF_UDP_MAX 65536
+#define NF_UDP_SOCKS_MAX 16384
+#define NF_LISTEN_MAX 4096
 #define NF_EVENTS_BYTES (1 << 20)
 
 #define ETH_P_IP 0x0800
@@ -22,6 +24,23 @@ struct {
 	__type(key, __u64); /* socket cookie */
 	__type(value, struct nf_sock);
 } nf_socks SEC(".maps");
+
+/* UDP sockets' owners, apart from nf_socks: UDP has no close event, so these only age out, and a
+ * resolver's churn of short-lived sockets must not evict live TCP connections. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NF_UDP_SOCKS_MAX);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct nf_sock);
+} nf_udp_socks SEC(".maps");
+
+/* Listening ports seen by the start-up walk (nf_seed). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NF_LISTEN_MAX);
+	__type(key, struct nf_listen_key);
+	__type(value, __u8);
+} nf_listen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -83,6 +102,20 @@ static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const s
 	r->netns = s->netns;
 	__builtin_memcpy(r->comm, s->comm, NF_COMM_LEN);
 	r->dir = s->dir;
+	r->preexisting = s->preexisting;
+}
+
+/* Records the tuple and the counters' bases of a connection now established. */
+static __always_inline void tcp_established(struct nf_sock *n, struct sock *sk, const struct tcp_sock *tp)
+{
+	n->sk = (__u64)sk;
+	n->t.proto = IPPROTO_TCP;
+	sock_tuple(sk, n->t.saddr, n->t.daddr, &n->t.sport, &n->t.dport, &n->t.family, &n->netns);
+	n->base_acked = BPF_CORE_READ(tp, bytes_acked);
+	n->base_received = BPF_CORE_READ(tp, bytes_received);
+	n->base_write_seq = BPF_CORE_READ(tp, write_seq);
+	n->base_retrans = BPF_CORE_READ(tp, total_retrans);
+	n->established = 1;
 }
 
 static __always_inline void bind_current(struct nf_sock *s)
@@ -127,14 +160,7 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 		} else {
 			return 0;
 		}
-		n.sk = (__u64)sk;
-		n.t.proto = IPPROTO_TCP;
-		sock_tuple(sk, n.t.saddr, n.t.daddr, &n.t.sport, &n.t.dport, &n.t.family, &n.netns);
-		n.base_acked = BPF_CORE_READ(tp, bytes_acked);
-		n.base_received = BPF_CORE_READ(tp, bytes_received);
-		n.base_write_seq = BPF_CORE_READ(tp, write_seq);
-		n.base_retrans = BPF_CORE_READ(tp, total_retrans);
-		n.established = 1;
+		tcp_established(&n, sk, tp);
 		if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
 			count_stat(NF_STAT_SOCK_FULL);
 		return 0;
@@ -192,6 +218,46 @@ int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 	return 0;
 }
 
+/* Run once at start over the collector's network namespace: connections established before the
+ * collector are tracked from now on (their bytes before start are not known). Listening sockets come
+ * first in the walk, so the direction of each connection is known when it is reached. */
+SEC("iter/tcp")
+int nf_seed(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+
+	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+
+	if (!tp)
+		return 0;
+	struct sock *sk = (struct sock *)tp;
+	struct nf_listen_key lk = {};
+
+	lk.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	lk.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	if (state == TCP_LISTEN) {
+		__u8 one = 1;
+
+		bpf_map_update_elem(&nf_listen, &lk, &one, BPF_ANY);
+		return 0;
+	}
+	if (state != TCP_ESTABLISHED)
+		return 0;
+	struct nf_sock n = {};
+	__u64 cookie = bpf_get_socket_cookie(sk);
+
+	tcp_established(&n, sk, tp);
+	n.preexisting = 1;
+	n.dir = bpf_map_lookup_elem(&nf_listen, &lk) ? NF_DIR_IN : NF_DIR_OUT;
+	/* NOEXIST: a connection the state tracepoint already tracks keeps its exact bases. */
+	bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_NOEXIST);
+	return 0;
+}
+
 /* UDP sockets: learn the owner in process context. TCP returns at once. */
 static __always_inline int udp_owner(struct sock *sk)
 {
@@ -202,9 +268,8 @@ static __always_inline int udp_owner(struct sock *sk)
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &cookie);
 
-	if (s && s->pid)
+	if (bpf_map_lookup_elem(&nf_udp_socks, &cookie))
 		return 0;
 	struct nf_sock n = {};
 
@@ -217,7 +282,7 @@ static __always_inline int udp_owner(struct sock *sk)
 
 	n.dir = (locks & (SOCK_BINDPORT_LOCK | SOCK_BINDADDR_LOCK)) && !n.t.dport ? NF_DIR_IN : NF_DIR_OUT;
 	bind_current(&n);
-	if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
+	if (bpf_map_update_elem(&nf_udp_socks, &cookie, &n, BPF_ANY))
 		count_stat(NF_STAT_SOCK_FULL);
 	return 0;
 }

@@ -40,7 +40,8 @@ struct nf_sock {
 	__u8 dir;
 	__u8 established; /* TCP: saw ->ESTABLISHED, so the bases are valid */
 	__u8 fin_sent;    /* TCP: our FIN took one sequence number */
-	__u8 pad[5];
+	__u8 preexisting; /* TCP: established before the collector started; counted from its start */
+	__u8 pad[4];
 };
 _Static_assert(sizeof(struct nf_sock) == 104, "nf_sock layout");
 
@@ -60,9 +61,18 @@ struct nf_tcp_rec {
 	char comm[NF_COMM_LEN];
 	__u8 dir;
 	__u8 closed;
-	__u8 pad[6];
+	__u8 preexisting;
+	__u8 pad[5];
 };
 _Static_assert(sizeof(struct nf_tcp_rec) == 112, "nf_tcp_rec layout");
+
+/* nf_listen key: a listening TCP port, to tell the direction of connections found at start. */
+struct nf_listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+_Static_assert(sizeof(struct nf_listen_key) == 8, "nf_listen_key layout");
 
 /* nf_udp key: one UDP socket talking to one peer, as seen in packets. */
 struct nf_udp_key {

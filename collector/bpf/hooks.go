@@ -13,6 +13,7 @@ type Kind int
 const (
 	TPBTF         Kind = iota // BTF-typed raw tracepoint: needs no tracefs
 	MapIter                   // iterator over a map's elements, run on demand
+	Iter                      // iterator over a kernel object (iter/tcp), run on demand
 	CgroupIngress             // cgroup_skb on the cgroup v2 root
 	CgroupEgress
 )
@@ -34,6 +35,8 @@ func (h Hook) String() string {
 		return "tp_btf/" + h.Target
 	case MapIter:
 		return "iter/bpf_map_elem(" + h.Target + ")"
+	case Iter:
+		return "iter/" + h.Target
 	case CgroupIngress:
 		return "cgroup_skb/ingress"
 	default:
@@ -141,12 +144,16 @@ func (a *attachment) attachOne(m *libbpfgo.Module, h Hook, cgroupRoot func() (st
 	switch h.Kind {
 	case TPBTF:
 		link, err = p.AttachGeneric()
-	case MapIter:
-		mp, err := m.GetMap(h.Target)
-		if err != nil {
-			return fmt.Errorf("map %s: %w", h.Target, err)
+	case MapIter, Iter:
+		mapFD := -1
+		if h.Kind == MapIter {
+			mp, err := m.GetMap(h.Target)
+			if err != nil {
+				return fmt.Errorf("map %s: %w", h.Target, err)
+			}
+			mapFD = mp.FileDescriptor()
 		}
-		it, err := newIterLink(p.FileDescriptor(), mp.FileDescriptor())
+		it, err := newIterLink(p.FileDescriptor(), mapFD)
 		if err != nil {
 			return err
 		}

@@ -20,13 +20,17 @@ static int kernel_has_type(const char *name, int kind)
 	return id > 0;
 }
 
-// Attaches an iterator program to a map (libbpfgo v0.7.0 fills every member of the link-info union,
-// overwriting map_fd with 0). Returns the link fd or a negative errno.
-static int iter_map_link(int prog_fd, int map_fd)
+// Attaches an iterator program, to a map when map_fd >= 0 (libbpfgo v0.7.0 fills every member of the
+// link-info union, overwriting map_fd with 0). Returns the link fd or a negative errno.
+static int iter_link(int prog_fd, int map_fd)
 {
 	union bpf_iter_link_info linfo = {};
-	linfo.map.map_fd = map_fd;
-	LIBBPF_OPTS(bpf_link_create_opts, opts, .iter_info = &linfo, .iter_info_len = sizeof(linfo));
+	LIBBPF_OPTS(bpf_link_create_opts, opts);
+	if (map_fd >= 0) {
+		linfo.map.map_fd = map_fd;
+		opts.iter_info = &linfo;
+		opts.iter_info_len = sizeof(linfo);
+	}
 	return bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, &opts);
 }
 */
@@ -93,11 +97,12 @@ func openModule(name string, obj []byte) (*libbpfgo.Module, error) {
 	return m, nil
 }
 
-// iterLink attaches an iterator program to walk a map; each read of the link starts a new walk.
+// iterLink is an attached iterator program; each read of the link starts a new walk.
 type iterLink struct{ fd int }
 
+// newIterLink attaches an iterator, over the map mapFD when it is >= 0.
 func newIterLink(progFD, mapFD int) (*iterLink, error) {
-	fd := C.iter_map_link(C.int(progFD), C.int(mapFD))
+	fd := C.iter_link(C.int(progFD), C.int(mapFD))
 	if fd < 0 {
 		return nil, fmt.Errorf("create iterator link: %w", unix.Errno(-fd))
 	}

@@ -22,10 +22,11 @@ const (
 )
 
 // NetflowHooks: TCP needs only the state tracepoint and an iterator run once per interval (no probe on
-// any send or receive); UDP counts datagrams at the cgroup v2 root and learns owners in process context.
+// any send or receive), plus a walk of the TCP sockets at start for connections already open; UDP counts datagrams at the cgroup v2 root and learns owners in process context.
 var NetflowHooks = []Hook{
 	{Prog: "nf_state", Kind: TPBTF, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16"},
 	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9"},
+	{Prog: "nf_seed", Kind: Iter, Target: "tcp", Part: "tcp", Since: "5.9"},
 	{Prog: "nf_skb_egress", Kind: CgroupEgress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_skb_ingress", Kind: CgroupIngress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3"},
@@ -34,12 +35,13 @@ var NetflowHooks = []Hook{
 
 // Netflow is the loaded and attached netflow probe.
 type Netflow struct {
-	m     *libbpfgo.Module
-	att   *attachment
-	ring  *Ring
-	socks *libbpfgo.BPFMap
-	udp   *libbpfgo.BPFMap
-	stats *libbpfgo.BPFMap
+	m        *libbpfgo.Module
+	att      *attachment
+	ring     *Ring
+	socks    *libbpfgo.BPFMap
+	udp      *libbpfgo.BPFMap
+	udpSocks *libbpfgo.BPFMap
+	stats    *libbpfgo.BPFMap
 }
 
 // loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).
@@ -81,7 +83,7 @@ func OpenNetflow(objDir string) (_ *Netflow, err error) {
 	if !n.TCP() && !n.UDP() {
 		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
 	}
-	for name, dst := range map[string]**libbpfgo.BPFMap{"nf_socks": &n.socks, "nf_udp": &n.udp, "nf_stats": &n.stats} {
+	for name, dst := range map[string]**libbpfgo.BPFMap{"nf_socks": &n.socks, "nf_udp": &n.udp, "nf_udp_socks": &n.udpSocks, "nf_stats": &n.stats} {
 		if *dst, err = m.GetMap(name); err != nil {
 			return nil, fmt.Errorf("map %s: %w", name, err)
 		}
@@ -92,6 +94,11 @@ func OpenNetflow(objDir string) (_ *Netflow, err error) {
 	}
 	if n.ring, err = newRing(events.FileDescriptor(), events.MaxEntries()); err != nil {
 		return nil, err
+	}
+	if seed := n.att.iters["nf_seed"]; seed != nil {
+		if _, err := seed.read(); err != nil {
+			return nil, fmt.Errorf("walk tcp sockets open at start: %w", err)
+		}
 	}
 	return n, nil
 }
@@ -135,9 +142,9 @@ func (n *Netflow) ReadUDP(fn func(key, val []byte)) error {
 // DeleteUDP forgets an idle (socket, peer) entry.
 func (n *Netflow) DeleteUDP(key []byte) error { return n.udp.DeleteKey(unsafe.Pointer(&key[0])) }
 
-// LookupSock returns the nf_socks value of a socket cookie.
-func (n *Netflow) LookupSock(cookie uint64) ([]byte, bool) {
-	v, err := n.socks.GetValue(unsafe.Pointer(&cookie))
+// LookupUDPSock returns the nf_udp_socks value (the owner) of a UDP socket cookie.
+func (n *Netflow) LookupUDPSock(cookie uint64) ([]byte, bool) {
+	v, err := n.udpSocks.GetValue(unsafe.Pointer(&cookie))
 	return v, err == nil
 }
 

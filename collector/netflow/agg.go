@@ -79,7 +79,8 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 }
 
 // AddTCP takes a connection's cumulative counters (live from the iterator, or final at close) and
-// adds what is new since the last report. A connection seen for the first time counts as established.
+// adds what is new since the last report. A connection seen for the first time counts as established,
+// unless it was already open when the collector started.
 func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
@@ -107,7 +108,7 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	f.written += dw
 	f.read += dr
 	f.retrans += uint64(drt)
-	if !known {
+	if !known && r.Preexisting == 0 {
 		f.established++
 	}
 	if r.Closed != 0 {

@@ -63,7 +63,8 @@ type TCPRecord struct {
 	Comm         [16]byte
 	Dir          uint8
 	Closed       uint8
-	_            [6]byte
+	Preexisting  uint8
+	_            [5]byte
 }
 
 // UDPKey mirrors struct nf_udp_key (probes/netflow.h).

@@ -95,7 +95,7 @@ func (p *netflowPlugin) Flush(now time.Time) []point.Point {
 }
 
 func (p *netflowPlugin) lookupSock(cookie uint64) (netflow.Sock, bool) {
-	b, ok := p.probe.LookupSock(cookie)
+	b, ok := p.probe.LookupUDPSock(cookie)
 	if !ok {
 		return netflow.Sock{}, false
 	}

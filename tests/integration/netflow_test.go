@@ -256,3 +256,29 @@ func tcpRound(t *testing.T) (port int, wrote, read int64) {
 	wg.Wait()
 	return port, cli.wrote.Load(), cli.read.Load()
 }
+
+func TestNetflowTracksConnectionsOpenedBeforeTheCollector(t *testing.T) {
+	port, srv, wg := tcpServer(t, "tcp4", "127.0.0.1")
+	c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+	must(t, err)
+	must(t, exchange(c, &counted{}, 999, 999)) // before the collector: not counted
+
+	a := startAgent(t, "")
+	srvBefore := counted{}
+	srvBefore.wrote.Store(srv.wrote.Load())
+	srvBefore.read.Store(srv.read.Load())
+	cli := &counted{}
+	must(t, exchange(c, cli, 2000, 3000))
+	must(t, exchange(c, cli, 100, 200))
+	c.Close()
+	wg.Wait()
+
+	pid, p := strconv.Itoa(os.Getpid()), strconv.Itoa(port)
+	// Bytes since the collector started; the connection closes but was not established under it.
+	settle(t, a, "client side", totals{written: cli.wrote.Load(), read: cli.read.Load(), closed: 1}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", "pid:"+pid, "direction:outgoing", "dst_port:"+p))
+	})
+	settle(t, a, "server side", totals{written: srv.wrote.Load() - srvBefore.wrote.Load(), read: srv.read.Load() - srvBefore.read.Load(), closed: 1}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", "pid:"+pid, "direction:incoming", "src_port:"+p))
+	})
+}

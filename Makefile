@@ -10,8 +10,6 @@ GO ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-# libbpf, libelf and zlib are linked statically: datakit-ebpf runs on hosts without libbpf.
-export CGO_LDFLAGS := -Wl,-Bstatic -lbpf -lelf -lz -lzstd -Wl,-Bdynamic
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Iprobes
 
 PROBES := $(patsubst probes/%.bpf.c,collector/bpf/obj/%.bpf.o,$(wildcard probes/*.bpf.c))

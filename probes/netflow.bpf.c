@@ -61,6 +61,9 @@ struct {
 	__type(value, __u64);
 } nf_stats SEC(".maps");
 
+/* Puts struct nf_tcp_rec, only used as a local, into the object's BTF for the Go mirror's layout test. */
+const struct nf_tcp_rec *nf_rec_btf __attribute__((unused));
+
 static __always_inline void count_stat(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&nf_stats, &idx);

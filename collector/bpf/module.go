@@ -4,6 +4,8 @@
 package bpf
 
 /*
+// libbpf, libelf and zlib are linked statically: datakit-ebpf runs on hosts without libbpf installed.
+#cgo LDFLAGS: -Wl,-Bstatic -lbpf -lelf -lz -lzstd -Wl,-Bdynamic
 #include <stdlib.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>

@@ -45,7 +45,8 @@ type Sock struct {
 	Dir          uint8
 	Established  uint8
 	FinSent      uint8
-	_            [5]byte
+	Preexisting  uint8
+	_            [4]byte
 }
 
 // TCPRecord mirrors struct nf_tcp_rec (probes/netflow.h).

@@ -1,0 +1,256 @@
+package netflow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+
+	"dkebpf/collector/point"
+	"dkebpf/collector/procfs"
+)
+
+type fakeOwners map[uint64]procfs.Owner
+
+func (f fakeOwners) Lookup(ino uint64) (procfs.Owner, bool) { o, ok := f[ino]; return o, ok }
+func (f fakeOwners) Refresh()                               {}
+
+func tuple(t *testing.T, src string, sport uint16, dst string, dport uint16, proto uint8) Tuple {
+	t.Helper()
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	tp := Tuple{Sport: sport, Dport: dport, Proto: proto, Family: afInet}
+	if s.Is4() {
+		a, b := s.As4(), d.As4()
+		copy(tp.Saddr[:], a[:])
+		copy(tp.Daddr[:], b[:])
+	} else {
+		tp.Family = afInet6
+		tp.Saddr, tp.Daddr = s.As16(), d.As16()
+	}
+	return tp
+}
+
+func rec(cookie uint64, t Tuple, dir uint8, written, read uint64, closed bool) TCPRecord {
+	r := TCPRecord{Cookie: cookie, T: t, Dir: dir, BytesWritten: written, BytesRead: read, Pid: 42, SrttUs: 30, RttvarUs: 10}
+	copy(r.Comm[:], "client")
+	if closed {
+		r.Closed = 1
+	}
+	return r
+}
+
+func flush(a *Aggregator) []point.Point { return a.Flush(time.Unix(100, 0)) }
+
+func only(t *testing.T, pts []point.Point) point.Point {
+	t.Helper()
+	if len(pts) != 1 {
+		t.Fatalf("got %d points, want 1: %v", len(pts), pts)
+	}
+	return pts[0]
+}
+
+func wantFields(t *testing.T, p point.Point, want map[string]int64) {
+	t.Helper()
+	for k, v := range want {
+		if p.Fields[k] != v {
+			t.Errorf("field %s = %v, want %d (all: %v)", k, p.Fields[k], v, p.Fields)
+		}
+	}
+}
+
+func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
+	for _, v := range []any{
+		&TCPRecord{Cookie: 7, T: tuple(t, "10.0.0.1", 1, "10.0.0.2", 2, protoTCP), BytesWritten: 1 << 40, BytesRead: 3, Retrans: 4, SrttUs: 5, RttvarUs: 6, Ino: 8, Pid: 9, Netns: 10, Dir: dirIn, Closed: 1, Preexisting: 1},
+		&Sock{T: tuple(t, "::1", 1, "::1", 2, protoUDP), Sk: 11, Pid: 12, Dir: dirOut, Established: 1, FinSent: 1},
+		&UDPKey{Cookie: 13, Lport: 53, Rport: 5353, Family: afInet6},
+		&UDPVal{BytesOut: 1, BytesIn: 2, PktsOut: 3, PktsIn: 4},
+	} {
+		var buf bytes.Buffer
+		if err := binary.Write(&buf, binary.NativeEndian, v); err != nil {
+			t.Fatal(err)
+		}
+		got := reflect.New(reflect.TypeOf(v).Elem()).Interface()
+		if err := Decode(buf.Bytes(), got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, v) {
+			t.Errorf("round trip of %T: got %+v, want %+v", v, got, v)
+		}
+		if err := Decode(buf.Bytes()[:buf.Len()-1], got); err == nil {
+			t.Errorf("decoding a short %T succeeded", v)
+		}
+	}
+	if _, err := DecodeTCPRecords(make([]byte, SizeTCPRecord+1)); err == nil {
+		t.Error("iterator output of a partial record decoded without error")
+	}
+}
+
+func TestLiveConnectionReportsEachIntervalsDelta(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
+
+	a.AddTCP(rec(1, tp, dirOut, 100, 50, false))
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 100, "bytes_read": 50, "tcp_established": 1, "tcp_closed": 0, "rtt": 30, "rtt_var": 10})
+
+	a.AddTCP(rec(1, tp, dirOut, 300, 50, false))
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 200, "bytes_read": 0, "tcp_established": 0})
+
+	a.AddTCP(rec(1, tp, dirOut, 300, 50, false)) // idle interval: nothing to report
+	if pts := flush(a); len(pts) != 0 {
+		t.Errorf("idle connection produced %v", pts)
+	}
+
+	a.AddTCP(rec(1, tp, dirOut, 350, 60, true))
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 50, "bytes_read": 10, "tcp_closed": 1, "tcp_established": 0})
+}
+
+func TestShortConnectionCountsOnceFromItsCloseRecord(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
+	a.AddTCP(rec(1, tp, dirOut, 10, 20, true))
+	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, protoTCP), dirOut, 1, 2, true))
+	p := only(t, flush(a))
+	wantFields(t, p, map[string]int64{"bytes_written": 11, "bytes_read": 22, "tcp_established": 2, "tcp_closed": 2, "client_sent": 11, "server_sent": 22})
+	if p.Tags["src_port"] != "*" || p.Tags["dst_port"] != "80" || p.Tags["direction"] != "outgoing" || p.Tags["conn_side"] != "client" {
+		t.Errorf("tags %v", p.Tags)
+	}
+}
+
+func TestCounterReadMidUpdateNeverCountsTwice(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
+	a.AddTCP(rec(1, tp, dirOut, 100, 0, false))
+	a.AddTCP(rec(1, tp, dirOut, 99, 0, false)) // FIN marked, not yet numbered
+	a.AddTCP(rec(1, tp, dirOut, 100, 0, true))
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 100, "tcp_established": 1, "tcp_closed": 1})
+}
+
+func TestPreexistingConnectionIsNotCountedAsEstablished(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	r := rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP), dirOut, 5, 5, true)
+	r.Preexisting = 1
+	wantFields(t, only(t, flush2(a, r)), map[string]int64{"tcp_established": 0, "tcp_closed": 1})
+}
+
+func flush2(a *Aggregator, rs ...TCPRecord) []point.Point {
+	for _, r := range rs {
+		a.AddTCP(r)
+	}
+	return flush(a)
+}
+
+func TestPortsAtOrAboveEphemeralAggregateOnTheClientSide(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	in := rec(1, tuple(t, "192.168.1.5", 8080, "10.0.0.9", 50000, protoTCP), dirIn, 1, 1, true)
+	low := rec(2, tuple(t, "192.168.1.5", 1000, "10.0.0.9", 22, protoTCP), dirOut, 1, 1, true)
+	pts := flush2(a, in, low)
+	if len(pts) != 2 {
+		t.Fatalf("points: %v", pts)
+	}
+	for _, p := range pts {
+		switch p.Tags["direction"] {
+		case "incoming":
+			if p.Tags["src_port"] != "8080" || p.Tags["dst_port"] != "*" || p.Tags["server_port"] != "8080" ||
+				p.Tags["client_port"] != "*" || p.Tags["server_ip_type"] != "private" || p.Tags["client_ip_type"] != "private" {
+				t.Errorf("incoming tags %v", p.Tags)
+			}
+		case "outgoing":
+			if p.Tags["src_port"] != "1000" {
+				t.Errorf("a client port below the ephemeral range was aggregated: %v", p.Tags)
+			}
+		}
+	}
+}
+
+func TestFiltersAndAddressForms(t *testing.T) {
+	lo := netip.MustParsePrefix("127.0.0.0/8")
+	cases := []struct {
+		name string
+		cfg  Config
+		r    TCPRecord
+		want map[string]string // nil: dropped
+	}{
+		{"loopback kept by default", Config{}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, protoTCP), dirOut, 1, 1, true),
+			map[string]string{"family": "IPv4", "dst_ip_type": "loopback"}},
+		{"ignored CIDR", Config{IgnoreCIDRs: []netip.Prefix{lo}}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, protoTCP), dirOut, 1, 1, true), nil},
+		{"IPv4-mapped reported as IPv4", Config{}, rec(1, tuple(t, "::ffff:10.0.0.1", 1, "::ffff:8.8.8.8", 2, protoTCP), dirOut, 1, 1, true),
+			map[string]string{"family": "IPv4", "src_ip": "10.0.0.1", "dst_ip": "8.8.8.8", "dst_ip_type": "other"}},
+		{"IPv6 disabled", Config{IPv6Disabled: true}, rec(1, tuple(t, "::1", 1, "::1", 2, protoTCP), dirOut, 1, 1, true), nil},
+		{"multicast", Config{}, rec(1, tuple(t, "10.0.0.1", 1, "239.1.1.1", 2, protoTCP), dirOut, 1, 1, true),
+			map[string]string{"dst_ip_type": "multicast", "src_ip_type": "private"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pts := flush2(NewAggregator(c.cfg, fakeOwners{}), c.r)
+			if c.want == nil {
+				if len(pts) != 0 {
+					t.Errorf("not dropped: %v", pts)
+				}
+				return
+			}
+			p := only(t, pts)
+			for k, v := range c.want {
+				if p.Tags[k] != v {
+					t.Errorf("tag %s = %q, want %q", k, p.Tags[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestOwnerFoundByInodeStaysWithTheConnection(t *testing.T) {
+	owners := fakeOwners{77: {Pid: 1234, Comm: "nginx"}}
+	a := NewAggregator(Config{EphemeralPort: 32768}, owners)
+	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, protoTCP)
+	live := rec(1, tp, dirIn, 10, 10, false)
+	live.Pid, live.Comm, live.Ino = 0, [16]byte{}, 77
+	p := only(t, flush2(a, live))
+	if p.Tags["pid"] != "1234" || p.Tags["process_name"] != "nginx" {
+		t.Errorf("owner not resolved by inode: %v", p.Tags)
+	}
+	delete(owners, 77) // the socket is gone from /proc by the time it closes
+	closed := live
+	closed.Ino, closed.Closed, closed.BytesWritten = 0, 1, 20
+	if p := only(t, flush2(a, closed)); p.Tags["pid"] != "1234" {
+		t.Errorf("close record lost the owner: %v", p.Tags)
+	}
+}
+
+func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	k := UDPKey{Cookie: 5, Lport: 53, Rport: 45000, Family: afInet}
+	copy(k.Laddr[:], []byte{127, 0, 0, 1})
+	copy(k.Raddr[:], []byte{127, 0, 0, 1})
+	owner := func(uint64) (Sock, bool) {
+		s := Sock{Pid: 99, Dir: dirIn, Netns: 4026531840}
+		copy(s.Comm[:], "dnsmasq")
+		return s, true
+	}
+	a.AddUDP(k, UDPVal{BytesOut: 300, BytesIn: 100, PktsOut: 3, PktsIn: 3}, owner)
+	p := only(t, flush(a))
+	wantFields(t, p, map[string]int64{"bytes_written": 300, "bytes_read": 100, "datagrams_written": 3, "datagrams_read": 3, "server_sent": 300})
+	if p.Tags["transport"] != "udp" || p.Tags["direction"] != "incoming" || p.Tags["src_port"] != "53" || p.Tags["dst_port"] != "*" ||
+		p.Tags["process_name"] != "dnsmasq" || p.Tags["netns"] != "4026531840" {
+		t.Errorf("tags %v", p.Tags)
+	}
+	if _, ok := p.Fields["tcp_established"]; ok {
+		t.Errorf("udp point carries tcp fields: %v", p.Fields)
+	}
+	a.AddUDP(k, UDPVal{BytesOut: 400, BytesIn: 100, PktsOut: 4, PktsIn: 3}, owner)
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 100, "datagrams_written": 1, "bytes_read": 0})
+
+	for i := 1; i <= udpIdleRounds; i++ {
+		forget := a.AddUDP(k, UDPVal{BytesOut: 400, BytesIn: 100, PktsOut: 4, PktsIn: 3}, owner)
+		if forget != (i == udpIdleRounds) {
+			t.Errorf("idle round %d: forget = %v", i, forget)
+		}
+		if pts := flush(a); len(pts) != 0 {
+			t.Errorf("idle peer produced %v", pts)
+		}
+	}
+	// Re-created from zero in the kernel after being forgotten: counted from zero.
+	a.AddUDP(k, UDPVal{BytesOut: 10, PktsOut: 1}, owner)
+	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 10, "datagrams_written": 1})
+}

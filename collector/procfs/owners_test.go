@@ -1,0 +1,56 @@
+package procfs
+
+import (
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestLookupFindsThisProcessBySocketInode(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	comm, _ := os.ReadFile("/proc/self/comm")
+
+	o := NewOwners("/proc")
+	got, ok := o.Lookup(st.Ino)
+	if !ok || got.Pid != uint32(os.Getpid()) || got.Comm != strings.TrimSpace(string(comm)) {
+		t.Fatalf("Lookup(%d) = %+v, %v; want pid %d", st.Ino, got, ok, os.Getpid())
+	}
+	if _, ok := o.Lookup(1 << 62); ok {
+		t.Error("found an owner for an inode no process holds")
+	}
+}
+
+func TestLookupScansAtMostOncePerRefresh(t *testing.T) {
+	dir := t.TempDir()
+	o := NewOwners(dir)
+	if _, ok := o.Lookup(1); ok {
+		t.Fatal("found an owner in an empty /proc")
+	}
+	if err := os.MkdirAll(dir+"/7/fd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dir+"/7/comm", []byte("late\n"), 0o644)
+	os.Symlink("socket:[1]", dir+"/7/fd/3")
+	if _, ok := o.Lookup(1); ok {
+		t.Error("rescanned /proc before Refresh")
+	}
+	o.Refresh()
+	if got, ok := o.Lookup(1); !ok || got.Pid != 7 || got.Comm != "late" {
+		t.Errorf("after Refresh: %+v, %v", got, ok)
+	}
+}

@@ -34,7 +34,7 @@ var unsupportedFlags = []string{
 	"trace-server", "trace-protos", "trace-protos-blacklist", "trace-env-list", "trace-name-list",
 	"trace-env-blacklist", "trace-name-blacklist", "conv-to-ddtrace",
 	"res-cpu", "res-mem", "res-bandwidth", "sampling-rate", "sampling-rate-ptsperminute",
-	"netlog-metric", "netlog-log", "netlog-protocols", "container-endpoints",
+	"netlog-log", "netlog-protocols", "container-endpoints", // not netlog-metric: DataKit always passes it
 	"pprof-host", "pprof-port",
 }
 
@@ -120,8 +120,7 @@ func (c *RunConfig) GlobalTags() map[string]string {
 	return tags
 }
 
-// Parse parses args (without the program name). Warnings are written to stderr as they are found and also
-// kept in RunConfig.Warnings. The error of a bad command line is meant to be printed before exiting with 2.
+// Parse parses args (without the program name). Warnings are kept in RunConfig.Warnings for the caller to log. The error of a bad command line is meant to be printed before exiting with 2.
 func Parse(args []string, stderr io.Writer) (Command, error) {
 	if len(args) == 0 {
 		printUsage(stderr)
@@ -232,9 +231,7 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	}
 
 	warn := func(format string, a ...any) {
-		msg := fmt.Sprintf(format, a...)
-		fmt.Fprintln(stderr, "warning:", msg)
-		c.Warnings = append(c.Warnings, msg)
+		c.Warnings = append(c.Warnings, fmt.Sprintf(format, a...))
 	}
 
 	if fs.Changed("config") {

@@ -83,7 +83,8 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	defer drain.Stop()
 	interval := time.NewTicker(cfg.Interval)
 	defer interval.Stop()
-	log.Info("collector running", "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
+	// tp_btf, iterators and cgroup_skb attach without tracefs, so the collector never needs to mount it.
+	log.Info("collector running", "tracefs", "not needed", "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
 	for {
 		select {
 		case <-ctx.Done():

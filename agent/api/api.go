@@ -227,39 +227,9 @@ func decode(body []byte, category, input string, prec int64, now time.Time) ([]s
 }
 
 func decodePoint(dec *lp.Decoder, prec int64, now time.Time) (store.Point, error) {
-	var p store.Point
-	m, err := dec.Measurement()
+	p, err := store.DecodeLine(dec)
 	if err != nil {
 		return p, err
-	}
-	p.Measurement = string(m)
-	seen := map[string]bool{}
-	for {
-		k, v, err := dec.NextTag()
-		if err != nil {
-			return p, err
-		}
-		if k == nil {
-			break
-		}
-		if seen[string(k)] {
-			return p, fmt.Errorf("duplicate tag %q", k)
-		}
-		seen[string(k)] = true
-		p.Tags = append(p.Tags, store.Tag{Key: string(k), Value: string(v)})
-	}
-	for {
-		k, v, err := dec.NextField()
-		if err != nil {
-			return p, err
-		}
-		if k == nil {
-			break
-		}
-		if v.Kind() == lp.String { // copy out of the decoder's buffer
-			v, _ = lp.StringValue(v.StringV())
-		}
-		p.Fields = append(p.Fields, store.Field{Key: string(k), Value: v})
 	}
 	tb, err := dec.TimeBytes()
 	if err != nil {

@@ -317,40 +317,54 @@ func decodeValue(measurement string, v []byte) (Point, error) {
 	if !dec.Next() {
 		return p, errors.New("empty line protocol")
 	}
+	line, err := DecodeLine(dec)
+	if err != nil {
+		return p, err
+	}
+	p.Measurement, p.Tags, p.Fields = line.Measurement, line.Tags, line.Fields
+	if p.Measurement != measurement {
+		return p, fmt.Errorf("measurement %q in bucket %q", p.Measurement, measurement)
+	}
+	if p.Time, err = dec.Time(lp.Nanosecond, time.Time{}); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// DecodeLine reads the measurement, tags and fields of the decoder's current line (not its time), copying
+// everything out of the decoder's buffer. A tag key given twice is an error.
+func DecodeLine(dec *lp.Decoder) (Point, error) {
+	var p Point
 	m, err := dec.Measurement()
 	if err != nil {
 		return p, err
 	}
 	p.Measurement = string(m)
-	if p.Measurement != measurement {
-		return p, fmt.Errorf("measurement %q in bucket %q", p.Measurement, measurement)
-	}
 	for {
-		k, val, err := dec.NextTag()
+		k, v, err := dec.NextTag()
 		if err != nil {
 			return p, err
 		}
 		if k == nil {
 			break
 		}
-		p.Tags = append(p.Tags, Tag{string(k), string(val)})
+		if _, dup := p.Tag(string(k)); dup {
+			return p, fmt.Errorf("duplicate tag %q", k)
+		}
+		p.Tags = append(p.Tags, Tag{Key: string(k), Value: string(v)})
 	}
 	for {
-		k, val, err := dec.NextField()
+		k, v, err := dec.NextField()
 		if err != nil {
 			return p, err
 		}
 		if k == nil {
 			break
 		}
-		// val may point into rest; strings are copied by StringV, others are scalars.
-		if val.Kind() == lp.String {
-			val, _ = lp.StringValue(val.StringV())
+		if v.Kind() == lp.String { // strings point into the decoder's buffer
+			v, _ = lp.StringValue(v.StringV())
 		}
-		p.Fields = append(p.Fields, Field{string(k), val})
-	}
-	if p.Time, err = dec.Time(lp.Nanosecond, time.Time{}); err != nil {
-		return p, err
+		p.Fields = append(p.Fields, Field{Key: string(k), Value: v})
 	}
 	return p, nil
 }

@@ -115,6 +115,7 @@ func settle(t *testing.T, a *agent, what string, want totals, got func() flowSum
 	}
 	time.Sleep(2 * interval)
 	g = got()
+	t.Logf("%s: reported %+v in %d points, ground truth %+v", what, g.totals, len(g.points), want)
 	if !eq(g) {
 		t.Errorf("%s: reported %+v, want %+v; points:", what, g.totals, want)
 		for _, p := range g.points {

@@ -18,6 +18,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Tracing programs may ask for a socket's cookie from Linux 5.12; before, TCP sockets are known by their
+ * address (unique while the socket lives: entries are deleted at close). Set by the collector. */
+const volatile bool cookie_helper = true;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, NF_SOCKS_MAX);
@@ -121,6 +125,11 @@ static __always_inline void tcp_established(struct nf_sock *n, struct sock *sk, 
 	n->established = 1;
 }
 
+static __always_inline __u64 tcp_sock_id(struct sock *sk)
+{
+	return cookie_helper ? bpf_get_socket_cookie(sk) : (__u64)sk;
+}
+
 static __always_inline void bind_current(struct nf_sock *s)
 {
 	s->pid = bpf_get_current_pid_tgid() >> 32;
@@ -136,7 +145,7 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 
 	if (!tp)
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = tcp_sock_id(sk);
 	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &cookie);
 
 	switch (newstate) {
@@ -251,7 +260,7 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	if (state != TCP_ESTABLISHED)
 		return 0;
 	struct nf_sock n = {};
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = tcp_sock_id(sk);
 
 	tcp_established(&n, sk, tp);
 	n.preexisting = 1;
@@ -261,18 +270,10 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
-/* UDP sockets: learn the owner in process context. TCP returns at once. */
-static __always_inline int udp_owner(struct sock *sk)
+/* UDP sockets: learn the owner in process context. The cookie is the one cgroup_skb sees. */
+static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
-		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-
-	if (family != AF_INET && family != AF_INET6)
-		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
-
-	if (bpf_map_lookup_elem(&nf_udp_socks, &cookie))
+	if (!cookie || bpf_map_lookup_elem(&nf_udp_socks, &cookie))
 		return 0;
 	struct nf_sock n = {};
 
@@ -290,16 +291,59 @@ static __always_inline int udp_owner(struct sock *sk)
 	return 0;
 }
 
+/* Linux 6.3+: every socket send/receive, in process context; TCP and others return at once. */
+static __always_inline int udp_owner_tp(struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	return udp_owner(sk, bpf_get_socket_cookie(sk));
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(nf_udp_send, struct sock *sk, int ret, int flags)
 {
-	return udp_owner(sk);
+	return udp_owner_tp(sk);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(nf_udp_recv, struct sock *sk, int ret, int flags)
 {
-	return udp_owner(sk);
+	return udp_owner_tp(sk);
+}
+
+/* Older kernels with kprobes: the UDP send/receive entry points. kprobes cannot ask for a cookie, so they
+ * read the one cgroup_skb generated at the socket's first packet (until then, a later call binds). */
+static __always_inline int udp_owner_kprobe(struct sock *sk)
+{
+	return udp_owner(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+}
+
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(nf_kp_udp_send, struct sock *sk)
+{
+	return udp_owner_kprobe(sk);
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(nf_kp_udp6_send, struct sock *sk)
+{
+	return udp_owner_kprobe(sk);
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(nf_kp_udp_recv, struct sock *sk)
+{
+	return udp_owner_kprobe(sk);
+}
+
+SEC("kprobe/udpv6_recvmsg")
+int BPF_KPROBE(nf_kp_udp6_recv, struct sock *sk)
+{
+	return udp_owner_kprobe(sk);
 }
 
 /* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */

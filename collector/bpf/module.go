@@ -4,22 +4,23 @@
 package bpf
 
 /*
-// libbpf, libelf and zlib are linked statically: datakit-ebpf runs on hosts without libbpf installed.
-#cgo LDFLAGS: -Wl,-Bstatic -lbpf -lelf -lz -lzstd -Wl,-Bdynamic
+// The Makefile links fully statically (-extldflags -static): datakit-ebpf runs on any host and kernel.
+#cgo LDFLAGS: -lbpf -lelf -lz
 #include <stdlib.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
 
 // Whether the running kernel's BTF names a type of this kind (e.g. "btf_trace_sock_send_length").
+// The kernel's BTF is parsed once and kept.
 static int kernel_has_type(const char *name, int kind)
 {
-	struct btf *btf = btf__load_vmlinux_btf();
+	static struct btf *btf;
+	if (!btf)
+		btf = btf__load_vmlinux_btf();
 	if (!btf)
 		return -1;
-	int id = btf__find_by_name_kind(btf, name, kind);
-	btf__free(btf);
-	return id > 0;
+	return btf__find_by_name_kind(btf, name, kind) > 0;
 }
 
 // Attaches an iterator program, to a map when map_fd >= 0 (libbpfgo v0.7.0 fills every member of the
@@ -62,11 +63,17 @@ func init() {
 	})
 }
 
-// kernelHasTracepoint says whether tp_btf/<name> can be loaded here.
-func kernelHasTracepoint(name string) (bool, error) {
-	cname := C.CString("btf_trace_" + name)
+const (
+	btfKindTypedef = C.BTF_KIND_TYPEDEF
+	btfKindFunc    = C.BTF_KIND_FUNC
+)
+
+// kernelHasType says whether the running kernel's BTF has a type (btf_trace_<tracepoint> typedefs name
+// the tracepoints tp_btf can attach to; FUNCs the functions).
+func kernelHasType(name string, kind int) (bool, error) {
+	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
-	switch C.kernel_has_type(cname, C.BTF_KIND_TYPEDEF) {
+	switch C.kernel_has_type(cname, C.int(kind)) {
 	case -1:
 		return false, errors.New("kernel BTF (/sys/kernel/btf/vmlinux) cannot be loaded")
 	case 0:
@@ -137,3 +144,14 @@ func (l *iterLink) read() ([]byte, error) {
 }
 
 func (l *iterLink) Destroy() error { return unix.Close(l.fd) }
+
+// kernelAtLeast compares the running kernel's release with major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	var ma, mi int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi)
+	return ma > major || (ma == major && mi >= minor)
+}

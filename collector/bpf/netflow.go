@@ -22,15 +22,21 @@ const (
 )
 
 // NetflowHooks: TCP needs only the state tracepoint and an iterator run once per interval (no probe on
-// any send or receive), plus a walk of the TCP sockets at start for connections already open; UDP counts datagrams at the cgroup v2 root and learns owners in process context.
+// any send or receive), plus a walk of the TCP sockets at start for connections already open; UDP
+// counts datagrams at the cgroup v2 root and learns owners in process context, from the socket
+// tracepoints (6.3+) or, on older kernels, kprobes on the UDP send/receive functions.
 var NetflowHooks = []Hook{
 	{Prog: "nf_state", Kind: TPBTF, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16"},
 	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9"},
 	{Prog: "nf_seed", Kind: Iter, Target: "tcp", Part: "tcp", Since: "5.9"},
 	{Prog: "nf_skb_egress", Kind: CgroupEgress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_skb_ingress", Kind: CgroupIngress, Part: "udp", Required: true, Since: "4.10"},
-	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3"},
-	{Prog: "nf_udp_recv", Kind: TPBTF, Target: "sock_recv_length", Part: "udp", Since: "6.3"},
+	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3", Group: "udp-owner"},
+	{Prog: "nf_udp_recv", Kind: TPBTF, Target: "sock_recv_length", Part: "udp", Since: "6.3", Group: "udp-owner"},
+	{Prog: "nf_kp_udp_send", Kind: Kprobe, Target: "udp_sendmsg", Part: "udp", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_kp_udp6_send", Kind: Kprobe, Target: "udpv6_sendmsg", Part: "udp", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_kp_udp_recv", Kind: Kprobe, Target: "udp_recvmsg", Part: "udp", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_kp_udp6_recv", Kind: Kprobe, Target: "udpv6_recvmsg", Part: "udp", Group: "udp-owner", Alt: 1},
 }
 
 // Netflow is the loaded and attached netflow probe.
@@ -75,6 +81,11 @@ func OpenNetflow(objDir string) (_ *Netflow, err error) {
 	}()
 	if n.att, err = preload(m, NetflowHooks); err != nil {
 		return nil, err
+	}
+	if !kernelAtLeast(5, 12) {
+		if err := m.InitGlobalVariable("cookie_helper", false); err != nil {
+			return nil, fmt.Errorf("set cookie_helper: %w", err)
+		}
 	}
 	if err := m.BPFLoadObject(); err != nil {
 		return nil, fmt.Errorf("load netflow programs: %w", err)

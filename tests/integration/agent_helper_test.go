@@ -23,10 +23,21 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 )
 
-// interval is the collector's flush interval in these tests.
-const interval = time.Second
+// interval is the collector's flush interval in these tests (DKEBPF_TEST_INTERVAL overrides it, for
+// slow emulated guests).
+var interval = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("DKEBPF_TEST_INTERVAL")); err == nil && d >= time.Second {
+		return d
+	}
+	return time.Second
+}()
 
+// repoRoot holds ./datakit and externals/datakit-ebpf: this checkout, or DKEBPF_ROOT (the kernel-matrix
+// guests run the compiled test binary far from the sources).
 var repoRoot = func() string {
+	if r := os.Getenv("DKEBPF_ROOT"); r != "" {
+		return r
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }()
@@ -104,7 +115,7 @@ func startAgent(t *testing.T, extraConf string) *agent {
 	must(t, a.cmd.Start())
 	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
-	a.waitFor("the collector's first datakit_ebpf point", 20*time.Second, func() bool {
+	a.waitFor("the collector's first datakit_ebpf point", 20*time.Second+5*interval, func() bool {
 		return len(a.query("datakit_ebpf", "1m")) > 0
 	})
 	return a

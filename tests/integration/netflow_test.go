@@ -107,7 +107,7 @@ func sumFlows(pts []lpPoint) flowSum {
 func settle(t *testing.T, a *agent, what string, want totals, got func() flowSum) flowSum {
 	t.Helper()
 	eq := func(g flowSum) bool { return g.totals == want }
-	deadline := time.Now().Add(6 * interval)
+	deadline := time.Now().Add(max(6*interval, 20*time.Second)) // emulated guests can be slow
 	g := got()
 	for !eq(g) && time.Now().Before(deadline) {
 		time.Sleep(interval / 4)
@@ -176,18 +176,21 @@ func TestNetflowCountsEveryByteAndConnectionOfTCP(t *testing.T) {
 			settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
 				query("direction:incoming", "src_port:"+lp))
 
-			// Each interval reports that interval's delta: one exchange per point, never a running total.
+			// Each interval reports that interval's delta, never a running total: points carry whole exchanges
+			// (one per point unless a flush was late), in at least three intervals, and add up exactly.
 			var withBytes int
 			for _, pt := range out.points {
-				if w := intField(pt, "bytes_written"); w > 0 {
-					withBytes++
-					if w != 3000 || intField(pt, "bytes_read") != 7000 {
-						t.Errorf("long connection point carries %d/%d bytes, want one exchange 3000/7000: %v", w, intField(pt, "bytes_read"), pt.Fields)
-					}
+				w, r := intField(pt, "bytes_written"), intField(pt, "bytes_read")
+				if w == 0 {
+					continue
+				}
+				withBytes++
+				if w%3000 != 0 || r != w/3000*7000 {
+					t.Errorf("long connection point carries %d/%d bytes, want whole 3000/7000 exchanges: %v", w, r, pt.Fields)
 				}
 			}
-			if withBytes != rounds {
-				t.Errorf("long connection reported in %d intervals, want %d (one per exchange)", withBytes, rounds)
+			if withBytes < 3 {
+				t.Errorf("long connection reported in %d intervals, want at least 3 of its %d", withBytes, rounds)
 			}
 			for _, pt := range out.points {
 				if pt.Tags["process_name"] != comm || pt.Tags["src_ip"] != tc.host || pt.Tags["dst_ip"] != tc.host ||

@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels fmt vet clean
+.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench fmt vet clean
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -73,6 +73,13 @@ test-kernels: build
 kernels: build
 	$(Q)if ./scripts/kernel-matrix/install-deps.sh >/dev/null 2>&1; then ./scripts/kernel-matrix/matrix.sh; \
 	else echo "kernel matrix NOT RUN: qemu-system-x86 >= 8 is neither installed nor installable here"; fi
+
+# What the collector costs real workloads and how true its numbers are: base / floor / netflow,
+# interleaved, 5 repetitions (~15 min). QUICK=1: 3 repetitions of 2 s (~3 min). Results in bench-results/.
+bench: build
+	$(Q)./scripts/install-bench-deps.sh
+	$(Q)$(GO) build -o build/bench ./bench
+	$(Q)./build/bench $(if $(filter 1,$(QUICK)),-quick) $(BENCH_ARGS)
 
 fmt:
 	$(Q)gofmt -w $$(git ls-files '*.go')

@@ -22,6 +22,9 @@ char LICENSE[] SEC("license") = "GPL";
  * address (unique while the socket lives: entries are deleted at close). Set by the collector. */
 const volatile bool cookie_helper = true;
 
+/* Benchmark "floor": every program returns at once, so `make bench` can measure what the hooks alone cost. */
+const volatile bool floor_only = false;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, NF_SOCKS_MAX);
@@ -141,6 +144,8 @@ static __always_inline void bind_current(struct nf_sock *s)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 {
+	if (floor_only)
+		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 
 	if (!tp)
@@ -217,6 +222,8 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 SEC("iter/bpf_map_elem")
 int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 {
+	if (floor_only)
+		return 0;
 	__u64 *key = ctx->key;
 	struct nf_sock *s = ctx->value;
 
@@ -236,6 +243,8 @@ int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 SEC("iter/tcp")
 int nf_seed(struct bpf_iter__tcp *ctx)
 {
+	if (floor_only)
+		return 0;
 	struct sock_common *skc = ctx->sk_common;
 
 	if (!skc)
@@ -306,12 +315,16 @@ static __always_inline int udp_owner_tp(struct sock *sk)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(nf_udp_send, struct sock *sk, int ret, int flags)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_tp(sk);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(nf_udp_recv, struct sock *sk, int ret, int flags)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_tp(sk);
 }
 
@@ -325,24 +338,32 @@ static __always_inline int udp_owner_kprobe(struct sock *sk)
 SEC("kprobe/udp_sendmsg")
 int BPF_KPROBE(nf_kp_udp_send, struct sock *sk)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_kprobe(sk);
 }
 
 SEC("kprobe/udpv6_sendmsg")
 int BPF_KPROBE(nf_kp_udp6_send, struct sock *sk)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_kprobe(sk);
 }
 
 SEC("kprobe/udp_recvmsg")
 int BPF_KPROBE(nf_kp_udp_recv, struct sock *sk)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_kprobe(sk);
 }
 
 SEC("kprobe/udpv6_recvmsg")
 int BPF_KPROBE(nf_kp_udp6_recv, struct sock *sk)
 {
+	if (floor_only)
+		return 0;
 	return udp_owner_kprobe(sk);
 }
 
@@ -412,6 +433,8 @@ static __always_inline void udp_count(struct __sk_buff *skb, int egress)
 SEC("cgroup_skb/egress")
 int nf_skb_egress(struct __sk_buff *skb)
 {
+	if (floor_only)
+		return 1;
 	udp_count(skb, 1);
 	return 1; /* observe only: let every packet pass */
 }
@@ -419,6 +442,8 @@ int nf_skb_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int nf_skb_ingress(struct __sk_buff *skb)
 {
+	if (floor_only)
+		return 1;
 	udp_count(skb, 0);
 	return 1;
 }

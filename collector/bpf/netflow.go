@@ -62,10 +62,16 @@ func loadObject(objDir, name string, embedded []byte) ([]byte, error) {
 	return b, nil
 }
 
+// Options are load-time settings shared by the probes.
+type Options struct {
+	ObjectDir string // read objects from here instead of the embedded ones (developers)
+	Floor     bool   // every program returns at once: what the hooks alone cost (make bench)
+}
+
 // OpenNetflow loads probes/netflow.bpf.c and attaches what this kernel offers. It fails only when
 // no part can run.
-func OpenNetflow(objDir string) (_ *Netflow, err error) {
-	obj, err := loadObject(objDir, "netflow.bpf.o", netflowObj)
+func OpenNetflow(opts Options) (_ *Netflow, err error) {
+	obj, err := loadObject(opts.ObjectDir, "netflow.bpf.o", netflowObj)
 	if err != nil {
 		return nil, err
 	}
@@ -82,9 +88,9 @@ func OpenNetflow(objDir string) (_ *Netflow, err error) {
 	if n.att, err = preload(m, NetflowHooks); err != nil {
 		return nil, err
 	}
-	if !kernelAtLeast(5, 12) {
-		if err := m.InitGlobalVariable("cookie_helper", false); err != nil {
-			return nil, fmt.Errorf("set cookie_helper: %w", err)
+	for name, v := range map[string]bool{"cookie_helper": kernelAtLeast(5, 12), "floor_only": opts.Floor} {
+		if err := m.InitGlobalVariable(name, v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
 	if err := m.BPFLoadObject(); err != nil {

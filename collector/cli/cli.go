@@ -86,6 +86,7 @@ type RunConfig struct {
 	IgnoreCIDRs       []netip.Prefix // flows whose remote address is inside one of these are not reported
 	MaxBufferedPoints int            // bound of the sender's buffer
 	BPFObjects        string         // directory of BPF objects; "" = the objects embedded in the binary
+	BPFFloor          bool           // benchmark only: attach every hook with programs that return at once
 
 	// Warnings about accepted but ignored flags and values, for the caller to log once.
 	Warnings []string
@@ -219,6 +220,7 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	fs.StringSliceVar(&ignoreCIDRs, "netflow-ignore-cidrs", nil, "do not report flows whose remote address is in these CIDRs")
 	fs.IntVar(&c.MaxBufferedPoints, "max-buffered-points", 100000, "points buffered while the parent is unreachable")
 	fs.StringVar(&c.BPFObjects, "bpf-objects", "", "directory of BPF objects (default: embedded in the binary)")
+	fs.BoolVar(&c.BPFFloor, "bpf-floor", false, "benchmark only: attach the same hooks with programs that return at once (no data)")
 
 	if err := fs.Parse(joinLegacyBoolValues(args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -20,7 +20,7 @@ type netflowPlugin struct {
 }
 
 func openNetflow(cfg *cli.RunConfig, log *slog.Logger) (*netflowPlugin, error) {
-	probe, err := bpf.OpenNetflow(cfg.BPFObjects)
+	probe, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+)
+
+// benchInterval is the collector's flush interval in the bench: short, so each run pays for several
+// flushes (the default, 60 s, would hide them).
+const benchInterval = 2 * time.Second
+
+// agent is a datakit with its ebpf input, running for one measured run.
+type agent struct {
+	root, dir, addr string
+	cmd             *exec.Cmd
+	collectorPID    int
+	started         time.Time
+}
+
+// startAgent runs datakit from root (the repository) on a fresh install dir; floor attaches the same
+// hooks with programs that return at once. It returns once the collector says it runs.
+func startAgent(root string, floor bool) (*agent, error) {
+	dir, err := os.MkdirTemp("", "bench-agent-")
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	args := fmt.Sprintf(`["--datakit-apiserver", %q]`, addr)
+	if floor {
+		args = fmt.Sprintf(`["--datakit-apiserver", %q, "--bpf-floor"]`, addr)
+	}
+	os.MkdirAll(filepath.Join(dir, "conf.d", "host"), 0o755)
+	os.WriteFile(filepath.Join(dir, "conf.d", "datakit.conf"), []byte(fmt.Sprintf("[http_api]\n  listen = %q\n", addr)), 0o644)
+	os.WriteFile(filepath.Join(dir, "conf.d", "host", "ebpf.conf"), []byte(fmt.Sprintf(`[[inputs.ebpf]]
+  cmd = %q
+  args = %s
+  interval = %q
+  enabled_plugins = ["ebpf-net"]
+`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval)), 0o644)
+
+	a := &agent{root: root, dir: dir, addr: addr, started: time.Now()}
+	a.cmd = exec.Command(filepath.Join(root, "datakit"), "run", "--dir", dir)
+	stderr, err := a.cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := a.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start datakit: %w", err)
+	}
+	ready := make(chan error, 1)
+	var logBuf bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		signalled := false
+		for sc.Scan() {
+			line := sc.Text()
+			logBuf.WriteString(line + "\n")
+			if !signalled && strings.Contains(line, "collector running") {
+				ready <- nil
+				signalled = true
+			}
+			if !signalled && (strings.Contains(line, "level=ERROR") || strings.Contains(line, "FAILED")) {
+				ready <- fmt.Errorf("collector failed: %s", line)
+				signalled = true
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			a.stop()
+			return nil, err
+		}
+	case <-time.After(30 * time.Second):
+		a.stop()
+		return nil, fmt.Errorf("collector did not start within 30s; log:\n%s", logBuf.String())
+	}
+	if a.collectorPID, err = a.collector(); err != nil {
+		a.stop()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *agent) collector() (int, error) {
+	resp, err := http.Get("http://" + a.addr + "/v1/externals")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var st []struct {
+		Name string `json:"name"`
+		PID  int    `json:"pid"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, err
+	}
+	for _, s := range st {
+		if s.Name == "ebpf" && s.PID != 0 {
+			return s.PID, nil
+		}
+	}
+	return 0, fmt.Errorf("no running collector in %+v", st)
+}
+
+// stop ends the agent; the collector makes a final flush on SIGTERM, so every point of the run is stored.
+func (a *agent) stop() {
+	stopProcess(a.cmd, 2, 20*time.Second)
+}
+
+func (a *agent) cleanup() { os.RemoveAll(a.dir) }
+
+// stored is what reached the agent's store during a run.
+type stored struct {
+	points []lpPoint
+	bytes  int64 // line protocol bytes of the collector's points
+}
+
+type lpPoint struct {
+	Name   string
+	Tags   map[string]string
+	Fields map[string]int64
+}
+
+// query reads a measurement back from the stopped agent's store (offline).
+func (a *agent) query(measurement string) (stored, error) {
+	out, err := exec.Command(filepath.Join(a.root, "datakit"), "query", measurement, "--since", "1h", "--dir", a.dir).Output()
+	if err != nil {
+		return stored{}, fmt.Errorf("datakit query %s: %w", measurement, err)
+	}
+	s := stored{bytes: int64(len(out))}
+	dec := lineprotocol.NewDecoderWithBytes(out)
+	for dec.Next() {
+		m, err := dec.Measurement()
+		if err != nil {
+			return s, err
+		}
+		p := lpPoint{Name: string(m), Tags: map[string]string{}, Fields: map[string]int64{}}
+		for {
+			k, v, err := dec.NextTag()
+			if err != nil || k == nil {
+				break
+			}
+			p.Tags[string(k)] = string(v)
+		}
+		for {
+			k, v, err := dec.NextField()
+			if err != nil || k == nil {
+				break
+			}
+			if v.Kind() == lineprotocol.Int {
+				p.Fields[string(k)] = v.IntV()
+			}
+		}
+		s.points = append(s.points, p)
+	}
+	return s, nil
+}
+
+// sum adds field over the points whose tags all match.
+func (s stored) sum(field string, match map[string]string) int64 {
+	var t int64
+	for _, p := range s.points {
+		ok := true
+		for k, v := range match {
+			if p.Tags[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			t += p.Fields[field]
+		}
+	}
+	return t
+}
+
+// last returns the last point's field (the self-metrics are cumulative).
+func (s stored) last(field string) int64 {
+	if len(s.points) == 0 {
+		return 0
+	}
+	return s.points[len(s.points)-1].Fields[field]
+}

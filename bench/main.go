@@ -1,0 +1,340 @@
+// Command bench measures what the collector costs real workloads on this host and how true its numbers
+// are: nginx HTTP (keep-alive and connection churn), HTTPS, DNS against dnsmasq, and an interactive-bash
+// exec storm, each without the collector (base), with its hooks attached to programs that return at once
+// (floor), and with every plugin (netflow; today also "all"), interleaved in random order.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+var configs = []string{"base", "floor", "netflow"}
+
+// workload is one W of the issue: how to load it, and what ground truth the collector must match.
+type workload struct {
+	ID, Name string
+	// saturate runs the load as fast as it goes; clientCPU is a separate load generator's CPU seconds.
+	saturate func(d time.Duration) (r loadResult, clientCPU float64, err error)
+	// fixed runs the load at rate per second (nil: saturation only).
+	fixed     func(rate float64, d time.Duration) loadResult
+	serverPID func() int
+	// checks compares what the collector stored with the run's ground truth.
+	checks func(r loadResult, st stored) []check
+	// before is called right before the load, after is right after (ground-truth bookkeeping).
+	before func()
+}
+
+// check is one fidelity comparison.
+type check struct {
+	What      string
+	Want, Got int64
+}
+
+// run is one measured run.
+type run struct {
+	Workload, Mode, Config string
+	Rep                    int
+	Seconds                float64
+	Load                   loadResult
+	ServerCPU              float64 // seconds
+	OtherCores             float64 // CPU other processes used during the run, in cores
+	Discarded              bool
+	CollectorCPU           float64 // seconds (collector process only)
+	CollectorRSSMB         float64
+	Points, Bytes          int64 // collector points stored during the run and their line-protocol bytes
+	Intervals              float64
+	Lost, MapFull          int64
+	Checks                 []check `json:",omitempty"`
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "about 3 minutes: 3 repetitions of 2 s")
+	reps := flag.Int("reps", 5, "repetitions of each (workload, mode, configuration)")
+	dur := flag.Duration("duration", 5*time.Second, "length of each saturation run (fixed-rate runs: 4/5 of it)")
+	noise := flag.Float64("max-other-cores", 0.25, "discard a run when other processes used more CPU than this")
+	out := flag.String("out", "bench-results", "directory for the JSON and markdown results")
+	only := flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+	flag.Parse()
+	if *quick {
+		*reps, *dur = 3, 2*time.Second
+	}
+	if ncpu() < 2 {
+		fatalf("needs 2 CPUs (server on CPU0, load and collector on CPU1)")
+	}
+	pinSelf()
+
+	root, err := filepath.Abs(".")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	for _, b := range []string{"datakit", "externals/datakit-ebpf"} {
+		if _, err := os.Stat(filepath.Join(root, b)); err != nil {
+			fatalf("%s missing: run `make build` first", b)
+		}
+	}
+	work, err := os.MkdirTemp("", "bench-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	defer os.RemoveAll(work)
+
+	ws, stop, err := setupWorkloads(work, wanted(*only))
+	if err != nil {
+		fatalf("%v", err)
+	}
+	defer stop()
+
+	started := time.Now()
+	// Fixed rates: half of what the Go generator itself reaches at saturation without the collector,
+	// so the generator is never the bottleneck of a latency run.
+	rates := map[string]float64{}
+	for _, w := range ws {
+		if w.fixed != nil {
+			r := w.fixed(1e6, 2*time.Second) // as fast as it goes
+			rates[w.ID] = max(r.Rate/2, 100)
+			fmt.Printf("%s: fixed-rate runs at %.0f/s (half of the generator's %.0f/s)\n", w.ID, rates[w.ID], r.Rate)
+		}
+	}
+
+	var runs []run
+	total := 0
+	for _, w := range ws {
+		total += len(configs) * *reps
+		if w.fixed != nil {
+			total += len(configs) * *reps
+		}
+	}
+	for rep := 1; rep <= *reps; rep++ {
+		for _, w := range ws {
+			for _, mode := range []string{"saturation", "half"} {
+				if mode == "half" && w.fixed == nil {
+					continue
+				}
+				order := append([]string(nil), configs...)
+				rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+				for _, cfg := range order {
+					d := *dur
+					if mode == "half" {
+						d = *dur * 4 / 5
+					}
+					r, err := measure(root, w, mode, cfg, rates[w.ID], d)
+					if err != nil {
+						fatalf("%s %s %s: %v", w.ID, mode, cfg, err)
+					}
+					r.Rep = rep
+					r.Discarded = r.OtherCores > *noise
+					runs = append(runs, r)
+					fmt.Printf("[%3d/%d] %s %-10s %-7s %10.0f/s other=%.2f cores%s\n", len(runs), total, w.ID, mode, cfg,
+						r.Load.Rate, r.OtherCores, map[bool]string{true: " DISCARDED", false: ""}[r.Discarded])
+				}
+			}
+		}
+	}
+
+	rep := report(ws, runs, *noise, time.Since(started))
+	fmt.Println()
+	fmt.Print(rep)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fatalf("%v", err)
+	}
+	stamp := time.Now().UTC().Format("20060102-150405")
+	js, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC(), "rates": rates, "runs": runs}, "", "  ")
+	os.WriteFile(filepath.Join(*out, "bench-"+stamp+".json"), js, 0o644)
+	os.WriteFile(filepath.Join(*out, "bench-"+stamp+".md"), []byte(rep), 0o644)
+	fmt.Printf("\nresults: %s/bench-%s.{json,md}\n", *out, stamp)
+}
+
+// measure runs one (workload, mode, configuration) and reads back what the collector stored.
+func measure(root string, w workload, mode, cfg string, rate float64, d time.Duration) (run, error) {
+	r := run{Workload: w.ID, Mode: mode, Config: cfg}
+	var a *agent
+	if cfg != "base" {
+		var err error
+		if a, err = startAgent(root, cfg == "floor"); err != nil {
+			return r, err
+		}
+		defer a.cleanup()
+	}
+	w.before()
+	self, server := os.Getpid(), w.serverPID()
+	busy0, self0, server0 := cpuBusy(), procCPU(self), treeCPU(server)
+	agent0, coll0 := 0.0, 0.0
+	if a != nil {
+		agent0, coll0 = treeCPU(a.cmd.Process.Pid), procCPU(a.collectorPID)
+	}
+	start := time.Now()
+	var clientCPU float64
+	var err error
+	if mode == "half" {
+		r.Load = w.fixed(rate, d)
+	} else if r.Load, clientCPU, err = w.saturate(d); err != nil {
+		return r, err
+	}
+	r.Seconds = time.Since(start).Seconds()
+	busy := cpuBusy() - busy0
+	ours := procCPU(self) - self0 + treeCPU(server) - server0 + clientCPU
+	r.ServerCPU = treeCPU(server) - server0
+	if a != nil {
+		ours += treeCPU(a.cmd.Process.Pid) - agent0
+		r.CollectorCPU = procCPU(a.collectorPID) - coll0
+		r.CollectorRSSMB = peakRSS(a.collectorPID)
+	}
+	r.OtherCores = max(0, busy-ours) / r.Seconds
+	if a == nil {
+		return r, nil
+	}
+	a.stop()
+	r.Intervals = time.Since(a.started).Seconds() / benchInterval.Seconds()
+	flows, err := a.query("netflow")
+	if err != nil {
+		return r, err
+	}
+	self1, err := a.query("datakit_ebpf")
+	if err != nil {
+		return r, err
+	}
+	r.Points, r.Bytes = int64(len(flows.points)+len(self1.points)), flows.bytes+self1.bytes
+	r.Lost, r.MapFull = self1.last("netflow_events_lost"), self1.last("netflow_map_full_drops")
+	if cfg == "netflow" {
+		r.Checks = w.checks(r.Load, flows)
+	}
+	return r, nil
+}
+
+func wanted(list string) map[string]bool {
+	m := map[string]bool{}
+	for _, w := range splitComma(list) {
+		m[w] = true
+	}
+	return m
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// setupWorkloads starts the servers and describes W1–W5.
+func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error) {
+	var stops []func()
+	stopAll := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	ng, err := startNginx(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	stops = append(stops, ng.stop)
+	ngBefore := func() { ng.drainLog() }
+	nginxSide := map[string]string{"direction": "incoming", "src_port": "18080", "transport": "tcp"}
+	nginxTLS := map[string]string{"direction": "incoming", "src_port": "18443", "transport": "tcp"}
+
+	httpWorkload := func(id, name, url string, closeConn bool, checks func(accessLog, stored) []check) workload {
+		const conns = 32
+		get := httpGetter(url, !closeConn, conns)
+		return workload{ID: id, Name: name, serverPID: ng.pid, before: ngBefore,
+			saturate: func(d time.Duration) (loadResult, float64, error) { return runWrk(url, conns, d, closeConn) },
+			fixed: func(rate float64, d time.Duration) loadResult {
+				return fixedRate(rate, d, conns, get)
+			},
+			checks: func(r loadResult, st stored) []check { return checks(ng.drainLog(), st) },
+		}
+	}
+	var ws []workload
+	if want["W1"] {
+		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", false,
+			func(t accessLog, st stored) []check {
+				return []check{
+					{"nginx: connections (distinct $connection in the access log)", t.Connections, st.sum("tcp_established", nginxSide)},
+					{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
+					{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)},
+				}
+			}))
+	}
+	if want["W2"] {
+		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", true,
+			func(t accessLog, st stored) []check {
+				return []check{
+					{"nginx: connections (distinct $connection in the access log)", t.Connections, st.sum("tcp_established", nginxSide)},
+					{"nginx: connections closed", t.Connections, st.sum("tcp_closed", nginxSide)},
+					{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
+					{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)},
+				}
+			}))
+	}
+	if want["W3"] {
+		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", false,
+			func(t accessLog, st stored) []check {
+				// TLS records are larger than the logged plaintext: bytes are not comparable here.
+				return []check{{"nginx: TLS connections (distinct $connection in the access log)", t.Connections, st.sum("tcp_established", nginxTLS)}}
+			}))
+	}
+	if want["W4"] {
+		dm, err := startDnsmasq()
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, dm.stop)
+		var sent atomic.Int64
+		const workers = 8
+		query, closeDNS, err := dnsClients(workers, &sent)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, closeDNS)
+		server := map[string]string{"direction": "incoming", "src_port": "53", "transport": "udp"}
+		client := map[string]string{"direction": "outgoing", "dst_port": "53", "transport": "udp", "pid": strconv.Itoa(os.Getpid())}
+		ws = append(ws, workload{ID: "W4", Name: "DNS over UDP against dnsmasq", serverPID: dm.pid,
+			before: func() { sent.Store(0) },
+			saturate: func(d time.Duration) (loadResult, float64, error) {
+				r := saturate(d, workers, query)
+				r.Sent = sent.Load()
+				return r, 0, nil
+			},
+			checks: func(r loadResult, st stored) []check {
+				return []check{
+					{"client: queries sent", r.Sent, st.sum("datagrams_written", client)},
+					{"client: answers received", r.Requests, st.sum("datagrams_read", client)},
+					{"dnsmasq: queries received", r.Sent, st.sum("datagrams_read", server)},
+					{"dnsmasq: answers sent", r.Requests, st.sum("datagrams_written", server)},
+				}
+			}})
+	}
+	if want["W5"] {
+		sh, err := startShell()
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, sh.stop)
+		ws = append(ws, workload{ID: "W5", Name: "interactive bash exec storm (each line runs /bin/true)", serverPID: sh.pid,
+			before: func() {},
+			saturate: func(d time.Duration) (loadResult, float64, error) {
+				return saturate(d, 1, func(int) error { return sh.run("/bin/true") }), 0, nil
+			},
+			checks: func(loadResult, stored) []check { return nil }, // no network; the bash plugin is not built yet
+		})
+	}
+	return ws, stopAll, nil
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// peers are other tools measured the same way on this machine (../shared/reference/anchors.md, kernel.md):
+// their throughput as a fraction of base.
+var peers = map[string]string{
+	"W2": "libbpf-tools tcplife: 0.57",
+	"W3": "sslsniff: 0.11; a count-only uprobe on the SSL functions: 0.18",
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func spread(xs []float64) string {
+	if len(xs) == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f–%.0f", slices.Min(xs), slices.Max(xs))
+}
+
+// kept returns the runs of (workload, mode, config) that were not discarded, and how many were.
+func kept(runs []run, w, mode, cfg string) ([]run, int) {
+	var out []run
+	dropped := 0
+	for _, r := range runs {
+		if r.Workload == w && r.Mode == mode && r.Config == cfg {
+			if r.Discarded {
+				dropped++
+			} else {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, dropped
+}
+
+func values(rs []run, f func(run) float64) []float64 {
+	out := make([]float64, len(rs))
+	for i, r := range rs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+func ms(d float64) string { return fmt.Sprintf("%.2f", d/float64(time.Millisecond)) }
+
+// report renders the markdown tables: performance, footprint, fidelity.
+func report(ws []workload, runs []run, noise float64, took time.Duration) string {
+	var b strings.Builder
+	discarded := 0
+	for _, r := range runs {
+		if r.Discarded {
+			discarded++
+		}
+	}
+	fmt.Fprintf(&b, "### make bench, %s, %d runs in %s; %d discarded (other processes above %.2f cores)\n\n",
+		time.Now().UTC().Format("2006-01-02"), len(runs), took.Round(time.Second), discarded, noise)
+	fmt.Fprintln(&b, "`all` = `netflow` (the only plugin so far). `floor`: the same hooks, programs that return at once.")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| workload | mode | config | rate/s median | min–max | vs base | vs floor | p50 ms | p99 ms | server µs/op | runs |")
+	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, w := range ws {
+		for _, mode := range []string{"saturation", "half"} {
+			base, _ := kept(runs, w.ID, mode, "base")
+			floor, _ := kept(runs, w.ID, mode, "floor")
+			if len(base)+len(floor) == 0 {
+				continue
+			}
+			baseRate := median(values(base, func(r run) float64 { return r.Load.Rate }))
+			floorRate := median(values(floor, func(r run) float64 { return r.Load.Rate }))
+			for _, cfg := range configs {
+				rs, dropped := kept(runs, w.ID, mode, cfg)
+				rates := values(rs, func(r run) float64 { return r.Load.Rate })
+				rate := median(rates)
+				ratio := func(ref float64) string {
+					if ref == 0 || cfg == "base" {
+						return "–"
+					}
+					return fmt.Sprintf("%.3f", rate/ref)
+				}
+				vsFloor := "–"
+				if cfg == "netflow" {
+					vsFloor = ratio(floorRate)
+				}
+				p50, p99 := "–", "–"
+				if mode == "half" {
+					p50 = ms(median(values(rs, func(r run) float64 { return float64(r.Load.P50) })))
+					p99 = ms(median(values(rs, func(r run) float64 { return float64(r.Load.P99) })))
+				}
+				cpu := median(values(rs, func(r run) float64 {
+					if r.Load.Requests == 0 {
+						return 0
+					}
+					return r.ServerCPU / float64(r.Load.Requests) * 1e6
+				}))
+				fmt.Fprintf(&b, "| %s %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.1f | %d (+%d discarded) |\n",
+					w.ID, w.Name, mode, cfg, rate, spread(rates), ratio(baseRate), vsFloor, p50, p99, cpu, len(rs), dropped)
+			}
+		}
+	}
+
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "Collector footprint (config netflow; medians):")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| workload | mode | collector CPU s per 10k ops | collector % of a core | peak RSS MB | points/interval | bytes/interval | events lost | map-full drops |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, w := range ws {
+		for _, mode := range []string{"saturation", "half"} {
+			rs, _ := kept(runs, w.ID, mode, "netflow")
+			if len(rs) == 0 {
+				continue
+			}
+			per10k := median(values(rs, func(r run) float64 {
+				if r.Load.Requests == 0 {
+					return 0
+				}
+				return r.CollectorCPU / float64(r.Load.Requests) * 1e4
+			}))
+			core := median(values(rs, func(r run) float64 { return r.CollectorCPU / r.Seconds * 100 }))
+			rss := slices.Max(values(rs, func(r run) float64 { return r.CollectorRSSMB }))
+			pts := median(values(rs, func(r run) float64 { return float64(r.Points) / r.Intervals }))
+			byt := median(values(rs, func(r run) float64 { return float64(r.Bytes) / r.Intervals }))
+			lost := slices.Max(values(rs, func(r run) float64 { return float64(r.Lost) }))
+			full := slices.Max(values(rs, func(r run) float64 { return float64(r.MapFull) }))
+			fmt.Fprintf(&b, "| %s | %s | %.4f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f |\n", w.ID, mode, per10k, core, rss, pts, byt, lost, full)
+		}
+	}
+
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "Fidelity (config netflow, every run, ground truth from the workload itself):")
+	fmt.Fprintln(&b)
+	for _, w := range ws {
+		var all []run
+		for _, mode := range []string{"saturation", "half"} {
+			rs, _ := kept(runs, w.ID, mode, "netflow")
+			all = append(all, rs...)
+		}
+		if len(all) == 0 {
+			continue
+		}
+		if len(all[0].Checks) == 0 {
+			fmt.Fprintf(&b, "- %s: nothing to check yet (no network traffic; the bash plugin is not built)\n", w.ID)
+			continue
+		}
+		for i, c := range all[0].Checks {
+			exact := 0
+			var worst string
+			for _, r := range all {
+				got := r.Checks[i]
+				if got.Got == got.Want {
+					exact++
+				} else if worst == "" {
+					worst = fmt.Sprintf("; e.g. %s run %d: reported %d, truth %d", r.Mode, r.Rep, got.Got, got.Want)
+				}
+			}
+			fmt.Fprintf(&b, "- %s %s: exact in %d of %d runs%s\n", w.ID, c.What, exact, len(all), worst)
+		}
+	}
+	if len(peers) > 0 {
+		fmt.Fprintln(&b)
+		fmt.Fprintln(&b, "Peers measured the same way on this machine earlier (throughput vs base, not re-run here):")
+		for _, w := range ws {
+			if p, ok := peers[w.ID]; ok {
+				fmt.Fprintf(&b, "- %s: %s\n", w.ID, p)
+			}
+		}
+	}
+	return b.String()
+}

@@ -137,15 +137,16 @@ func saturate(d time.Duration, workers int, do func(w int) error) loadResult {
 	return loadResult{Requests: ok.Load(), Errors: failed.Load(), Rate: float64(ok.Load()) / d.Seconds()}
 }
 
-// httpGetter returns a request function for the fixed-rate HTTP runs.
-func httpGetter(url string, keepAlive bool, workers int) func(int) error {
+// httpGetter returns a request function for the fixed-rate HTTP runs, and one that closes its idle
+// connections.
+func httpGetter(url string, keepAlive bool, workers int) (func(int) error, func()) {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: workers,
 		DisableKeepAlives:   !keepAlive,
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, // the bench's self-signed certificate
 	}
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	return func(int) error {
+	get := func(int) error {
 		resp, err := client.Get(url)
 		if err != nil {
 			return err
@@ -157,6 +158,7 @@ func httpGetter(url string, keepAlive bool, workers int) func(int) error {
 		}
 		return nil
 	}
+	return get, tr.CloseIdleConnections
 }
 
 // dnsClients returns a query function per worker, each on its own connected UDP socket, and counts

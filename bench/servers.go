@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +18,11 @@ import (
 
 // The workloads' servers, all on loopback and pinned to CPU 0.
 const (
-	httpAddr  = "127.0.0.1:18080"
-	httpsAddr = "127.0.0.1:18443"
-	dnsAddr   = "127.0.0.1:53"
-	dnsName   = "www.bench.test."
+	httpAddr   = "127.0.0.1:18080"
+	httpsAddr  = "127.0.0.1:18443"
+	statusAddr = "127.0.0.1:18081" // nginx stub_status, apart so reading it does not touch the measured ports
+	dnsAddr    = "127.0.0.1:53"
+	dnsName    = "www.bench.test."
 )
 
 type nginx struct {
@@ -54,8 +56,13 @@ http {
 		listen %[5]s ssl;
 		location /api { default_type application/json; return 200 '{"ok":true,"service":"bench"}'; }
 	}
+	server {
+		listen %[6]s;
+		access_log off;
+		location /status { stub_status; }
+	}
 }
-`, dir, crt, key, httpAddr, httpsAddr)
+`, dir, crt, key, httpAddr, httpsAddr, statusAddr)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -108,6 +115,33 @@ func (n *nginx) drainLog() accessLog {
 	}
 	a.Connections = int64(len(conns))
 	return a
+}
+
+// accepted returns nginx's count of accepted connections (stub_status), not counting the connection
+// that asks: ground truth for tcp_established on the server side.
+func (n *nginx) accepted() (int64, error) {
+	c, err := net.Dial("tcp", statusAddr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /status HTTP/1.0\r\nHost: bench\r\n\r\n")
+	body, err := io.ReadAll(c)
+	if err != nil {
+		return 0, err
+	}
+	// "...\nserver accepts handled requests\n 12 12 40 \n..."
+	lines := strings.Split(string(body), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "server accepts") && i+1 < len(lines) {
+			f := strings.Fields(lines[i+1])
+			if len(f) >= 1 {
+				v, err := strconv.ParseInt(f[0], 10, 64)
+				return v - 1, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("unexpected stub_status answer %q", body)
 }
 
 func (n *nginx) pid() int { return n.cmd.Process.Pid }

@@ -194,8 +194,10 @@ func (s *Sender) Run(ctx context.Context) {
 			s.shutdown(ctx, b)
 			return
 		}
-		if err := s.post(ctx, b); err != nil {
-			if backoff == 0 && ctx.Err() == nil {
+		// A POST in flight is not cancelled by shutdown (only by its own timeout): cancelling one the
+		// parent has already stored would make the final flush send the batch again.
+		if err := s.post(context.WithoutCancel(ctx), b); err != nil {
+			if backoff == 0 {
 				s.log.Warn("post to datakit failed, retrying", "input", b.input, "err", err)
 			}
 			backoff = min(max(2*backoff, s.cfg.MinBackoff), s.cfg.MaxBackoff)

@@ -343,7 +343,9 @@ func TestSenderShutdownIsBoundedWhenTheParentHangs(t *testing.T) {
 	defer srv.Close()
 	defer close(hang)
 
-	s := New(testConfig(srv.URL))
+	cfg := testConfig(srv.URL)
+	cfg.Timeout = 100 * time.Millisecond // an in-flight POST is bounded by its own timeout, not cancelled
+	s := New(cfg)
 	s.flushTimeout = 50 * time.Millisecond
 	stop := start(t, s)
 	s.Enqueue("network", "a", lines("a", 1, 5))
@@ -354,6 +356,29 @@ func TestSenderShutdownIsBoundedWhenTheParentHangs(t *testing.T) {
 	}
 	if st := s.Stats()["a"]; st.Dropped != 5 || st.Queued != 0 || st.Sent != 0 {
 		t.Errorf("stats = %+v, want all 5 dropped", st)
+	}
+}
+
+func TestSenderShutdownDuringAPostDoesNotSendItTwice(t *testing.T) {
+	rec := &recorder{}
+	inFlight := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight <- struct{}{}
+		time.Sleep(100 * time.Millisecond) // the parent stores the batch, then answers
+		rec.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	s := New(testConfig(srv.URL))
+	stop := start(t, s)
+	s.Enqueue("network", "a", lines("a", 1, 2))
+	<-inFlight
+	stop() // shutdown while the parent is handling the batch
+	if got := rec.accepted()["input=a"]; len(got) != 2 {
+		t.Errorf("parent stored %d lines, want the batch exactly once: %q", len(got), got)
+	}
+	if st := s.Stats()["a"]; st != (InputStats{Sent: 2}) {
+		t.Errorf("stats = %+v, want 2 sent", st)
 	}
 }
 

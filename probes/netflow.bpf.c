@@ -79,29 +79,50 @@ static __always_inline void count_stat(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
-/* Fills r with the connection's counters since ESTABLISHED, read from the kernel's own tcp_sock fields. */
-static __always_inline void tcp_counters(const struct tcp_sock *tp, const struct nf_sock *s,
+/* The kernel's own counters of a TCP socket at one moment. */
+struct tcp_now {
+	__u64 acked, received;
+	__u32 write_seq, retrans, srtt, mdev, ino;
+	unsigned long flags;
+};
+
+/* Reads them with READ: TRUSTED (plain loads through a BTF pointer: tp_btf, iter/tcp) or BPF_CORE_READ
+ * (helper calls, for a pointer kept in a map). Plain loads cost a fraction of a helper call, and
+ * nf_state runs on every connection's state changes. */
+#define TRUSTED(p, field) ((p)->field)
+#define READ_TCP_NOW(now, tp, READ)                                                            \
+	do {                                                                                   \
+		(now).acked = READ(tp, bytes_acked);                                           \
+		(now).received = READ(tp, bytes_received);                                     \
+		(now).write_seq = READ(tp, write_seq);                                         \
+		(now).retrans = READ(tp, total_retrans);                                       \
+		(now).srtt = READ(tp, srtt_us);                                                \
+		(now).mdev = READ(tp, mdev_us);                                                \
+		(now).flags = READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_flags);          \
+	} while (0)
+
+/* Fills r with the connection's counters since ESTABLISHED. */
+static __always_inline void tcp_counters(const struct tcp_now *now, const struct nf_sock *s,
 					 struct nf_tcp_rec *r)
 {
 	/* write_seq gives the exact sequence space used since the base modulo 2^32; bytes_acked (64-bit,
 	 * at most one window behind) supplies the high bits. The FIN takes one sequence number. */
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked) - s->base_acked;
-	__u32 seq32 = BPF_CORE_READ(tp, write_seq) - s->base_write_seq;
+	__u64 acked = now->acked - s->base_acked;
+	__u32 seq32 = now->write_seq - s->base_write_seq;
 	__u64 seq = acked + (__u32)(seq32 - (__u32)acked);
 
 	r->bytes_written = seq > s->fin_sent ? seq - s->fin_sent : 0;
 
 	/* bytes_received counts the peer's FIN too; SOCK_DONE says it arrived. */
-	__u64 rcvd = BPF_CORE_READ(tp, bytes_received) - s->base_received;
-	unsigned long flags = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_flags);
+	__u64 rcvd = now->received - s->base_received;
 
-	if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && rcvd > 0)
+	if ((now->flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && rcvd > 0)
 		rcvd--;
 	r->bytes_read = rcvd;
-	r->retrans = BPF_CORE_READ(tp, total_retrans) - s->base_retrans;
-	r->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	r->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
-	r->ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
+	r->retrans = now->retrans - s->base_retrans;
+	r->srtt_us = now->srtt >> 3;
+	r->rttvar_us = now->mdev >> 2;
+	r->ino = now->ino;
 }
 
 static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const struct nf_sock *s)
@@ -115,16 +136,16 @@ static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const s
 	r->preexisting = s->preexisting;
 }
 
-/* Records the tuple and the counters' bases of a connection now established. */
+/* Records the tuple and the counters' bases of a connection now established (tp is trusted). */
 static __always_inline void tcp_established(struct nf_sock *n, struct sock *sk, const struct tcp_sock *tp)
 {
 	n->sk = (__u64)sk;
 	n->t.proto = IPPROTO_TCP;
-	sock_tuple(sk, n->t.saddr, n->t.daddr, &n->t.sport, &n->t.dport, &n->t.family, &n->netns);
-	n->base_acked = BPF_CORE_READ(tp, bytes_acked);
-	n->base_received = BPF_CORE_READ(tp, bytes_received);
-	n->base_write_seq = BPF_CORE_READ(tp, write_seq);
-	n->base_retrans = BPF_CORE_READ(tp, total_retrans);
+	sock_tuple_btf(sk, &n->t, &n->netns);
+	n->base_acked = tp->bytes_acked;
+	n->base_received = tp->bytes_received;
+	n->base_write_seq = tp->write_seq;
+	n->base_retrans = tp->total_retrans;
 	n->established = 1;
 }
 
@@ -146,12 +167,16 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (floor_only)
 		return 0;
+	/* Half the transitions carry nothing we use (SYN_RECV, CLOSE_WAIT, FIN_WAIT2, LISTEN, ...). */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_FIN_WAIT1 &&
+	    newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
+		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 
 	if (!tp)
 		return 0;
 	__u64 cookie = tcp_sock_id(sk);
-	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &cookie);
+	struct nf_sock *s;
 
 	switch (newstate) {
 	case TCP_SYN_SENT: {
@@ -169,6 +194,7 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 		struct nf_sock n = {};
 
 		if (oldstate == TCP_SYN_SENT) {
+			s = bpf_map_lookup_elem(&nf_socks, &cookie);
 			if (s)
 				n = *s;
 			n.dir = NF_DIR_OUT;
@@ -185,13 +211,15 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 	case TCP_FIN_WAIT1:
 	case TCP_LAST_ACK:
 		/* close() or shutdown() by the owner; tcp_send_fin() follows and takes a sequence number. */
+		s = bpf_map_lookup_elem(&nf_socks, &cookie);
 		if (!s)
 			return 0;
 		s->fin_sent = 1;
 		if (!s->pid)
 			bind_current(s);
 		return 0;
-	case TCP_CLOSE: {
+	default: { /* TCP_CLOSE */
+		s = bpf_map_lookup_elem(&nf_socks, &cookie);
 		if (!s)
 			return 0;
 		struct nf_sock copy = *s;
@@ -206,16 +234,19 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 			count_stat(NF_STAT_RB_LOST);
 			return 0;
 		}
+		struct tcp_now now;
+
+		READ_TCP_NOW(now, tp, TRUSTED);
+		now.ino = 0; /* the socket is being released: its owner was learnt before, if at all */
 		__builtin_memset(r, 0, sizeof(*r));
 		fill_rec(r, cookie, &copy);
-		tcp_counters(tp, &copy, r);
+		tcp_counters(&now, &copy, r);
 		r->closed = 1;
 		/* No wakeup: the collector drains on a timer (a wakeup is a self-IPI, several µs here). */
 		bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 		return 0;
 	}
 	}
-	return 0;
 }
 
 /* Run by the collector once per interval over nf_socks: live counters of every tracked TCP connection. */
@@ -231,8 +262,13 @@ int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 		return 0;
 	struct nf_tcp_rec r = {};
 
+	const struct tcp_sock *tp = (const struct tcp_sock *)s->sk;
+	struct tcp_now now;
+
+	READ_TCP_NOW(now, tp, BPF_CORE_READ);
+	now.ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
 	fill_rec(&r, *key, s);
-	tcp_counters((const struct tcp_sock *)s->sk, s, &r);
+	tcp_counters(&now, s, &r);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
@@ -256,9 +292,9 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	struct sock *sk = (struct sock *)tp;
 	struct nf_listen_key lk = {};
 
-	lk.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	lk.port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	lk.netns = sk->__sk_common.skc_net.net->ns.inum;
+	lk.port = sk->__sk_common.skc_num;
+	int state = sk->__sk_common.skc_state;
 
 	if (state == TCP_LISTEN) {
 		__u8 one = 1;
@@ -288,7 +324,7 @@ static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
 
 	n.sk = (__u64)sk;
 	n.t.proto = IPPROTO_UDP;
-	sock_tuple(sk, n.t.saddr, n.t.daddr, &n.t.sport, &n.t.dport, &n.t.family, &n.netns);
+	sock_tuple(sk, &n.t, &n.netns);
 	/* A socket the application bound and did not connect serves many peers; any other is a client's
 	 * (DataKit marks every bound port as a server, including a client's bind before connect). */
 	__u8 locks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);

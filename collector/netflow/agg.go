@@ -35,7 +35,8 @@ type Aggregator struct {
 
 	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
 	udpLast  map[UDPKey]udpSeen
-	udpSocks map[uint64]Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
+	udpSocks map[uint64]Sock     // UDP socket cookie -> its nf_socks entry, once it names an owner
+	comms    map[[16]byte]string // process names seen, so a record does not allocate one
 	flows    map[flowKey]*flowAcc
 }
 
@@ -54,10 +55,19 @@ type udpSeen struct {
 type flowKey struct {
 	transport, family, direction string
 	src, dst                     netip.Addr
-	srcPort, dstPort             string
+	srcPort, dstPort             int32 // anyPort: aggregated as "*"
 	pid                          uint32
 	process                      string
 	netns                        uint32
+}
+
+const anyPort = -1
+
+func portTag(p int32) string {
+	if p == anyPort {
+		return "*"
+	}
+	return strconv.Itoa(int(p))
 }
 
 type flowAcc struct {
@@ -74,6 +84,7 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		tcpLast:  map[uint64]tcpSeen{},
 		udpLast:  map[UDPKey]udpSeen{},
 		udpSocks: map[uint64]Sock{},
+		comms:    map[[16]byte]string{},
 		flows:    map[flowKey]*flowAcc{},
 	}
 }
@@ -85,7 +96,7 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
 	if r.Pid != 0 {
-		owner = procfs.Owner{Pid: r.Pid, Comm: comm(r.Comm)}
+		owner = procfs.Owner{Pid: r.Pid, Comm: a.comm(r.Comm)}
 	} else if owner.Pid == 0 && r.Ino != 0 {
 		owner, _ = a.owners.Lookup(uint64(r.Ino))
 	}
@@ -152,7 +163,7 @@ func (a *Aggregator) AddUDP(k UDPKey, v UDPVal, sock SockLookup) (forget bool) {
 		dir = dirOut // DataKit reports an unknown direction as outgoing
 	}
 	t := Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: protoUDP}
-	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: comm(s.Comm)}, s.Netns)
+	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comm(s.Comm)}, s.Netns)
 	if f == nil {
 		return false
 	}
@@ -191,7 +202,7 @@ func (a *Aggregator) flow(t Tuple, dir uint8, owner procfs.Owner, netns uint32) 
 		}
 	}
 	k := flowKey{transport: "tcp", family: family, src: src, dst: dst,
-		srcPort: strconv.Itoa(int(t.Sport)), dstPort: strconv.Itoa(int(t.Dport)),
+		srcPort: int32(t.Sport), dstPort: int32(t.Dport),
 		pid: owner.Pid, process: owner.Comm, netns: netns}
 	if t.Proto == protoUDP {
 		k.transport = "udp"
@@ -199,12 +210,12 @@ func (a *Aggregator) flow(t Tuple, dir uint8, owner procfs.Owner, netns uint32) 
 	if dir == dirIn {
 		k.direction = "incoming"
 		if t.Dport >= a.cfg.EphemeralPort {
-			k.dstPort = "*"
+			k.dstPort = anyPort
 		}
 	} else {
 		k.direction = "outgoing"
 		if t.Sport >= a.cfg.EphemeralPort {
-			k.srcPort = "*"
+			k.srcPort = anyPort
 		}
 	}
 	f := a.flows[k]
@@ -230,6 +241,19 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 	return pts
 }
 
+// comm returns the process name of a kernel comm, allocating each distinct one once.
+func (a *Aggregator) comm(b [16]byte) string {
+	c, ok := a.comms[b]
+	if !ok {
+		if len(a.comms) > 4096 { // bounded: names come and go with processes
+			clear(a.comms)
+		}
+		c = comm(b)
+		a.comms[b] = c
+	}
+	return c
+}
+
 // ipType is DataKit's classification, checked in this order.
 func ipType(ip netip.Addr) string {
 	switch {
@@ -246,7 +270,7 @@ func ipType(ip netip.Addr) string {
 func (k flowKey) tags() map[string]string {
 	t := map[string]string{
 		"family": k.family, "transport": k.transport, "direction": k.direction,
-		"src_ip": k.src.String(), "dst_ip": k.dst.String(), "src_port": k.srcPort, "dst_port": k.dstPort,
+		"src_ip": k.src.String(), "dst_ip": k.dst.String(), "src_port": portTag(k.srcPort), "dst_port": portTag(k.dstPort),
 		"src_ip_type": ipType(k.src), "dst_ip_type": ipType(k.dst),
 		"pid": strconv.FormatUint(uint64(k.pid), 10), "process_name": k.process,
 		"netns":      strconv.FormatUint(uint64(k.netns), 10),

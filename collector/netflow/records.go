@@ -104,6 +104,36 @@ func Decode(b []byte, v any) error {
 	return binary.Read(bytes.NewReader(b), binary.NativeEndian, v)
 }
 
+// UnmarshalBinary decodes a struct nf_tcp_rec by hand: one runs per TCP connection, and reflection
+// (binary.Read) would cost more than everything else the collector does with it.
+func (r *TCPRecord) UnmarshalBinary(b []byte) error {
+	if len(b) < SizeTCPRecord {
+		return fmt.Errorf("decode nf_tcp_rec: record has %d bytes, want %d", len(b), SizeTCPRecord)
+	}
+	e := binary.NativeEndian
+	r.Cookie = e.Uint64(b[0:])
+	r.T.decode(b[8:48])
+	r.BytesWritten = e.Uint64(b[48:])
+	r.BytesRead = e.Uint64(b[56:])
+	r.Retrans = e.Uint32(b[64:])
+	r.SrttUs = e.Uint32(b[68:])
+	r.RttvarUs = e.Uint32(b[72:])
+	r.Ino = e.Uint32(b[76:])
+	r.Pid = e.Uint32(b[80:])
+	r.Netns = e.Uint32(b[84:])
+	copy(r.Comm[:], b[88:104])
+	r.Dir, r.Closed, r.Preexisting = b[104], b[105], b[106]
+	return nil
+}
+
+func (t *Tuple) decode(b []byte) {
+	e := binary.NativeEndian
+	copy(t.Saddr[:], b[0:16])
+	copy(t.Daddr[:], b[16:32])
+	t.Sport, t.Dport, t.Family = e.Uint16(b[32:]), e.Uint16(b[34:]), e.Uint16(b[36:])
+	t.Proto = b[38]
+}
+
 // DecodeTCPRecords splits an iterator's output into records.
 func DecodeTCPRecords(b []byte) ([]TCPRecord, error) {
 	if len(b)%SizeTCPRecord != 0 {
@@ -111,7 +141,7 @@ func DecodeTCPRecords(b []byte) ([]TCPRecord, error) {
 	}
 	out := make([]TCPRecord, len(b)/SizeTCPRecord)
 	for i := range out {
-		if err := Decode(b[i*SizeTCPRecord:], &out[i]); err != nil {
+		if err := out[i].UnmarshalBinary(b[i*SizeTCPRecord:]); err != nil {
 			return nil, err
 		}
 	}

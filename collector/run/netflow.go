@@ -44,7 +44,7 @@ func (p *netflowPlugin) Drain() {
 	p.probe.DrainClosed(func(b []byte) {
 		p.c.Events++
 		var r netflow.TCPRecord
-		if err := netflow.Decode(b, &r); err != nil {
+		if err := r.UnmarshalBinary(b); err != nil {
 			p.c.DecodeErrors++
 			p.log.Warn("netflow: decode close record", "err", err)
 			return

@@ -165,10 +165,10 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	}
 	w.before()
 	self, server := os.Getpid(), w.serverPID()
-	busy0, self0, server0 := cpuBusy(), procCPU(self), treeCPU(server)
+	busy0, self0, server0 := cpuBusy(), procCPU(self, false), treeCPU(server)
 	agent0, coll0 := 0.0, 0.0
 	if a != nil {
-		agent0, coll0 = treeCPU(a.cmd.Process.Pid), procCPU(a.collectorPID)
+		agent0, coll0 = treeCPU(a.cmd.Process.Pid), procCPU(a.collectorPID, false)
 	}
 	start := time.Now()
 	var clientCPU float64
@@ -180,11 +180,11 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	}
 	r.Seconds = time.Since(start).Seconds()
 	busy := cpuBusy() - busy0
-	ours := procCPU(self) - self0 + treeCPU(server) - server0 + clientCPU
+	ours := procCPU(self, false) - self0 + treeCPU(server) - server0 + clientCPU
 	r.ServerCPU = treeCPU(server) - server0
 	if a != nil {
 		ours += treeCPU(a.cmd.Process.Pid) - agent0
-		r.CollectorCPU = procCPU(a.collectorPID) - coll0
+		r.CollectorCPU = procCPU(a.collectorPID, false) - coll0
 		r.CollectorRSSMB = peakRSS(a.collectorPID)
 	}
 	r.OtherCores = max(0, busy-ours) / r.Seconds

@@ -33,16 +33,22 @@ func cpuBusy() float64 {
 	return busy / clockTick
 }
 
-// procCPU returns the CPU seconds (user+system) a process and its reaped children used.
-func procCPU(pid int) float64 {
+// procCPU returns the CPU seconds (user+system) a process used, and with children also its reaped
+// children (a shell's commands). The bench itself is counted without: the wrk and agent processes it
+// reaps are counted on their own.
+func procCPU(pid int, children bool) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	fields := []int{11, 12} // utime stime
+	if children {
+		fields = append(fields, 13, 14) // cutime cstime
+	}
 	var t float64
-	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+	for _, i := range fields {
 		n, _ := strconv.ParseFloat(f[i], 64)
 		t += n
 	}
@@ -53,7 +59,7 @@ func procCPU(pid int) float64 {
 func treeCPU(root int) float64 {
 	total := 0.0
 	for _, pid := range descendants(root) {
-		total += procCPU(pid)
+		total += procCPU(pid, true)
 	}
 	return total
 }

@@ -101,6 +101,7 @@ func preload(m *libbpfgo.Module, hooks []Hook) (*attachment, error) {
 	a := &attachment{off: map[string]string{}, fallbacks: map[string]string{}, unused: map[string]bool{},
 		links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
 	errs := map[string]error{}
+	defer releaseKernelBTF()
 	for _, h := range hooks {
 		if err := available(h); err != nil {
 			errs[h.Prog] = err

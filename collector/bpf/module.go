@@ -12,15 +12,22 @@ package bpf
 #include <bpf/bpf.h>
 
 // Whether the running kernel's BTF names a type of this kind (e.g. "btf_trace_sock_send_length").
-// The kernel's BTF is parsed once and kept.
+// The kernel's BTF (several MB parsed) is kept until release_kernel_btf.
+static struct btf *kernel_btf;
+
 static int kernel_has_type(const char *name, int kind)
 {
-	static struct btf *btf;
-	if (!btf)
-		btf = btf__load_vmlinux_btf();
-	if (!btf)
+	if (!kernel_btf)
+		kernel_btf = btf__load_vmlinux_btf();
+	if (!kernel_btf)
 		return -1;
-	return btf__find_by_name_kind(btf, name, kind) > 0;
+	return btf__find_by_name_kind(kernel_btf, name, kind) > 0;
+}
+
+static void release_kernel_btf(void)
+{
+	btf__free(kernel_btf);
+	kernel_btf = NULL;
 }
 
 // Attaches an iterator program, to a map when map_fd >= 0 (libbpfgo v0.7.0 fills every member of the
@@ -81,6 +88,10 @@ func kernelHasType(name string, kind int) (bool, error) {
 	}
 	return true, nil
 }
+
+// releaseKernelBTF frees the parsed kernel BTF once the hooks are chosen (libbpf parses its own copy to
+// load, so keeping ours would raise the collector's peak memory).
+func releaseKernelBTF() { C.release_kernel_btf() }
 
 // openModule opens an embedded object without raising RLIMIT_MEMLOCK (which may be impossible; the
 // kernel charges BPF memory to the cgroup since 5.11). libbpfgo's buffer loader always raises it, so

@@ -49,8 +49,11 @@ struct {
 	__type(value, __u8);
 } nf_listen SEC(".maps");
 
+/* Per CPU: a client's datagrams leave on one CPU and its answers arrive in softirq on another; shared
+ * counters would bounce between them on every datagram. Atomic adds still, against a softirq
+ * interrupting the same CPU's update. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, NF_UDP_MAX);
 	__type(key, struct nf_udp_key);
 	__type(value, struct nf_udp_val);

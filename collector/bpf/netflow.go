@@ -2,6 +2,7 @@ package bpf
 
 import (
 	_ "embed"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,8 +143,10 @@ func (n *Netflow) ReadLive() ([]byte, error) {
 	return b, nil
 }
 
-// ReadUDP calls fn with every (key, value) of nf_udp.
+// ReadUDP calls fn with every (key, value) of nf_udp, the value summed over CPUs (nf_udp is per CPU and
+// struct nf_udp_val is all 64-bit counters).
 func (n *Netflow) ReadUDP(fn func(key, val []byte)) error {
+	size := n.udp.ValueSize()
 	it := n.udp.Iterator()
 	for it.Next() {
 		k := it.Key()
@@ -151,9 +154,21 @@ func (n *Netflow) ReadUDP(fn func(key, val []byte)) error {
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		fn(k, v)
+		fn(k, sumPerCPU(v, size))
 	}
 	return it.Err()
+}
+
+// sumPerCPU adds up the per-CPU copies of a value made of uint64 counters.
+func sumPerCPU(v []byte, size int) []byte {
+	sum := make([]byte, size)
+	for cpu := 0; cpu+size <= len(v); cpu += (size + 7) &^ 7 {
+		for w := 0; w+8 <= size; w += 8 {
+			total := binary.NativeEndian.Uint64(sum[w:]) + binary.NativeEndian.Uint64(v[cpu+w:])
+			binary.NativeEndian.PutUint64(sum[w:], total)
+		}
+	}
+	return sum
 }
 
 // DeleteUDP forgets an idle (socket, peer) entry.

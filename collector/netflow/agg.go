@@ -38,13 +38,19 @@ type Aggregator struct {
 	udpSocks map[uint64]Sock     // UDP socket cookie -> its nf_socks entry, once it names an owner
 	comms    map[[16]byte]string // process names seen, so a record does not allocate one
 	flows    map[flowKey]*flowAcc
+	flushes  uint64
 }
 
 type tcpSeen struct {
 	written, read uint64
 	retrans       uint32
 	owner         procfs.Owner
+	flush         uint64 // the last interval it was reported in
 }
+
+// tcpForgetAfter is how many intervals a connection may go unreported before it is forgotten (evicted
+// from nf_socks, or its close record lost). Two: a close record can wait one drain in the ring buffer.
+const tcpForgetAfter = 2
 
 type udpSeen struct {
 	val  UDPVal
@@ -102,7 +108,7 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	}
 	// High-water marks: a counter read mid-update (FIN queued but not yet numbered) never goes backwards twice.
 	cur := tcpSeen{written: max(r.BytesWritten, last.written), read: max(r.BytesRead, last.read),
-		retrans: max(r.Retrans, last.retrans), owner: owner}
+		retrans: max(r.Retrans, last.retrans), owner: owner, flush: a.flushes}
 	if r.Closed != 0 {
 		delete(a.tcpLast, r.Cookie)
 	} else {
@@ -236,6 +242,12 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		pts = append(pts, point.Point{Name: "netflow", Tags: k.tags(), Fields: f.fields(k), Time: now})
 	}
 	a.flows = map[flowKey]*flowAcc{}
+	for c, seen := range a.tcpLast {
+		if a.flushes-seen.flush >= tcpForgetAfter {
+			delete(a.tcpLast, c)
+		}
+	}
+	a.flushes++
 	a.forgetIdleUDPSockets()
 	a.owners.Refresh()
 	return pts

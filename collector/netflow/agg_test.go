@@ -263,3 +263,21 @@ func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {
 	a.AddUDP(k, UDPVal{BytesOut: 10, PktsOut: 1}, owner)
 	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 10, "datagrams_written": 1})
 }
+
+func TestConnectionsNoLongerReportedAreForgotten(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
+	a.AddTCP(rec(1, tp, dirOut, 100, 0, false))
+	flush(a)
+	flush(a) // evicted from the kernel map: no live record, no close record
+	flush(a)
+	if len(a.tcpLast) != 0 {
+		t.Fatalf("a connection unreported for %d intervals is still remembered", tcpForgetAfter)
+	}
+
+	// A close record that waited one drain is still matched with what was reported.
+	a.AddTCP(rec(2, tp, dirOut, 100, 0, false))
+	flush(a)
+	flush(a)
+	wantFields(t, only(t, flush2(a, rec(2, tp, dirOut, 150, 0, true))), map[string]int64{"bytes_written": 50, "tcp_established": 0, "tcp_closed": 1})
+}

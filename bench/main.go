@@ -284,21 +284,17 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 			{"nginx: connections closed (all accepted ones close before the collector stops)", accepted, st.sum("tcp_closed", side)},
 		}
 	}
+	// Plain HTTP: connections, and bytes each way as nginx logs them.
+	plainHTTP := func(t accessLog, accepted int64, st stored) []check {
+		return append(accepts(accepted, st, nginxSide),
+			check{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
+			check{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)})
+	}
 	if want["W1"] {
-		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", false,
-			func(t accessLog, accepted int64, st stored) []check {
-				return append(accepts(accepted, st, nginxSide),
-					check{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
-					check{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)})
-			}))
+		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", false, plainHTTP))
 	}
 	if want["W2"] {
-		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", true,
-			func(t accessLog, accepted int64, st stored) []check {
-				return append(accepts(accepted, st, nginxSide),
-					check{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
-					check{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)})
-			}))
+		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", true, plainHTTP))
 	}
 	if want["W3"] {
 		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", false,

@@ -87,14 +87,8 @@ type UDPVal struct {
 	PktsIn   uint64
 }
 
-// Sizes of the C structs, checked against the object's BTF in a test.
-var (
-	SizeTuple     = binary.Size(Tuple{})
-	SizeSock      = binary.Size(Sock{})
-	SizeTCPRecord = binary.Size(TCPRecord{})
-	SizeUDPKey    = binary.Size(UDPKey{})
-	SizeUDPVal    = binary.Size(UDPVal{})
-)
+// SizeTCPRecord is the size of struct nf_tcp_rec (the layout test checks every mirror against the BTF).
+var SizeTCPRecord = binary.Size(TCPRecord{})
 
 // Decode fills v (a pointer to one of the mirrors) from a kernel record in host byte order.
 func Decode(b []byte, v any) error {

@@ -120,6 +120,9 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 		}
 	}
+	if len(cfg.L7NetEnabled) > 0 && cfg.Plugin("ebpf-net") {
+		log.Warn("httpflow is not built yet: no httpflow points", "l7net_enabled", strings.Join(cfg.L7NetEnabled, ","))
+	}
 	if len(plugins) == 0 {
 		return nil, fmt.Errorf("no plugin could start (enabled: %s): %s", strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
 	}

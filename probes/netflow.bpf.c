@@ -342,9 +342,10 @@ static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
 /* Linux 6.3+: every socket send/receive, in process context; TCP and others return at once. */
 static __always_inline int udp_owner_tp(struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	/* Plain loads through the trusted argument: this runs on every socket send and receive. */
+	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;

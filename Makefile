@@ -28,7 +28,7 @@ probes/vmlinux.h:
 	@echo "  GEN     $@"
 	$(Q)$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@
 
-collector/bpf/obj/%.bpf.o: probes/%.bpf.c probes/%.h probes/common/*.bpf.h probes/vmlinux.h
+collector/bpf/obj/%.bpf.o: probes/%.bpf.c probes/*.h probes/common/*.bpf.h probes/vmlinux.h
 	@echo "  CLANG   $@"
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@

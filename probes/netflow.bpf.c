@@ -407,37 +407,55 @@ int BPF_KPROBE(nf_kp_udp6_recv, struct sock *sk)
 	return udp_owner_kprobe(sk);
 }
 
-/* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */
-static __always_inline void udp_count(struct __sk_buff *skb, int egress)
-{
-	struct nf_udp_key k = {};
-	__u32 off;
-	struct udphdr uh;
+/* A packet's network and transport header, as cgroup_skb sees it (from the network header). */
+struct pkt {
+	__u8 saddr[16], daddr[16];
+	__u32 l4off;
+	__u16 family;
+	__u8 proto;
+};
 
+static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
+{
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) || ip.protocol != IPPROTO_UDP)
-			return;
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return -1;
 		if (ip.frag_off & bpf_htons(0x1fff)) /* not the first fragment */
-			return;
-		off = ip.ihl * 4;
-		k.family = AF_INET;
-		__builtin_memcpy(egress ? k.laddr : k.raddr, &ip.saddr, 4);
-		__builtin_memcpy(egress ? k.raddr : k.laddr, &ip.daddr, 4);
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+			return -1;
+		p->l4off = ip.ihl * 4;
+		p->family = AF_INET;
+		p->proto = ip.protocol;
+		__builtin_memcpy(p->saddr, &ip.saddr, 4);
+		__builtin_memcpy(p->daddr, &ip.daddr, 4);
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_UDP)
-			return;
-		off = sizeof(ip6);
-		k.family = AF_INET6;
-		__builtin_memcpy(egress ? k.laddr : k.raddr, &ip6.saddr, 16);
-		__builtin_memcpy(egress ? k.raddr : k.laddr, &ip6.daddr, 16);
-	} else {
-		return;
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return -1;
+		p->l4off = sizeof(ip6);
+		p->family = AF_INET6;
+		p->proto = ip6.nexthdr; /* extension headers are not followed */
+		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+		return 0;
 	}
-	if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+	return -1;
+}
+
+/* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */
+static __always_inline void udp_count(struct __sk_buff *skb, int egress, const struct pkt *p)
+{
+	struct nf_udp_key k = {};
+	struct udphdr uh;
+
+	k.family = p->family;
+	__builtin_memcpy(egress ? k.laddr : k.raddr, p->saddr, 16);
+	__builtin_memcpy(egress ? k.raddr : k.laddr, p->daddr, 16);
+	if (bpf_skb_load_bytes(skb, p->l4off, &uh, sizeof(uh)))
 		return;
 	__u16 src = bpf_ntohs(uh.source), dst = bpf_ntohs(uh.dest);
 	__u16 len = bpf_ntohs(uh.len);
@@ -470,20 +488,29 @@ static __always_inline void udp_count(struct __sk_buff *skb, int egress)
 	}
 }
 
+#include "httpflow.bpf.h"
+
+static __always_inline int skb_hook(struct __sk_buff *skb, int egress)
+{
+	struct pkt p = {};
+
+	if (floor_only || parse_ip(skb, &p))
+		return 1;
+	if (p.proto == IPPROTO_UDP)
+		udp_count(skb, egress, &p);
+	else if (p.proto == IPPROTO_TCP && (http_enabled || tls_enabled))
+		hf_skb(skb, egress, &p);
+	return 1; /* observe only: let every packet pass */
+}
+
 SEC("cgroup_skb/egress")
 int nf_skb_egress(struct __sk_buff *skb)
 {
-	if (floor_only)
-		return 1;
-	udp_count(skb, 1);
-	return 1; /* observe only: let every packet pass */
+	return skb_hook(skb, 1);
 }
 
 SEC("cgroup_skb/ingress")
 int nf_skb_ingress(struct __sk_buff *skb)
 {
-	if (floor_only)
-		return 1;
-	udp_count(skb, 0);
-	return 1;
+	return skb_hook(skb, 0);
 }

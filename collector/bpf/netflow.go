@@ -49,6 +49,7 @@ type Netflow struct {
 	udp      *libbpfgo.BPFMap
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
+	http     *httpflow // nil unless Options.HTTP
 }
 
 // loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).
@@ -67,6 +68,8 @@ func loadObject(objDir, name string, embedded []byte) ([]byte, error) {
 type Options struct {
 	ObjectDir string // read objects from here instead of the embedded ones (developers)
 	Floor     bool   // every program returns at once: what the hooks alone cost (make bench)
+	HTTP      bool   // parse HTTP/1.x in the TCP segments the cgroup_skb programs see (httpflow)
+	TLS       bool   // parse it in OpenSSL calls, once AttachSSL is called per libssl (httpflow-tls)
 }
 
 // OpenNetflow loads probes/netflow.bpf.c and attaches what this kernel offers. It fails only when
@@ -89,7 +92,9 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	if n.att, err = preload(m, NetflowHooks); err != nil {
 		return nil, err
 	}
-	for name, v := range map[string]bool{"cookie_helper": kernelAtLeast(5, 12), "floor_only": opts.Floor} {
+	knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12), "floor_only": opts.Floor,
+		"http_enabled": opts.HTTP, "tls_enabled": opts.TLS}
+	for name, v := range knobs {
 		if err := m.InitGlobalVariable(name, v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
@@ -112,6 +117,11 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	}
 	if n.ring, err = newRing(events.FileDescriptor(), events.MaxEntries()); err != nil {
 		return nil, err
+	}
+	if (opts.HTTP || opts.TLS) && n.UDP() {
+		if err := n.openHTTP(); err != nil {
+			return nil, err
+		}
 	}
 	if seed := n.att.iters["nf_seed"]; seed != nil {
 		if _, err := seed.read(); err != nil {
@@ -194,6 +204,9 @@ func (n *Netflow) Stats() [netflowStatMax]uint64 {
 
 // Close detaches every program and frees the maps.
 func (n *Netflow) Close() {
+	if n.http != nil {
+		n.http.close()
+	}
 	if n.ring != nil {
 		n.ring.Close()
 	}

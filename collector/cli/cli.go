@@ -84,12 +84,23 @@ type RunConfig struct {
 
 	// Ours.
 	IgnoreCIDRs       []netip.Prefix // flows whose remote address is inside one of these are not reported
+	HTTPMaxPaths      int            // httpflow: distinct paths per (process, Host) per interval before folding
+	SSLRescan         time.Duration  // httpflow-tls: how often /proc is searched for new libssl files
 	MaxBufferedPoints int            // bound of the sender's buffer
 	BPFObjects        string         // directory of BPF objects; "" = the objects embedded in the binary
 	BPFFloor          bool           // benchmark only: attach every hook with programs that return at once
 
 	// Warnings about accepted but ignored flags and values, for the caller to log once.
 	Warnings []string
+}
+
+// L7 reports whether an L7 tracer (httpflow, httpflow-tls) is on: listed in --l7net-enabled, or, when
+// only --l7net-disabled is given, not listed there.
+func (c *RunConfig) L7(proto string) bool {
+	if len(c.L7NetEnabled) > 0 {
+		return slices.Contains(c.L7NetEnabled, proto)
+	}
+	return len(c.L7NetDisabled) > 0 && !slices.Contains(c.L7NetDisabled, proto)
 }
 
 // Plugin reports whether the named plugin is enabled.
@@ -219,6 +230,8 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	// Ours.
 	fs.StringSliceVar(&ignoreCIDRs, "netflow-ignore-cidrs", nil, "do not report flows whose remote address is in these CIDRs")
 	fs.IntVar(&c.MaxBufferedPoints, "max-buffered-points", 100000, "points buffered while the parent is unreachable")
+	fs.IntVar(&c.HTTPMaxPaths, "httpflow-max-paths", 500, "httpflow: distinct paths per (process, Host) per interval; more fold into path \"*\"")
+	fs.DurationVar(&c.SSLRescan, "httpflow-tls-rescan", 5*time.Second, "httpflow-tls: how often to look for new libssl files in /proc")
 	fs.StringVar(&c.BPFObjects, "bpf-objects", "", "directory of BPF objects (default: embedded in the binary)")
 	fs.BoolVar(&c.BPFFloor, "bpf-floor", false, "benchmark only: attach the same hooks with programs that return at once (no data)")
 
@@ -277,6 +290,12 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 			return nil, fmt.Errorf("--netflow-ignore-cidrs %q: %w", s, err)
 		}
 		c.IgnoreCIDRs = append(c.IgnoreCIDRs, p.Masked())
+	}
+	if c.HTTPMaxPaths < 1 {
+		return nil, fmt.Errorf("--httpflow-max-paths %d: must be at least 1", c.HTTPMaxPaths)
+	}
+	if c.SSLRescan < time.Second {
+		return nil, fmt.Errorf("--httpflow-tls-rescan %s: must be at least 1s", c.SSLRescan)
 	}
 	if c.MaxBufferedPoints < 1 {
 		return nil, fmt.Errorf("--max-buffered-points %d: must be at least 1", c.MaxBufferedPoints)

@@ -37,7 +37,7 @@ type Aggregator struct {
 	udpLast  map[UDPKey]udpSeen
 	udpSocks map[uint64]Sock     // UDP socket cookie -> its nf_socks entry, once it names an owner
 	comms    map[[16]byte]string // process names seen, so a record does not allocate one
-	flows    map[flowKey]*flowAcc
+	flows    map[FlowKey]*flowAcc
 	flushes  uint64
 }
 
@@ -57,20 +57,64 @@ type udpSeen struct {
 	idle int
 }
 
-// flowKey is DataKit's aggregation key (ref §3.1).
-type flowKey struct {
-	transport, family, direction string
-	src, dst                     netip.Addr
-	srcPort, dstPort             int32 // anyPort: aggregated as "*"
-	pid                          uint32
-	process                      string
-	netns                        uint32
+// FlowKey is DataKit's aggregation key of a flow (ref §3.1); httpflow extends it with its own fields.
+type FlowKey struct {
+	Transport, Family, Direction string
+	Src, Dst                     netip.Addr
+	SrcPort, DstPort             int32 // AnyPort: aggregated as "*"
+	Pid                          uint32
+	Process                      string
+	Netns                        uint32
 }
 
-const anyPort = -1
+// AnyPort is a FlowKey port aggregated as "*".
+const AnyPort = -1
 
-func portTag(p int32) string {
-	if p == anyPort {
+// NewFlowKey builds the key of a socket seen from its local side (src) in direction dir (NF_DIR_IN is
+// incoming, anything else outgoing, as DataKit reports an unknown direction). The client's port is
+// aggregated as "*" when it is at or above ephemeralPort: src_port when outgoing, dst_port when incoming.
+func NewFlowKey(t Tuple, dir uint8, ephemeralPort uint16, pid uint32, process string, netns uint32) FlowKey {
+	src, dst := Addr(t.Family, t.Saddr), Addr(t.Family, t.Daddr)
+	k := FlowKey{Transport: "tcp", Family: "IPv4", Src: src, Dst: dst,
+		SrcPort: int32(t.Sport), DstPort: int32(t.Dport),
+		Pid: pid, Process: process, Netns: netns}
+	if !src.Is4() {
+		k.Family = "IPv6"
+	}
+	if t.Proto == protoUDP {
+		k.Transport = "udp"
+	}
+	if dir == dirIn {
+		k.Direction = "incoming"
+		if t.Dport >= ephemeralPort {
+			k.DstPort = AnyPort
+		}
+	} else {
+		k.Direction = "outgoing"
+		if t.Sport >= ephemeralPort {
+			k.SrcPort = AnyPort
+		}
+	}
+	return k
+}
+
+// Ignored reports whether the user's settings filter a flow out: IPv6 when ipv6Disabled, or a remote
+// (dst) address inside one of ignore.
+func Ignored(k FlowKey, ignore []netip.Prefix, ipv6Disabled bool) bool {
+	if k.Family == "IPv6" && ipv6Disabled {
+		return true
+	}
+	for _, p := range ignore {
+		if p.Contains(k.Dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// PortTag formats a FlowKey port as a tag value.
+func PortTag(p int32) string {
+	if p == AnyPort {
 		return "*"
 	}
 	return strconv.Itoa(int(p))
@@ -91,7 +135,7 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		udpLast:  map[UDPKey]udpSeen{},
 		udpSocks: map[uint64]Sock{},
 		comms:    map[[16]byte]string{},
-		flows:    map[flowKey]*flowAcc{},
+		flows:    map[FlowKey]*flowAcc{},
 	}
 }
 
@@ -194,35 +238,9 @@ func (a *Aggregator) forgetIdleUDPSockets() {
 }
 
 func (a *Aggregator) flow(t Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
-	src, dst := addr(t.Family, t.Saddr), addr(t.Family, t.Daddr)
-	family := "IPv4"
-	if !src.Is4() {
-		family = "IPv6"
-		if a.cfg.IPv6Disabled {
-			return nil
-		}
-	}
-	for _, p := range a.cfg.IgnoreCIDRs {
-		if p.Contains(dst) {
-			return nil
-		}
-	}
-	k := flowKey{transport: "tcp", family: family, src: src, dst: dst,
-		srcPort: int32(t.Sport), dstPort: int32(t.Dport),
-		pid: owner.Pid, process: owner.Comm, netns: netns}
-	if t.Proto == protoUDP {
-		k.transport = "udp"
-	}
-	if dir == dirIn {
-		k.direction = "incoming"
-		if t.Dport >= a.cfg.EphemeralPort {
-			k.dstPort = anyPort
-		}
-	} else {
-		k.direction = "outgoing"
-		if t.Sport >= a.cfg.EphemeralPort {
-			k.srcPort = anyPort
-		}
+	k := NewFlowKey(t, dir, a.cfg.EphemeralPort, owner.Pid, owner.Comm, netns)
+	if Ignored(k, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+		return nil
 	}
 	f := a.flows[k]
 	if f == nil {
@@ -239,9 +257,9 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		if f.written == 0 && f.read == 0 && f.established == 0 && f.closed == 0 {
 			continue
 		}
-		pts = append(pts, point.Point{Name: "netflow", Tags: k.tags(), Fields: f.fields(k), Time: now})
+		pts = append(pts, point.Point{Name: "netflow", Tags: k.Tags(), Fields: f.fields(k), Time: now})
 	}
-	a.flows = map[flowKey]*flowAcc{}
+	a.flows = map[FlowKey]*flowAcc{}
 	for c, seen := range a.tcpLast {
 		if a.flushes-seen.flush >= tcpForgetAfter {
 			delete(a.tcpLast, c)
@@ -260,14 +278,14 @@ func (a *Aggregator) comm(b [16]byte) string {
 		if len(a.comms) > 4096 { // bounded: names come and go with processes
 			clear(a.comms)
 		}
-		c = comm(b)
+		c = Comm(b)
 		a.comms[b] = c
 	}
 	return c
 }
 
-// ipType is DataKit's classification, checked in this order.
-func ipType(ip netip.Addr) string {
+// IPType is DataKit's classification of an address, checked in this order.
+func IPType(ip netip.Addr) string {
 	switch {
 	case ip.IsPrivate():
 		return "private"
@@ -279,19 +297,20 @@ func ipType(ip netip.Addr) string {
 	return "other"
 }
 
-func (k flowKey) tags() map[string]string {
+// Tags returns the flow's netflow tags, which httpflow points share.
+func (k FlowKey) Tags() map[string]string {
 	t := map[string]string{
-		"family": k.family, "transport": k.transport, "direction": k.direction,
-		"src_ip": k.src.String(), "dst_ip": k.dst.String(), "src_port": portTag(k.srcPort), "dst_port": portTag(k.dstPort),
-		"src_ip_type": ipType(k.src), "dst_ip_type": ipType(k.dst),
-		"pid": strconv.FormatUint(uint64(k.pid), 10), "process_name": k.process,
-		"netns":      strconv.FormatUint(uint64(k.netns), 10),
+		"family": k.Family, "transport": k.Transport, "direction": k.Direction,
+		"src_ip": k.Src.String(), "dst_ip": k.Dst.String(), "src_port": PortTag(k.SrcPort), "dst_port": PortTag(k.DstPort),
+		"src_ip_type": IPType(k.Src), "dst_ip_type": IPType(k.Dst),
+		"pid": strconv.FormatUint(uint64(k.Pid), 10), "process_name": k.Process,
+		"netns":      strconv.FormatUint(uint64(k.Netns), 10),
 		"dst_nat_ip": "N/A", "dst_nat_port": "N/A",
 	}
 	// client_*/server_* mirror src/dst by direction (DataKit v1.77+, without its server_ip_type mix-up).
 	cli, srv := "src", "dst"
 	t["conn_side"] = "client"
-	if k.direction == "incoming" {
+	if k.Direction == "incoming" {
 		cli, srv = "dst", "src"
 		t["conn_side"] = "server"
 	}
@@ -299,23 +318,23 @@ func (k flowKey) tags() map[string]string {
 		t["client_"+f] = t[cli+"_"+f]
 		t["server_"+f] = t[srv+"_"+f]
 	}
-	if k.netns == 0 {
+	if k.Netns == 0 {
 		delete(t, "netns") // unknown for UDP seen only in packets
 	}
 	return t
 }
 
-func (f *flowAcc) fields(k flowKey) map[string]any {
+func (f *flowAcc) fields(k FlowKey) map[string]any {
 	fl := map[string]any{
 		"bytes_written": int64(f.written),
 		"bytes_read":    int64(f.read),
 	}
-	if k.direction == "incoming" {
+	if k.Direction == "incoming" {
 		fl["client_sent"], fl["server_sent"] = int64(f.read), int64(f.written)
 	} else {
 		fl["client_sent"], fl["server_sent"] = int64(f.written), int64(f.read)
 	}
-	if k.transport == "udp" {
+	if k.Transport == "udp" {
 		fl["datagrams_written"] = int64(f.pktsWritten)
 		fl["datagrams_read"] = int64(f.pktsRead)
 		return fl

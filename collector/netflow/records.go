@@ -106,7 +106,7 @@ func (r *TCPRecord) UnmarshalBinary(b []byte) error {
 	}
 	e := binary.NativeEndian
 	r.Cookie = e.Uint64(b[0:])
-	r.T.decode(b[8:48])
+	r.T.decode(b[8 : 8+SizeTuple])
 	r.BytesWritten = e.Uint64(b[48:])
 	r.BytesRead = e.Uint64(b[56:])
 	r.Retrans = e.Uint32(b[64:])
@@ -117,6 +117,18 @@ func (r *TCPRecord) UnmarshalBinary(b []byte) error {
 	r.Netns = e.Uint32(b[84:])
 	copy(r.Comm[:], b[88:104])
 	r.Dir, r.Closed, r.Preexisting = b[104], b[105], b[106]
+	return nil
+}
+
+// SizeTuple is the size of struct nf_tuple, which other records embed.
+const SizeTuple = 40
+
+// UnmarshalBinary decodes a struct nf_tuple in host byte order, for decoders of records that embed one.
+func (t *Tuple) UnmarshalBinary(b []byte) error {
+	if len(b) < SizeTuple {
+		return fmt.Errorf("decode nf_tuple: record has %d bytes, want %d", len(b), SizeTuple)
+	}
+	t.decode(b)
 	return nil
 }
 
@@ -142,16 +154,16 @@ func DecodeTCPRecords(b []byte) ([]TCPRecord, error) {
 	return out, nil
 }
 
-// addr converts a kernel address to netip, reporting IPv4-mapped IPv6 as IPv4 (as DataKit does).
-func addr(family uint16, b [16]byte) netip.Addr {
+// Addr converts a kernel address to netip, reporting IPv4-mapped IPv6 as IPv4 (as DataKit does).
+func Addr(family uint16, b [16]byte) netip.Addr {
 	if family == afInet {
 		return netip.AddrFrom4([4]byte(b[:4]))
 	}
 	return netip.AddrFrom16(b).Unmap()
 }
 
-// comm returns a NUL-terminated kernel string.
-func comm(b [16]byte) string {
+// Comm returns a NUL-terminated kernel string (a process name).
+func Comm(b [16]byte) string {
 	if i := bytes.IndexByte(b[:], 0); i >= 0 {
 		return string(b[:i])
 	}

@@ -36,6 +36,7 @@ type Counters struct {
 	Lost         uint64 // records the kernel could not hand over (ring buffer full)
 	MapFull      uint64 // kernel map inserts that failed
 	DecodeErrors uint64
+	Extra        map[string]uint64 // the plugin's own numbers, reported as <plugin>_<name>
 }
 
 // Main runs the collector until ctx ends (SIGTERM/SIGINT), then flushes once more and detaches.
@@ -116,12 +117,16 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
 				continue
 			}
 			plugins = append(plugins, nf)
+			if cfg.L7("httpflow") || cfg.L7("httpflow-tls") {
+				if !nf.probe.HTTP() {
+					log.Error("httpflow disabled: it parses packets in the cgroup_skb programs of netflow/udp, which is off")
+					continue
+				}
+				plugins = append(plugins, openHTTPFlow(cfg, nf.probe, log))
+			}
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 		}
-	}
-	if len(cfg.L7NetEnabled) > 0 && cfg.Plugin("ebpf-net") {
-		log.Warn("httpflow is not built yet: no httpflow points", "l7net_enabled", strings.Join(cfg.L7NetEnabled, ","))
 	}
 	if len(plugins) == 0 {
 		return nil, fmt.Errorf("no plugin could start (enabled: %s): %s", strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))

@@ -31,6 +31,9 @@ func (s *selfMetrics) point(now time.Time, plugins []plugin, sent map[string]sen
 		f[n+"points_rejected"] = st.Rejected
 		f[n+"points_dropped"] = st.Dropped
 		f[n+"points_queued"] = st.Queued
+		for k, v := range c.Extra {
+			f[n+k] = int64(v)
+		}
 	}
 	return point.Point{Name: "datakit_ebpf", Tags: map[string]string{}, Fields: f, Time: now}
 }

@@ -1,0 +1,142 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	libbpfgo "github.com/aquasecurity/libbpfgo"
+)
+
+// Stat indexes of hf_stats (probes/httpflow.h HF_STAT_*).
+const (
+	HTTPStatRingLost = iota
+	HTTPStatConnFull
+	HTTPStatPipelineFull
+	HTTPStatDesync
+	HTTPStatUnanswered
+	HTTPStatTLSHits
+	HTTPStatTLSCalls
+	httpStatMax
+)
+
+// SSLSymbols are the OpenSSL functions httpflow-tls probes, in every libssl it finds.
+var SSLSymbols = []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_free"}
+
+// sslProbes: which program runs at the entry (and the return) of each symbol.
+var sslProbes = []struct{ symbol, entry, ret string }{
+	{"SSL_write", "hf_ssl_write", "hf_ssl_write_ret"},
+	{"SSL_write_ex", "hf_ssl_write_ex", "hf_ssl_write_ret"},
+	{"SSL_read", "hf_ssl_read", "hf_ssl_read_ret"},
+	{"SSL_read_ex", "hf_ssl_read_ex", "hf_ssl_read_ret"},
+	{"SSL_free", "hf_ssl_free", ""},
+}
+
+// httpflow is the HTTP part of the netflow object: parsing runs in the same cgroup_skb programs, and
+// TLS in uprobes attached per libssl file.
+type httpflow struct {
+	ring  *Ring
+	stats *libbpfgo.BPFMap
+	links []*libbpfgo.BPFLink
+}
+
+func (n *Netflow) openHTTP() error {
+	events, err := n.m.GetMap("hf_events")
+	if err != nil {
+		return fmt.Errorf("map hf_events: %w", err)
+	}
+	h := &httpflow{}
+	if h.stats, err = n.m.GetMap("hf_stats"); err != nil {
+		return fmt.Errorf("map hf_stats: %w", err)
+	}
+	if h.ring, err = newRing(events.FileDescriptor(), events.MaxEntries()); err != nil {
+		return err
+	}
+	n.http = h
+	return nil
+}
+
+// HTTP says whether plain HTTP parsing runs (it needs the cgroup_skb programs of the udp part).
+func (n *Netflow) HTTP() bool { return n.http != nil }
+
+// DrainHTTP hands over the HTTP exchanges completed since the last call (struct hf_event each).
+func (n *Netflow) DrainHTTP(fn func([]byte)) int {
+	if n.http == nil {
+		return 0
+	}
+	return n.http.ring.Drain(fn)
+}
+
+// HTTPStats returns the httpflow counters, indexed by HTTPStat*, summed over CPUs.
+func (n *Netflow) HTTPStats() [httpStatMax]uint64 {
+	var out [httpStatMax]uint64
+	if n.http == nil {
+		return out
+	}
+	for i := range out {
+		k := uint32(i)
+		v, err := n.http.stats.GetValue(unsafe.Pointer(&k))
+		if err != nil {
+			continue
+		}
+		for cpu := 0; cpu+8 <= len(v); cpu += 8 {
+			out[i] += binary.NativeEndian.Uint64(v[cpu:])
+		}
+	}
+	return out
+}
+
+// AttachSSL puts the OpenSSL uprobes on one libssl file (path must be openable by this process,
+// e.g. /proc/<pid>/root/...). The kernel attaches them to the file's inode: every process mapping it,
+// now or later, is covered. offsets are file offsets of SSLSymbols.
+func (n *Netflow) AttachSSL(path string, offsets map[string]uint64) error {
+	if n.http == nil {
+		return fmt.Errorf("attach uprobes to %s: httpflow is not loaded", path)
+	}
+	var links []*libbpfgo.BPFLink
+	fail := func(err error) error {
+		for _, l := range links {
+			l.Destroy()
+		}
+		return err
+	}
+	for _, p := range sslProbes {
+		off, ok := offsets[p.symbol]
+		if !ok && (p.symbol == "SSL_read_ex" || p.symbol == "SSL_write_ex") {
+			continue // OpenSSL 1.1.0 has no _ex functions
+		}
+		if !ok {
+			return fail(fmt.Errorf("attach uprobes to %s: no offset for %s", path, p.symbol))
+		}
+		for _, a := range []struct {
+			prog string
+			ret  bool
+		}{{p.entry, false}, {p.ret, true}} {
+			if a.prog == "" {
+				continue
+			}
+			prog, err := n.m.GetProgram(a.prog)
+			if err != nil {
+				return fail(fmt.Errorf("program %s: %w", a.prog, err))
+			}
+			attach := prog.AttachUprobe
+			if a.ret {
+				attach = prog.AttachURetprobe
+			}
+			l, err := attach(-1, path, uint32(off))
+			if err != nil {
+				return fail(fmt.Errorf("attach %s to %s:%s: %w", a.prog, path, p.symbol, err))
+			}
+			links = append(links, l)
+		}
+	}
+	n.http.links = append(n.http.links, links...)
+	return nil
+}
+
+func (h *httpflow) close() {
+	for _, l := range h.links {
+		l.Destroy()
+	}
+	h.ring.Close()
+}

@@ -1,0 +1,253 @@
+// Package httpflow turns the kernel's paired HTTP/1.x exchanges (struct hf_event) into DataKit's httpflow
+// points: decode, parse the captured request line and Host header, aggregate per interval.
+//
+// Points carry netflow's tags for the same socket (netflow.FlowKey.Tags) plus HostTag, the request's Host
+// header ("N/A" without one); fields are DataKit's (ref §3.3) with these differences: bytes_read/bytes_written
+// are whole message sizes seen from the local side and never swapped, truncated says that a request line did
+// not fit in the capture, and paths_folded appears on folded points (below).
+//
+// Path cap: an interval keeps at most Config.MaxPaths distinct paths per (pid, process_name, Host header). Exchanges
+// with a further path are aggregated with path "*" and the same key otherwise; such a point carries the field
+// paths_folded, the number of distinct paths folded into it (exact up to maxFoldTracked distinct folded paths
+// per interval, an upper bound beyond). Points that folded nothing do not carry the field. A path admitted
+// earlier in the interval keeps being reported under its own name.
+package httpflow
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"strings"
+	"time"
+
+	"dkebpf/collector/netflow"
+	"dkebpf/collector/point"
+)
+
+// HostTag is the tag that carries the request's Host header. Not "host": every point already carries the
+// global tag host (the machine, cli.GlobalTags), and a point's own tag would replace it in the encoder.
+const HostTag = "http_host"
+
+// DefaultMaxPaths is Config.MaxPaths when it is 0.
+const DefaultMaxPaths = 500
+
+// FoldedPath is the path of the points that exchanges beyond the path cap are aggregated into.
+const FoldedPath = "*"
+
+// maxFoldTracked bounds the memory spent counting distinct folded paths in one interval.
+const maxFoldTracked = 1 << 15
+
+// Config is what the user can set about httpflow.
+type Config struct {
+	EphemeralPort uint16         // the client's port at or above it is aggregated as "*" (as in netflow)
+	IgnoreCIDRs   []netip.Prefix // exchanges whose remote address is inside one are not reported
+	IPv6Disabled  bool
+	MaxPaths      int // distinct paths per (pid, process_name, host) per interval; 0: DefaultMaxPaths
+}
+
+// Stats counts the exchanges Add did not report under their own key, since the Aggregator was created
+// (cumulative: Flush does not reset them).
+type Stats struct {
+	Ignored    uint64 // filtered: remote address in IgnoreCIDRs, IPv6 while disabled, a datakit* process
+	Unparsable uint64 // not what DataKit reports: method, request-target or version; or no valid status or direction
+	NoAddress  uint64 // no connection address (a TLS exchange whose socket was not seen)
+	Folded     uint64 // reported with path "*" because of the path cap (these are still reported)
+}
+
+// Aggregator accumulates one interval of exchanges into httpflow points. It is not safe for concurrent use.
+type Aggregator struct {
+	cfg      Config
+	maxPaths int
+	parse    parseCache
+	comms    map[[16]byte]string // process names seen, so an event does not allocate one
+
+	points      map[key]*acc
+	paths       map[pathOwner]map[string]struct{} // paths admitted this interval
+	foldSeed    maphash.Seed
+	foldTracked int // folded path hashes kept this interval, over all points
+
+	stats Stats
+}
+
+// key is DataKit's httpflow aggregation key (ref §3.3) plus the Host header.
+type key struct {
+	flow                  netflow.FlowKey
+	host                  string
+	method, path, version string
+	status                uint16
+}
+
+// pathOwner is what the path cap counts paths per.
+type pathOwner struct {
+	pid           uint32
+	process, host string
+}
+
+type acc struct {
+	count, latencySum   uint64
+	reqBytes, respBytes uint64
+	truncated           bool
+	folded              map[uint64]struct{} // hashes of the distinct paths folded into this point
+	foldedN             uint64              // distinct paths folded (len(folded) plus untracked ones)
+}
+
+// NewAggregator returns an empty Aggregator.
+func NewAggregator(cfg Config) *Aggregator {
+	a := &Aggregator{
+		cfg:      cfg,
+		maxPaths: cfg.MaxPaths,
+		parse:    newParseCache(),
+		comms:    map[[16]byte]string{},
+		points:   map[key]*acc{},
+		paths:    map[pathOwner]map[string]struct{}{},
+		foldSeed: maphash.MakeSeed(),
+	}
+	if a.maxPaths <= 0 {
+		a.maxPaths = DefaultMaxPaths
+	}
+	return a
+}
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// Add aggregates one exchange, or counts why it is not reported.
+func (a *Aggregator) Add(e Event) {
+	if e.Dir != DirOut && e.Dir != DirIn || e.Status < 100 || e.Status > 999 {
+		a.stats.Unparsable++
+		return
+	}
+	if e.T.Family != afInet && e.T.Family != afInet6 {
+		a.stats.NoAddress++
+		return
+	}
+	process := a.comm(e.Comm)
+	if strings.HasPrefix(process, "datakit") { // DataKit and this collector: do not report our own POSTs
+		a.stats.Ignored++
+		return
+	}
+	fk := netflow.NewFlowKey(e.T, e.Dir, a.cfg.EphemeralPort, e.Pid, process, e.Netns)
+	fk.Transport = "tcp"
+	if netflow.Ignored(fk, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+		a.stats.Ignored++
+		return
+	}
+	req, ok := a.parse.request(e.Req[:min(int(e.ReqLen), ReqLen)], e.Flags&FlagReqSplit != 0)
+	if !ok {
+		a.stats.Unparsable++
+		return
+	}
+	host := a.parse.host(e.Host[:min(int(e.HostLen), HostLen)])
+	if host == "" {
+		host = "N/A"
+	}
+
+	k := key{flow: fk, host: host, method: req.Method, path: req.Path, version: req.Version, status: e.Status}
+	folded := a.admit(pathOwner{e.Pid, process, host}, req.Path)
+	if folded {
+		k.path = FoldedPath
+		a.stats.Folded++
+	}
+	p := a.points[k]
+	if p == nil {
+		p = &acc{}
+		a.points[k] = p
+	}
+	p.count++
+	p.latencySum += e.LatencyNs
+	p.reqBytes += e.ReqBytes
+	p.respBytes += e.RespBytes
+	p.truncated = p.truncated || req.Truncated
+	if folded {
+		a.countFolded(p, req.Path)
+	}
+}
+
+// admit applies the path cap: it reports whether path must be folded into "*".
+func (a *Aggregator) admit(o pathOwner, path string) (fold bool) {
+	set := a.paths[o]
+	if set == nil {
+		set = map[string]struct{}{}
+		a.paths[o] = set
+	}
+	if _, ok := set[path]; ok {
+		return false
+	}
+	if len(set) >= a.maxPaths {
+		return true
+	}
+	set[path] = struct{}{}
+	return false
+}
+
+func (a *Aggregator) countFolded(p *acc, path string) {
+	h := maphash.String(a.foldSeed, path)
+	if _, ok := p.folded[h]; ok {
+		return
+	}
+	p.foldedN++
+	if a.foldTracked >= maxFoldTracked {
+		return // untracked: seen again, it counts again (paths_folded becomes an upper bound)
+	}
+	if p.folded == nil {
+		p.folded = map[uint64]struct{}{}
+	}
+	p.folded[h] = struct{}{}
+	a.foldTracked++
+}
+
+// Flush returns the interval's httpflow points, stamped at now, and starts a new interval.
+func (a *Aggregator) Flush(now time.Time) []point.Point {
+	pts := make([]point.Point, 0, len(a.points))
+	for k, p := range a.points {
+		tags := k.flow.Tags()
+		tags[HostTag] = k.host
+		pts = append(pts, point.Point{Name: "httpflow", Tags: tags, Fields: p.fields(k), Time: now})
+	}
+	a.points = map[key]*acc{}
+	a.paths = map[pathOwner]map[string]struct{}{}
+	a.foldTracked = 0
+	return pts
+}
+
+// Stats returns the counters of exchanges not reported under their own key.
+func (a *Aggregator) Stats() Stats { return a.stats }
+
+func (p *acc) fields(k key) map[string]any {
+	// The local side wrote the request as a client, the response as a server.
+	written, read := p.reqBytes, p.respBytes
+	if k.flow.Direction == "incoming" {
+		written, read = p.respBytes, p.reqBytes
+	}
+	f := map[string]any{
+		"method":        k.method,
+		"path":          k.path,
+		"status_code":   int64(k.status),
+		"http_version":  k.version,
+		"latency":       int64(p.latencySum / p.count),
+		"count":         int64(p.count),
+		"bytes_written": int64(written),
+		"bytes_read":    int64(read),
+		"client_sent":   int64(p.reqBytes),
+		"server_sent":   int64(p.respBytes),
+		"truncated":     p.truncated,
+	}
+	if p.foldedN > 0 {
+		f["paths_folded"] = int64(p.foldedN)
+	}
+	return f
+}
+
+// comm returns the process name of a kernel comm, allocating each distinct one once.
+func (a *Aggregator) comm(b [16]byte) string {
+	c, ok := a.comms[b]
+	if !ok {
+		if len(a.comms) >= 4096 { // bounded: names come and go with processes
+			clear(a.comms)
+		}
+		c = netflow.Comm(b)
+		a.comms[b] = c
+	}
+	return c
+}

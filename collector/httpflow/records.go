@@ -1,0 +1,72 @@
+package httpflow
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"dkebpf/collector/netflow"
+)
+
+// Flags of Event.Flags (HF_F_* in probes/httpflow.h).
+const (
+	FlagTLS      = 1 // HF_F_TLS: seen through the OpenSSL uprobes, not in packets
+	FlagReqSplit = 2 // HF_F_REQ_SPLIT: the request line did not end in the first write
+)
+
+// Values of Event.Dir (NF_DIR_* in probes/netflow.h).
+const (
+	DirOut = 1 // NF_DIR_OUT: we sent the request (client, direction "outgoing")
+	DirIn  = 2 // NF_DIR_IN: we answered it (server, direction "incoming")
+)
+
+// Sizes of the captured buffers (HF_REQ_LEN, HF_HOST_LEN).
+const (
+	ReqLen  = 128
+	HostLen = 64
+)
+
+// Event mirrors struct hf_event (probes/httpflow.h): one HTTP/1.x exchange, a request and its final
+// response, paired in the kernel.
+type Event struct {
+	T         netflow.Tuple // local (src) and remote (dst) address of the connection
+	Cookie    uint64
+	LatencyNs uint64 // first byte of the final response minus last byte of the request
+	ReqBytes  uint64 // whole request message
+	RespBytes uint64 // whole response messages, interim (1xx) ones included
+	Pid       uint32
+	Netns     uint32
+	Comm      [16]byte
+	Status    uint16 // final status code
+	Dir       uint8  // DirOut or DirIn
+	Flags     uint8  // Flag*
+	ReqLen    uint8  // valid bytes of Req
+	HostLen   uint8  // valid bytes of Host (0: no Host header seen)
+	_         [2]byte
+	Req       [ReqLen]byte  // the request's first bytes: its request line
+	Host      [HostLen]byte // the Host header's value, from just after "Host:"
+}
+
+// SizeEvent is the size of struct hf_event (the layout test checks the mirror against the BTF).
+const SizeEvent = 296
+
+// UnmarshalBinary decodes a struct hf_event in host byte order by hand: one arrives per HTTP exchange,
+// up to hundreds of thousands a second, and reflection (binary.Read) would cost more than the rest.
+func (e *Event) UnmarshalBinary(b []byte) error {
+	if len(b) < SizeEvent {
+		return fmt.Errorf("decode hf_event: record has %d bytes, want %d", len(b), SizeEvent)
+	}
+	n := binary.NativeEndian
+	_ = e.T.UnmarshalBinary(b[:netflow.SizeTuple]) // cannot fail: the length is checked above
+	e.Cookie = n.Uint64(b[40:])
+	e.LatencyNs = n.Uint64(b[48:])
+	e.ReqBytes = n.Uint64(b[56:])
+	e.RespBytes = n.Uint64(b[64:])
+	e.Pid = n.Uint32(b[72:])
+	e.Netns = n.Uint32(b[76:])
+	copy(e.Comm[:], b[80:96])
+	e.Status = n.Uint16(b[96:])
+	e.Dir, e.Flags, e.ReqLen, e.HostLen = b[98], b[99], b[100], b[101]
+	copy(e.Req[:], b[104:104+ReqLen])
+	copy(e.Host[:], b[104+ReqLen:104+ReqLen+HostLen])
+	return nil
+}

@@ -1,0 +1,138 @@
+package run
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"dkebpf/collector/bpf"
+	"dkebpf/collector/cli"
+	"dkebpf/collector/httpflow"
+	"dkebpf/collector/point"
+	"dkebpf/collector/sslib"
+)
+
+// httpflowPlugin reads the HTTP exchanges the netflow object pairs (plain in its cgroup_skb programs,
+// TLS in OpenSSL uprobes) into httpflow points. It shares the netflow plugin's probe and does not close it.
+type httpflowPlugin struct {
+	probe *bpf.Netflow
+	agg   *httpflow.Aggregator
+	log   *slog.Logger
+	c     Counters
+
+	tls      *sslWatcher // nil unless httpflow-tls
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *httpflowPlugin {
+	p := &httpflowPlugin{
+		probe: probe,
+		agg: httpflow.NewAggregator(httpflow.Config{
+			EphemeralPort: cfg.EphemeralPort,
+			IgnoreCIDRs:   cfg.IgnoreCIDRs,
+			IPv6Disabled:  cfg.IPv6Disabled,
+			MaxPaths:      cfg.HTTPMaxPaths,
+		}),
+		log:  log,
+		stop: make(chan struct{}),
+	}
+	if cfg.L7("httpflow-tls") {
+		p.tls = &sslWatcher{probe: probe, log: log}
+		p.tls.scan() // before the first interval: libraries of processes running now, and the host's
+		go p.tls.run(cfg.SSLRescan, p.stop)
+	}
+	return p
+}
+
+func (p *httpflowPlugin) Name() string     { return "httpflow" }
+func (p *httpflowPlugin) Category() string { return "network" }
+func (p *httpflowPlugin) Input() string    { return "ebpf-net/httpflow" }
+
+// Drain takes the exchanges completed since the last drain.
+func (p *httpflowPlugin) Drain() {
+	p.probe.DrainHTTP(func(b []byte) {
+		p.c.Events++
+		var e httpflow.Event
+		if err := e.UnmarshalBinary(b); err != nil {
+			p.c.DecodeErrors++
+			return
+		}
+		p.agg.Add(e)
+	})
+}
+
+func (p *httpflowPlugin) Flush(now time.Time) []point.Point { return p.agg.Flush(now) }
+
+func (p *httpflowPlugin) Counters() Counters {
+	st := p.probe.HTTPStats()
+	as := p.agg.Stats()
+	c := p.c
+	c.Lost = st[bpf.HTTPStatRingLost]
+	c.MapFull = st[bpf.HTTPStatConnFull] + st[bpf.HTTPStatPipelineFull]
+	c.Extra = map[string]uint64{
+		"desyncs":          st[bpf.HTTPStatDesync],
+		"unanswered":       st[bpf.HTTPStatUnanswered],
+		"ignored":          as.Ignored,
+		"unparsable":       as.Unparsable,
+		"no_address":       as.NoAddress,
+		"paths_folded":     as.Folded,
+		"tls_uprobe_hits":  st[bpf.HTTPStatTLSHits],
+		"tls_calls":        st[bpf.HTTPStatTLSCalls],
+		"tls_libs_probed":  0,
+		"tls_attach_fails": 0,
+	}
+	if p.tls != nil {
+		libs, fails := p.tls.counts()
+		c.Extra["tls_libs_probed"], c.Extra["tls_attach_fails"] = libs, fails
+	}
+	return c
+}
+
+func (p *httpflowPlugin) Close() { p.stopOnce.Do(func() { close(p.stop) }) }
+
+// sslWatcher puts the OpenSSL uprobes on every libssl file in use: the host's at start, and each new one
+// (another root, a new version) that a process maps, found by rescanning /proc.
+type sslWatcher struct {
+	probe *bpf.Netflow
+	log   *slog.Logger
+
+	mu           sync.Mutex
+	seen         sslib.Tracker
+	libs, failed uint64
+}
+
+func (w *sslWatcher) run(every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			w.scan()
+		}
+	}
+}
+
+func (w *sslWatcher) scan() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	known, _ := sslib.Known(bpf.SSLSymbols)
+	found, _ := sslib.Scan("/proc", bpf.SSLSymbols) // unreadable processes and libraries are skipped
+	for _, lib := range w.seen.New(append(known, found...)) {
+		if err := w.probe.AttachSSL(lib.Path, lib.Offsets); err != nil {
+			w.failed++
+			w.log.Warn("httpflow-tls: cannot probe libssl", "path", lib.Path, "err", err)
+			continue
+		}
+		w.libs++
+		w.log.Info("httpflow-tls: probing libssl", "path", lib.Path)
+	}
+}
+
+func (w *sslWatcher) counts() (libs, failed uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.libs, w.failed
+}

@@ -1,0 +1,76 @@
+package sslib
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrNoSymbol is wrapped by the error Offsets returns when a library lacks some of the symbols asked for
+// (OpenSSL 1.1.0 has no SSL_read_ex, for example).
+var ErrNoSymbol = errors.New("symbol not found")
+
+// Offsets returns the file offset of each symbol in the ELF shared object at path, looked up in the dynamic
+// symbol table (a versioned name such as SSL_write@@OPENSSL_3.0.0 matches "SSL_write"; the default version wins).
+// If some symbols are missing the error wraps ErrNoSymbol, names the file and the symbols, and the map still
+// holds the symbols that were found.
+func Offsets(path string, symbols []string) (map[string]uint64, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open elf %s: %w", path, err)
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		return nil, fmt.Errorf("read dynamic symbols of %s: %w", path, err)
+	}
+
+	want := make(map[string]bool, len(symbols))
+	for _, s := range symbols {
+		want[s] = true
+	}
+	found := make(map[string]elf.Symbol, len(symbols))
+	for _, s := range syms {
+		name, _, _ := strings.Cut(s.Name, "@")
+		if !want[name] || s.Section == elf.SHN_UNDEF || s.Section == elf.SHN_ABS {
+			continue
+		}
+		/* keep the first definition unless a later one is the default (non-hidden) version */
+		if prev, ok := found[name]; ok && !(isHidden(prev) && !isHidden(s)) {
+			continue
+		}
+		found[name] = s
+	}
+
+	offs := make(map[string]uint64, len(symbols))
+	var missing []string
+	for _, name := range symbols {
+		s, ok := found[name]
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		off, ok := fileOffset(f.Progs, s.Value)
+		if !ok {
+			return nil, fmt.Errorf("symbol %s in %s: value %#x is in no PT_LOAD segment", name, path, s.Value)
+		}
+		offs[name] = off
+	}
+	if len(missing) > 0 {
+		return offs, fmt.Errorf("find symbols in %s: %w: %s", path, ErrNoSymbol, strings.Join(missing, ", "))
+	}
+	return offs, nil
+}
+
+func isHidden(s elf.Symbol) bool { return s.HasVersion && s.VersionIndex.IsHidden() }
+
+// fileOffset converts a virtual address to a file offset through the PT_LOAD segment whose file image holds it.
+func fileOffset(progs []*elf.Prog, vaddr uint64) (uint64, bool) {
+	for _, p := range progs {
+		if p.Type == elf.PT_LOAD && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return vaddr - p.Vaddr + p.Off, true
+		}
+	}
+	return 0, false
+}

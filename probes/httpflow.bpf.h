@@ -1,0 +1,937 @@
+/* httpflow: HTTP/1.x exchanges paired in the kernel, from TCP segments at the cgroup v2 root (plain) and
+ * from OpenSSL's SSL_read/SSL_write (TLS). Included by netflow.bpf.c, whose cgroup_skb programs it shares:
+ * plain HTTP costs no hook of its own.
+ *
+ * Each direction of a connection is a stream parsed message by message: the start line, then the headers
+ * (scanned for their end, Content-Length, Transfer-Encoding and Host), then the body, skipped by
+ * arithmetic (Content-Length, chunk sizes) without reading it. Requests wait in a small queue (pipelining)
+ * until their final response ends; then one record per exchange goes to the ring buffer, without a wakeup.
+ * A connection whose first bytes are not HTTP/1.x is marked so and costs one lookup per segment after. */
+#ifndef HTTPFLOW_BPF_H
+#define HTTPFLOW_BPF_H
+
+#include "httpflow.h"
+
+#define HF_EVENTS_BYTES (4 << 20)
+#define HF_TLS_MAX 4096   /* OpenSSL sessions followed at once */
+#define HF_CALLS_MAX 4096 /* threads inside an SSL call at once */
+#define HF_QUEUE 4        /* requests awaiting a response on one connection (pipelining depth) */
+#define HF_STEPS 16       /* parsing steps per segment or SSL call (a step: a start line, a window of headers, a body) */
+#define HF_WIN 256        /* bytes examined per header window */
+#define HF_LOOK 24        /* bytes a header name check needs after a line start */
+#define HF_NONE 0xffff
+
+/* Stream modes. */
+#define HF_M_START 0      /* the next byte starts a message */
+#define HF_M_HEAD 1       /* inside the start line and headers */
+#define HF_M_BODY 2       /* skipping a Content-Length body */
+#define HF_M_CHUNK 3      /* inside a chunk-size line */
+#define HF_M_CHUNK_DATA 4 /* skipping a chunk and its CRLF */
+#define HF_M_TRAILER 5    /* after the last chunk, until the empty line */
+#define HF_M_EOF 6        /* a body that ends with the connection */
+#define HF_M_LOST 7       /* lost track (a gap, an unknown start): wait for a segment that starts a message */
+
+/* hf_verdict values. */
+#define HF_V_HTTP 1
+#define HF_V_OTHER 2
+
+#define HF_ROLE_CLIENT 1
+#define HF_ROLE_SERVER 2
+
+#define HF_OUT 0 /* egress, SSL_write */
+#define HF_IN 1  /* ingress, SSL_read */
+
+/* Loopback, curl and every client send a whole request line in one write; these are the requests. */
+#define HF_KIND_REQ 1
+#define HF_KIND_RESP 2
+
+/* Benchmark knobs and parts, set by the collector before load. */
+const volatile bool http_enabled = false;
+const volatile bool tls_enabled = false;
+
+/* One direction of a connection. */
+struct hf_stream {
+	__u64 left;      /* body or chunk bytes still to skip */
+	__u64 msg_bytes; /* bytes of the current message so far */
+	__u64 clen;      /* Content-Length, or the chunk size being parsed */
+	__u32 next_seq;  /* TCP sequence number of the next new byte (plain only) */
+	__u32 win;       /* the last four header bytes, to find the empty line */
+	__u8 mode;       /* HF_M_* */
+	__u8 seq_ok;     /* next_seq is set */
+	__u8 has_clen;
+	__u8 chunked;
+	__u8 slot;     /* queue slot of the request being parsed; HF_QUEUE: not tracked */
+	__u8 tracked;  /* the response being parsed answers the queue's head */
+	__u8 pad[2];
+};
+
+/* A request waiting for its response. */
+struct hf_req {
+	__u64 last_ns; /* when its last byte was seen */
+	__u64 bytes;   /* its size so far (whole once its end was seen) */
+	__u8 head;     /* HEAD: the response has no body */
+	__u8 flags;
+	__u8 req_len;
+	__u8 host_len;
+	__u8 pad[4];
+	char req[HF_REQ_LEN];
+	char host[HF_HOST_LEN];
+};
+
+struct hf_conn {
+	struct hf_stream s[2];
+	struct hf_req q[HF_QUEUE];
+	struct nf_tuple t;
+	__u64 cookie;
+	__u64 resp_first_ns; /* first byte of the head request's final response */
+	__u64 resp_bytes;    /* its responses' bytes so far (interim ones included) */
+	__u32 pid;
+	__u32 netns;
+	char comm[NF_COMM_LEN];
+	__u16 status;
+	__u8 role;
+	__u8 qhead;
+	__u8 qlen;
+	__u8 tls;
+	__u8 pad[2];
+};
+
+/* Per CPU: a window of bytes and what hf_scan found in it. */
+struct hf_scratch {
+	char buf[HF_WIN + 2 * HF_HOST_LEN];
+	__u32 consumed;
+	__u32 win;
+	__u32 cl_pos, te_pos, host_pos, first_nl;
+	__u32 n, more; /* hf_scan's arguments */
+	__u64 clen;
+	__u8 has_clen, chunked, pad[6];
+};
+
+/* Verdict for every TCP socket that carried payload: HTTP or not. Socket storage: freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u8);
+} hf_verdict SEC(".maps");
+
+/* Parser state of each plain HTTP connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct hf_conn);
+} hf_conns SEC(".maps");
+
+struct hf_tls_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 ssl; /* SSL * in that process */
+};
+
+/* Parser state of each OpenSSL session; forgotten at SSL_free (nginx reuses SSL * addresses). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HF_TLS_MAX);
+	__type(key, struct hf_tls_key);
+	__type(value, struct hf_conn);
+} hf_tls SEC(".maps");
+
+/* A thread inside SSL_read/SSL_write: the arguments its return probe needs, and the session its socket
+ * activity meanwhile belongs to (curl and openssl s_client give OpenSSL no fd: their own BIO writes). */
+struct hf_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* size_t * of the _ex variants, 0 for SSL_read/SSL_write */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HF_CALLS_MAX);
+	__type(key, __u32); /* thread id */
+	__type(value, struct hf_call);
+} hf_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hf_scratch);
+} hf_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, HF_EVENTS_BYTES);
+} hf_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HF_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} hf_stats SEC(".maps");
+
+/* Puts struct hf_event, only written into the ring buffer, into the object's BTF for the layout test. */
+const struct hf_event *hf_event_btf __attribute__((unused));
+
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+
+static __always_inline void hf_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&hf_stats, &idx);
+
+	if (v)
+		*v += 1; /* per CPU */
+}
+
+static __always_inline struct hf_scratch *hf_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&hf_scratch, &zero);
+}
+
+#define LC8(p) (*(__u64 *)(p) | 0x2020202020202020ULL) /* 8 bytes, ASCII letters lower-cased */
+#define STR8(a, b, c, d, e, f, g, h)                                                               \
+	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |    \
+	 (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
+
+/* Scans sc->buf[0, n) of a header block for its end (an empty line), noting where the Content-Length,
+ * Transfer-Encoding and Host values start. Returns 1 if the block ended (sc->consumed bytes are its
+ * rest), 0 if it needs more bytes (sc->consumed bytes used: all of them, or up to a line start too
+ * close to the window's end to check its name when more follows). A global function: the verifier
+ * checks it once, not once per call site. */
+__noinline int hf_scan(__u32 n, __u32 more)
+{
+	struct hf_scratch *sc = hf_scratch_get();
+
+	if (!sc)
+		return 0;
+	__u32 win = sc->win;
+	int ended = 0;
+	__u32 i;
+
+	sc->cl_pos = sc->te_pos = sc->host_pos = sc->first_nl = HF_NONE;
+	sc->consumed = n;
+	sc->n = n;
+	sc->more = more;
+	/* n and more are read back from memory at each use: comparisons on a register would narrow its
+	 * range differently on each path, and the verifier could not merge the loop's states. */
+	for (i = 0; i < HF_WIN; i++) {
+		if (i >= READ_ONCE(sc->n))
+			break;
+		char c = sc->buf[i];
+
+		win = (win << 8) | (__u8)c;
+		if (c != '\n')
+			continue;
+		if (READ_ONCE(sc->first_nl) == HF_NONE)
+			sc->first_nl = i;
+		if (win == 0x0d0a0d0a || (win & 0xffff) == 0x0a0a) {
+			sc->consumed = i + 1;
+			ended = 1;
+			break;
+		}
+		__u32 ls = i + 1;
+
+		if (ls + HF_LOOK > READ_ONCE(sc->n)) {
+			if (READ_ONCE(sc->more)) { /* reload from this line's start */
+				sc->consumed = ls;
+				break;
+			}
+			continue; /* a header line split across writes: its name goes unchecked */
+		}
+		char *p = sc->buf + (ls & (HF_WIN - 1));
+		__u64 w0 = LC8(p);
+
+		if (w0 == STR8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+		    (LC8(p + 8) & 0xffffffffffffffULL) == STR8('l', 'e', 'n', 'g', 't', 'h', ':', 0))
+			sc->cl_pos = ls + 15;
+		else if (w0 == STR8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
+			 LC8(p + 8) == STR8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n') && (p[16] | 0x20) == 'g' &&
+			 p[17] == ':')
+			sc->te_pos = ls + 18;
+		else if ((w0 & 0xffffffffffULL) == STR8('h', 'o', 's', 't', ':', 0, 0, 0))
+			sc->host_pos = ls + 5;
+	}
+	sc->win = win;
+	/* Positions are read back from memory, so the paths out of the loop merge. */
+	__u32 cl_pos = READ_ONCE(sc->cl_pos), te_pos = READ_ONCE(sc->te_pos);
+
+	if (cl_pos != HF_NONE) {
+		__u32 j = cl_pos;
+		__u64 v = 0;
+		int digits = 0;
+
+		for (int k = 0; k < 24 && j < sizeof(sc->buf); k++, j++) {
+			char c = sc->buf[j];
+
+			if (c == ' ' && !digits)
+				continue;
+			if (c < '0' || c > '9')
+				break;
+			v = v * 10 + (c - '0');
+			digits++;
+		}
+		if (digits) {
+			sc->clen = v;
+			sc->has_clen = 1;
+		}
+	}
+	if (te_pos != HF_NONE) {
+		__u32 j = te_pos;
+
+		for (int k = 0; k < 4 && sc->buf[j & (HF_WIN - 1)] == ' '; k++)
+			j++;
+		char *p = sc->buf + (j & (HF_WIN - 1));
+
+		/* "chunked" is the last coding when present; a list ("gzip, chunked") is not followed. */
+		if ((LC8(p) & 0xffffffffffffffULL) == STR8('c', 'h', 'u', 'n', 'k', 'e', 'd', 0))
+			sc->chunked = 1;
+	}
+	return ended;
+}
+
+/* Parses a chunk-size line from sc->buf[0, n), continuing the size in sc->clen (bit 63: inside an
+ * extension). Returns 1 with sc->consumed at the line's end, or 0 if the line goes on. */
+__noinline int hf_chunk_line(__u32 n)
+{
+	struct hf_scratch *sc = hf_scratch_get();
+
+	if (!sc)
+		return 0;
+	__u64 v = sc->clen;
+
+	sc->consumed = n;
+	for (__u32 i = 0; i < 64; i++) {
+		if (i >= n)
+			break;
+		char c = sc->buf[i];
+
+		if (c == '\n') {
+			sc->consumed = i + 1;
+			sc->clen = v & ~(1ULL << 63);
+			return 1;
+		}
+		if (v >> 63)
+			continue;
+		if (c >= '0' && c <= '9')
+			v = (v << 4) | (c - '0');
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			v = (v << 4) | ((c | 0x20) - 'a' + 10);
+		else if (c != '\r')
+			v |= 1ULL << 63; /* ';' extension or junk: ignore the rest of the line */
+	}
+	sc->clen = v;
+	return 0;
+}
+
+/* What a message start looks like: a request method or an HTTP/1.x status line. */
+static __always_inline int hf_classify(const char *b, __u32 n)
+{
+	if (n < 4)
+		return 0;
+	__u32 w = *(__u32 *)b;
+
+	switch (w) {
+	case 0x20544547: /* "GET " */
+	case 0x54534f50: /* "POST" */
+	case 0x20545550: /* "PUT " */
+	case 0x44414548: /* "HEAD" */
+	case 0x454c4544: /* "DELE" */
+	case 0x43544150: /* "PATC" */
+	case 0x4954504f: /* "OPTI" */
+		return HF_KIND_REQ;
+	case 0x50545448: /* "HTTP" */
+		if (n >= 12 && b[4] == '/' && b[5] == '1' && b[6] == '.' && b[8] == ' ')
+			return HF_KIND_RESP;
+	}
+	return 0;
+}
+
+/* Loads the stream's bytes [pos, pos + HF_WIN) into the scratch buffer, from the packet or the user
+ * buffer. Returns how many, 0 on failure. */
+static __always_inline __u32 hf_load(struct hf_scratch *sc, struct __sk_buff *skb, __u32 off, const char *ubuf,
+				     __u32 pos, __u32 len)
+{
+	__u64 n = len > pos ? len - pos : 0; /* 64-bit: the bounds checked are the helper's argument's */
+
+	if (n > HF_WIN)
+		n = HF_WIN;
+	barrier_var(n); /* check the very register the helper gets: clang may test a copy */
+	if (n == 0 || n > HF_WIN)
+		return 0;
+	long err = skb ? bpf_skb_load_bytes(skb, off + pos, sc->buf, n)
+		       : bpf_probe_read_user(sc->buf, n, ubuf + pos);
+
+	return err ? 0 : n;
+}
+
+/* Is stream d the one carrying requests? */
+static __always_inline int hf_req_stream(const struct hf_conn *c, int d)
+{
+	return (c->role == HF_ROLE_CLIENT) == (d == HF_OUT);
+}
+
+static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r)
+{
+	struct hf_event *e = bpf_ringbuf_reserve(&hf_events, sizeof(*e), 0);
+
+	if (!e) {
+		hf_count(HF_STAT_RB_LOST);
+		return;
+	}
+	e->t = c->t;
+	e->cookie = c->cookie;
+	e->latency_ns = c->resp_first_ns > r->last_ns && r->last_ns ? c->resp_first_ns - r->last_ns : 0;
+	e->req_bytes = r->bytes;
+	e->resp_bytes = c->resp_bytes;
+	e->pid = c->pid;
+	e->netns = c->netns;
+	__builtin_memcpy(e->comm, c->comm, NF_COMM_LEN);
+	e->status = c->status;
+	e->dir = c->role == HF_ROLE_CLIENT ? NF_DIR_OUT : NF_DIR_IN;
+	e->flags = r->flags | (c->tls ? HF_F_TLS : 0);
+	e->req_len = r->req_len;
+	e->host_len = r->host_len;
+	e->pad[0] = e->pad[1] = 0;
+	__builtin_memcpy(e->req, r->req, HF_REQ_LEN);
+	__builtin_memcpy(e->host, r->host, HF_HOST_LEN);
+	/* No wakeup: the collector drains on a timer (a wakeup is a self-IPI, several µs here). */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* A message starts in sc->buf[0, n): queue a request, or note a response's status. Returns 0 if the
+ * message is not what this stream carries. */
+static __always_inline int hf_msg_start(struct hf_conn *c, struct hf_stream *st, int d, int kind,
+					struct hf_scratch *sc, __u32 n, __u64 now)
+{
+	st->msg_bytes = 0;
+	st->has_clen = 0;
+	st->chunked = 0;
+	st->win = 0;
+	if (hf_req_stream(c, d)) {
+		if (kind != HF_KIND_REQ)
+			return 0;
+		st->slot = HF_QUEUE;
+		if (c->qlen >= HF_QUEUE) {
+			hf_count(HF_STAT_PIPELINE_FULL);
+			return 1;
+		}
+		__u32 slot = (c->qhead + c->qlen) % HF_QUEUE;
+		struct hf_req *r = &c->q[slot];
+
+		c->qlen++;
+		st->slot = slot;
+		r->last_ns = 0;
+		r->bytes = 0;
+		r->head = *(__u32 *)sc->buf == 0x44414548;
+		r->flags = 0;
+		r->req_len = n < HF_REQ_LEN ? n : HF_REQ_LEN;
+		r->host_len = 0;
+		__builtin_memcpy(r->req, sc->buf, HF_REQ_LEN);
+		return 1;
+	}
+	if (kind != HF_KIND_RESP)
+		return 0;
+	st->tracked = c->qlen > 0;
+	if (!st->tracked)
+		return 1; /* answers a request sent before we saw the connection: framed, not reported */
+	c->status = (sc->buf[9] - '0') * 100 + (sc->buf[10] - '0') * 10 + (sc->buf[11] - '0');
+	if (c->status >= 200 && !c->resp_first_ns)
+		c->resp_first_ns = now;
+	return 1;
+}
+
+/* The message of stream d ended. A final response completes the exchange at the queue's head. */
+static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, int d, __u64 now,
+				       __u8 *verdict)
+{
+	st->mode = HF_M_START;
+	if (hf_req_stream(c, d)) {
+		if (st->slot < HF_QUEUE) {
+			struct hf_req *r = &c->q[st->slot & (HF_QUEUE - 1)];
+
+			r->bytes = st->msg_bytes;
+			r->last_ns = now;
+		}
+		return;
+	}
+	if (!st->tracked || !c->qlen)
+		return;
+	c->resp_bytes += st->msg_bytes;
+	if (c->status >= 100 && c->status < 200 && c->status != 101)
+		return; /* interim: the final response follows */
+	hf_emit(c, &c->q[c->qhead & (HF_QUEUE - 1)]);
+	c->qhead = (c->qhead + 1) % HF_QUEUE;
+	c->qlen--;
+	c->resp_first_ns = 0;
+	c->resp_bytes = 0;
+	if (c->status == 101 && verdict)
+		*verdict = HF_V_OTHER; /* switched protocols: no more HTTP/1.x on this connection */
+}
+
+/* The headers of stream d's message ended: choose how its body ends. */
+static __always_inline void hf_headers_end(struct hf_conn *c, struct hf_stream *st, int d, __u64 now,
+					   __u8 *verdict)
+{
+	int req = hf_req_stream(c, d);
+	int no_body = 0;
+
+	if (!req) {
+		__u16 s = c->status;
+
+		no_body = s < 200 || s == 204 || s == 304 ||
+			  (st->tracked && c->qlen && c->q[c->qhead & (HF_QUEUE - 1)].head);
+	}
+	if (no_body || (!st->chunked && st->has_clen && st->clen == 0) ||
+	    (req && !st->chunked && !st->has_clen)) {
+		hf_msg_end(c, st, d, now, verdict);
+	} else if (st->chunked) {
+		st->mode = HF_M_CHUNK;
+		st->clen = 0;
+	} else if (st->has_clen) {
+		st->mode = HF_M_BODY;
+		st->left = st->clen;
+	} else {
+		st->mode = HF_M_EOF; /* a response delimited by the connection's end */
+	}
+}
+
+/* Parses len new bytes of stream d (from the packet at off, or the user buffer ubuf). */
+static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *skb, __u32 off,
+				    const char *ubuf, __u32 len, __u64 now, __u8 *verdict)
+{
+	struct hf_scratch *sc = hf_scratch_get();
+	struct hf_stream *st = &c->s[d & 1];
+	__u32 pos = 0;
+
+	if (!sc)
+		return;
+	for (int step = 0; step < HF_STEPS; step++) {
+		if (pos >= len)
+			return;
+		__u32 rest = len - pos;
+		__u8 mode = st->mode;
+
+		if (mode == HF_M_BODY || mode == HF_M_CHUNK_DATA) {
+			__u64 k = st->left < rest ? st->left : rest;
+
+			st->left -= k;
+			st->msg_bytes += k;
+			pos += k;
+			if (st->left)
+				continue;
+			if (mode == HF_M_BODY)
+				hf_msg_end(c, st, d, now, verdict);
+			else
+				st->mode = HF_M_CHUNK;
+			continue;
+		}
+		if (mode == HF_M_EOF) {
+			st->msg_bytes += rest;
+			return;
+		}
+		__u32 n = hf_load(sc, skb, off, ubuf, pos, len);
+
+		if (!n)
+			return;
+		if (mode == HF_M_START || mode == HF_M_LOST) {
+			int kind = hf_classify(sc->buf, n);
+
+			if (mode == HF_M_LOST && pos) /* resynchronise only where a segment or call starts */
+				return;
+			if (!kind || !hf_msg_start(c, st, d, kind, sc, n, now)) {
+				if (mode == HF_M_START)
+					hf_count(HF_STAT_DESYNC);
+				st->mode = HF_M_LOST;
+				return;
+			}
+			st->mode = mode = HF_M_HEAD;
+		}
+		if (mode == HF_M_CHUNK) {
+			sc->clen = st->clen;
+			int done = hf_chunk_line(n);
+			__u32 used = sc->consumed;
+
+			st->msg_bytes += used;
+			pos += used;
+			st->clen = sc->clen;
+			if (!done)
+				continue;
+			if (st->clen == 0) {
+				st->mode = HF_M_TRAILER;
+				st->win = 0x0d0a; /* as if a line just ended: an empty line ends the trailer */
+			} else {
+				st->mode = HF_M_CHUNK_DATA;
+				st->left = st->clen + 2; /* the data and its CRLF */
+			}
+			continue;
+		}
+		/* HF_M_HEAD or HF_M_TRAILER: scan for the empty line. */
+		sc->win = st->win;
+		sc->has_clen = st->has_clen;
+		sc->chunked = st->chunked;
+		sc->clen = st->clen;
+		int ended = hf_scan(n, pos + n < len);
+		__u32 used = sc->consumed;
+
+		st->win = sc->win;
+		if (st->mode == HF_M_HEAD) {
+			st->has_clen = sc->has_clen;
+			st->chunked = sc->chunked;
+			st->clen = sc->clen;
+			if (hf_req_stream(c, d) && st->slot < HF_QUEUE) {
+				struct hf_req *r = &c->q[st->slot & (HF_QUEUE - 1)];
+
+				/* The request line did not end in its first write: only its start is kept. */
+				if (st->msg_bytes == 0 && sc->first_nl == HF_NONE && pos + n >= len)
+					r->flags |= HF_F_REQ_SPLIT;
+				if (sc->host_pos < HF_WIN) {
+					__u32 hp = sc->host_pos;
+
+					r->host_len = n - hp < HF_HOST_LEN ? n - hp : HF_HOST_LEN;
+					__builtin_memcpy(r->host, sc->buf + (hp & (HF_WIN - 1)), HF_HOST_LEN);
+				}
+			}
+		}
+		st->msg_bytes += used;
+		pos += used;
+		if (!ended)
+			continue;
+		if (st->mode == HF_M_TRAILER)
+			hf_msg_end(c, st, d, now, verdict);
+		else
+			hf_headers_end(c, st, d, now, verdict);
+	}
+	if (pos < len) {
+		/* More messages in one segment than steps: lose track until a segment starts a message. */
+		hf_count(HF_STAT_DESYNC);
+		st->mode = HF_M_LOST;
+	}
+}
+
+/* The connection is over (FIN or RST seen, or the SSL session freed): a body delimited by the end ends,
+ * and requests still waiting will get no answer. */
+static __always_inline void hf_close(struct hf_conn *c, __u64 now)
+{
+	for (int d = 0; d < 2; d++) {
+		struct hf_stream *st = &c->s[d];
+
+		if (st->mode == HF_M_EOF)
+			hf_msg_end(c, st, d, now, NULL);
+	}
+	for (int i = 0; i < HF_QUEUE; i++) {
+		if (i >= c->qlen)
+			break;
+		hf_count(HF_STAT_UNANSWERED);
+	}
+	c->qlen = 0;
+}
+
+#define HF_ROLE_OTHER 3 /* a TLS session that does not carry HTTP/1.x */
+
+/* Read-only zeroes to create hf_tls entries from (struct hf_conn does not fit on the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hf_conn);
+} hf_zero SEC(".maps");
+
+/* The first message of a connection says which side we are. */
+static __always_inline __u8 hf_role(int kind, int d)
+{
+	if (kind == HF_KIND_REQ)
+		return d == HF_OUT ? HF_ROLE_CLIENT : HF_ROLE_SERVER;
+	if (kind == HF_KIND_RESP)
+		return d == HF_IN ? HF_ROLE_CLIENT : HF_ROLE_SERVER;
+	return 0;
+}
+
+/* Tuple and namespace of the connection a packet belongs to. */
+static __always_inline void hf_tuple(struct hf_conn *c, const struct pkt *p, const struct tcphdr *th, int egress,
+				     struct tcp_sock *tp)
+{
+	c->t.family = p->family;
+	c->t.proto = IPPROTO_TCP;
+	__builtin_memcpy(c->t.saddr, egress ? p->saddr : p->daddr, 16);
+	__builtin_memcpy(c->t.daddr, egress ? p->daddr : p->saddr, 16);
+	c->t.sport = bpf_ntohs(egress ? th->source : th->dest);
+	c->t.dport = bpf_ntohs(egress ? th->dest : th->source);
+	if (tp)
+		c->netns = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.__sk_common.skc_net.net, ns.inum);
+}
+
+/* Is this packet sent by a syscall of the socket's owner? Transmits from softirq (ACK clocking,
+ * retransmits) happen only while no process holds the socket lock. */
+static __always_inline int hf_owner_sending(struct tcp_sock *tp)
+{
+	return tp && BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_lock.owned);
+}
+
+static __always_inline struct hf_conn *hf_tls_conn(__u64 id, __u64 ssl, int create)
+{
+	struct hf_tls_key k = {.tgid = id >> 32, .ssl = ssl};
+	struct hf_conn *c = bpf_map_lookup_elem(&hf_tls, &k);
+	__u32 zero = 0;
+
+	if (c || !create)
+		return c;
+	struct hf_conn *z = bpf_map_lookup_elem(&hf_zero, &zero);
+
+	if (!z || bpf_map_update_elem(&hf_tls, &k, z, BPF_NOEXIST)) {
+		hf_count(HF_STAT_CONN_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&hf_tls, &k);
+}
+
+/* A packet sent inside an SSL call of this thread belongs to that session: note its connection. */
+static __always_inline void hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
+				       struct tcp_sock *tp)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+
+	if (!call)
+		return;
+	__u64 ssl = call->ssl;
+	struct hf_conn *c = hf_tls_conn(id, ssl, 1);
+
+	if (!c || c->cookie == cookie)
+		return;
+	if (c->cookie) {
+		/* The SSL * now serves another connection (its SSL_free was not seen): start afresh. */
+		struct hf_tls_key k = {.tgid = id >> 32, .ssl = ssl};
+
+		bpf_map_delete_elem(&hf_tls, &k);
+		c = hf_tls_conn(id, ssl, 1);
+		if (!c)
+			return;
+	}
+	c->cookie = cookie;
+	hf_tuple(c, p, th, 1, tp);
+}
+
+/* Plain HTTP in TCP segments. Retransmitted bytes are skipped by sequence number. */
+static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const struct pkt *p)
+{
+	struct tcphdr th;
+
+	if (bpf_skb_load_bytes(skb, p->l4off, &th, sizeof(th)))
+		return;
+	__u32 off = p->l4off + th.doff * 4;
+	__u32 len = skb->len > off ? skb->len - off : 0;
+
+	if (!len && !th.fin && !th.rst)
+		return; /* a bare ACK */
+	struct bpf_sock *bsk = skb->sk;
+
+	if (!bsk)
+		return;
+	bsk = bpf_sk_fullsock(bsk);
+	if (!bsk)
+		return;
+	__u8 *v = bpf_sk_storage_get(&hf_verdict, bsk, 0, 0);
+	struct tcp_sock *tp = NULL;
+
+	if (v && *v == HF_V_OTHER) {
+		if (tls_enabled && egress && len) {
+			tp = bpf_skc_to_tcp_sock(bsk);
+			if (hf_owner_sending(tp))
+				hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
+		}
+		return;
+	}
+	int d = egress ? HF_OUT : HF_IN;
+	struct hf_conn *c;
+	__u64 now = bpf_ktime_get_ns();
+
+	tp = bpf_skc_to_tcp_sock(bsk);
+	if (!http_enabled) { /* httpflow-tls alone: only tie SSL sessions to their sockets */
+		if (egress && len && hf_owner_sending(tp))
+			hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
+		return;
+	}
+	if (!v) {
+		struct hf_scratch *sc = hf_scratch_get();
+
+		if (!len || !sc)
+			return;
+		__u32 n = hf_load(sc, skb, off, NULL, 0, len);
+		int kind = n ? hf_classify(sc->buf, n) : 0;
+
+		v = bpf_sk_storage_get(&hf_verdict, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!v)
+			return;
+		if (!kind) {
+			*v = HF_V_OTHER;
+			if (tls_enabled && egress && hf_owner_sending(tp))
+				hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
+			return;
+		}
+		c = bpf_sk_storage_get(&hf_conns, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c) {
+			hf_count(HF_STAT_CONN_FULL);
+			*v = HF_V_OTHER;
+			return;
+		}
+		*v = HF_V_HTTP;
+		c->role = hf_role(kind, d);
+		c->cookie = bpf_get_socket_cookie(skb);
+		hf_tuple(c, p, &th, egress, tp);
+	} else {
+		c = bpf_sk_storage_get(&hf_conns, bsk, 0, 0);
+		if (!c)
+			return;
+	}
+	if (egress && !c->pid && hf_owner_sending(tp)) {
+		c->pid = bpf_get_current_pid_tgid() >> 32;
+		process_comm(c->comm, sizeof(c->comm));
+	}
+	if (len) {
+		struct hf_stream *st = &c->s[d];
+		__u32 seq = bpf_ntohl(th.seq);
+		__u32 skip = 0;
+
+		if (st->seq_ok) {
+			__s32 diff = seq - st->next_seq;
+
+			if (diff < 0) {
+				skip = -diff;
+			} else if (diff > 0 && st->mode != HF_M_LOST) {
+				hf_count(HF_STAT_DESYNC); /* bytes we never saw */
+				st->mode = HF_M_LOST;
+			}
+		}
+		if (skip < len) {
+			st->next_seq = seq + len;
+			st->seq_ok = 1;
+			hf_data(c, d, skb, off + skip, NULL, len - skip, now, v);
+		}
+	}
+	/* The side that answers closed, or the connection was reset: nothing more will be answered. */
+	if (th.rst || (th.fin && !hf_req_stream(c, d)))
+		hf_close(c, now);
+}
+
+/* OpenSSL: entry probes keep the arguments for the return probe, which parses what moved. */
+static __always_inline int hf_ssl_enter(void *ssl, const void *buf, void *len_ptr)
+{
+	if (floor_only)
+		return 0;
+	hf_count(HF_STAT_TLS_HITS);
+	__u32 tid = bpf_get_current_pid_tgid();
+	struct hf_call call = {.ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = (__u64)len_ptr};
+
+	bpf_map_update_elem(&hf_calls, &tid, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int hf_ssl_exit(long ret, int d)
+{
+	if (floor_only)
+		return 0;
+	hf_count(HF_STAT_TLS_HITS);
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+
+	if (!call)
+		return 0;
+	struct hf_call cl = *call;
+
+	bpf_map_delete_elem(&hf_calls, &tid);
+	__u64 len = ret;
+
+	if (cl.len_ptr) { /* SSL_read_ex/SSL_write_ex: 1 on success, the size through a pointer */
+		if (ret != 1 || bpf_probe_read_user(&len, sizeof(len), (void *)cl.len_ptr))
+			return 0;
+	} else if (ret <= 0) {
+		return 0;
+	}
+	if (!len || len > (1U << 30))
+		return 0;
+	hf_count(HF_STAT_TLS_CALLS);
+	struct hf_conn *c = hf_tls_conn(id, cl.ssl, 1);
+
+	if (!c || c->role == HF_ROLE_OTHER)
+		return 0;
+	if (!c->role) {
+		struct hf_scratch *sc = hf_scratch_get();
+
+		if (!sc)
+			return 0;
+		__u32 n = hf_load(sc, NULL, 0, (const char *)cl.buf, 0, len);
+		int kind = n ? hf_classify(sc->buf, n) : 0;
+
+		c->role = kind ? hf_role(kind, d) : HF_ROLE_OTHER;
+		if (!kind)
+			return 0;
+		c->tls = 1;
+	}
+	if (c->pid != id >> 32) {
+		c->pid = id >> 32;
+		process_comm(c->comm, sizeof(c->comm));
+	}
+	hf_data(c, d, NULL, 0, (const char *)cl.buf, len, bpf_ktime_get_ns(), NULL);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(hf_ssl_write, void *ssl, const void *buf)
+{
+	return hf_ssl_enter(ssl, buf, NULL);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(hf_ssl_write_ex, void *ssl, const void *buf, __u64 num, void *written)
+{
+	return hf_ssl_enter(ssl, buf, written);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(hf_ssl_read, void *ssl, void *buf)
+{
+	return hf_ssl_enter(ssl, buf, NULL);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(hf_ssl_read_ex, void *ssl, void *buf, __u64 num, void *readbytes)
+{
+	return hf_ssl_enter(ssl, buf, readbytes);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(hf_ssl_write_ret, long ret)
+{
+	return hf_ssl_exit(ret, HF_OUT);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(hf_ssl_read_ret, long ret)
+{
+	return hf_ssl_exit(ret, HF_IN);
+}
+
+/* SSL_free: the session ends; nginx will hand the same address to its next connection. */
+SEC("uprobe")
+int BPF_KPROBE(hf_ssl_free, void *ssl)
+{
+	if (floor_only)
+		return 0;
+	hf_count(HF_STAT_TLS_HITS);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hf_tls_key k = {.tgid = id >> 32, .ssl = (__u64)ssl};
+	struct hf_conn *c = bpf_map_lookup_elem(&hf_tls, &k);
+
+	if (!c)
+		return 0;
+	hf_close(c, bpf_ktime_get_ns());
+	bpf_map_delete_elem(&hf_tls, &k);
+	return 0;
+}
+
+#endif

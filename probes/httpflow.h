@@ -1,0 +1,45 @@
+/* Types shared by the httpflow part of netflow.bpf.c and collector/httpflow (Go mirrors name these structs). */
+#ifndef HTTPFLOW_H
+#define HTTPFLOW_H
+
+#include "netflow.h"
+
+#define HF_REQ_LEN 128 /* bytes of the request kept from its first byte: the request line */
+#define HF_HOST_LEN 64 /* bytes of the Host header's value kept */
+
+/* hf_event.flags */
+#define HF_F_TLS 1       /* seen through the OpenSSL uprobes, not in packets */
+#define HF_F_REQ_SPLIT 2 /* the request line did not end in the first write (req holds only its start) */
+
+/* Indexes of the hf_stats per-CPU counters. */
+#define HF_STAT_RB_LOST 0      /* exchanges the ring buffer had no room for */
+#define HF_STAT_CONN_FULL 1    /* connections whose state could not be created */
+#define HF_STAT_PIPELINE_FULL 2 /* requests beyond the pipelining depth (their exchange is not reported) */
+#define HF_STAT_DESYNC 3       /* streams that lost track of message boundaries (until a message start) */
+#define HF_STAT_UNANSWERED 4   /* requests whose connection ended before a response */
+#define HF_STAT_TLS_HITS 5     /* OpenSSL uprobe and uretprobe hits */
+#define HF_STAT_TLS_CALLS 6    /* SSL_read/SSL_write calls that moved data */
+#define HF_STAT_MAX 7
+
+/* One HTTP/1.x exchange: a request and its final response, paired in the kernel. */
+struct hf_event {
+	struct nf_tuple t;  /* local and remote address of the connection */
+	__u64 cookie;       /* socket cookie (0 when a TLS session's socket was not seen) */
+	__u64 latency_ns;   /* first byte of the final response minus last byte of the request */
+	__u64 req_bytes;    /* whole request message: line, headers, body */
+	__u64 resp_bytes;   /* whole response messages: interim (1xx) and final */
+	__u32 pid;          /* owning process (tgid), 0 if unknown */
+	__u32 netns;
+	char comm[NF_COMM_LEN];
+	__u16 status;       /* final status code */
+	__u8 dir;           /* NF_DIR_OUT: we sent the request (client); NF_DIR_IN: we answered it */
+	__u8 flags;         /* HF_F_* */
+	__u8 req_len;       /* bytes of req that are valid */
+	__u8 host_len;      /* bytes of host that are valid (0: no Host header seen) */
+	__u8 pad[2];
+	char req[HF_REQ_LEN];
+	char host[HF_HOST_LEN];
+};
+_Static_assert(sizeof(struct hf_event) == 296, "hf_event layout");
+
+#endif

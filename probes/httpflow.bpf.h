@@ -16,10 +16,11 @@
 #define HF_TLS_MAX 4096   /* OpenSSL sessions followed at once */
 #define HF_CALLS_MAX 4096 /* threads inside an SSL call at once */
 #define HF_QUEUE 4        /* requests awaiting a response on one connection (pipelining depth) */
-#define HF_STEPS 16       /* parsing steps per segment or SSL call (a step: a start line, a window of headers, a body) */
+#define HF_STEPS 32       /* parsing steps per segment or SSL call (a step: a start line, a window of headers, a body) */
 #define HF_WIN 256        /* bytes examined per header window */
 #define HF_LOOK 24        /* bytes a header name check needs after a line start */
 #define HF_NONE 0xffff
+#define HF_BUF 512
 
 /* Stream modes. */
 #define HF_M_START 0      /* the next byte starts a message */
@@ -60,9 +61,11 @@ struct hf_stream {
 	__u8 seq_ok;     /* next_seq is set */
 	__u8 has_clen;
 	__u8 chunked;
-	__u8 slot;     /* queue slot of the request being parsed; HF_QUEUE: not tracked */
-	__u8 tracked;  /* the response being parsed answers the queue's head */
-	__u8 pad[2];
+	__u8 slot;      /* queue slot of the request being parsed; HF_QUEUE: not tracked */
+	__u8 tracked;   /* the response being parsed answers the queue's head */
+	__u8 carry_len; /* bytes in carry */
+	__u8 pad;
+	char carry[HF_LOOK]; /* a header line's start that ended the last write, to check it whole */
 };
 
 /* A request waiting for its response. */
@@ -93,16 +96,19 @@ struct hf_conn {
 	__u8 qhead;
 	__u8 qlen;
 	__u8 tls;
-	__u8 pad[2];
+	__u8 answered; /* the head's final response ended before its request did */
+	__u8 pad;
 };
 
 /* Per CPU: a window of bytes and what hf_scan found in it. */
 struct hf_scratch {
-	char buf[HF_WIN + 2 * HF_HOST_LEN];
+	char buf[HF_BUF]; /* a carried partial line, a window, room to look past it; a power of two for masks */
 	__u32 consumed;
 	__u32 win;
-	__u32 cl_pos, te_pos, host_pos, first_nl;
-	__u32 n, more; /* hf_scan's arguments */
+	__u32 cl_pos, cl_end, te_pos, host_pos, host_end, first_nl;
+	__u32 ls, win_ls; /* the current line's start, and the last four bytes before it */
+	__u32 carry_at;   /* a partial line at the end of the data, to carry over */
+	__u32 n, more;    /* hf_scan's arguments */
 	__u64 clen;
 	__u8 has_clen, chunked, pad[6];
 };
@@ -196,11 +202,34 @@ static __always_inline struct hf_scratch *hf_scratch_get(void)
 	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 | (__u64)(e) << 32 |    \
 	 (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
 
-/* Scans sc->buf[0, n) of a header block for its end (an empty line), noting where the Content-Length,
- * Transfer-Encoding and Host values start. Returns 1 if the block ended (sc->consumed bytes are its
- * rest), 0 if it needs more bytes (sc->consumed bytes used: all of them, or up to a line start too
- * close to the window's end to check its name when more follows). A global function: the verifier
- * checks it once, not once per call site. */
+/* Notes where a complete header line [ls, ls + len) of sc->buf gives a value we use. */
+static __always_inline void hf_check_line(struct hf_scratch *sc, __u32 ls, __u32 len)
+{
+	if (ls > HF_WIN + HF_LOOK)
+		return;
+	char *p = sc->buf + ls;
+	__u64 w0 = LC8(p);
+
+	if (len >= 16 && w0 == STR8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+	    (LC8(p + 8) & 0xffffffffffffffULL) == STR8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
+		sc->cl_pos = ls + 15;
+		sc->cl_end = ls + len;
+	} else if (len >= 19 && w0 == STR8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
+		   LC8(p + 8) == STR8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n') && (p[16] | 0x20) == 'g' &&
+		   p[17] == ':') {
+		sc->te_pos = ls + 18;
+	} else if (len >= 6 && (w0 & 0xffffffffffULL) == STR8('h', 'o', 's', 't', ':', 0, 0, 0)) {
+		sc->host_pos = ls + 5;
+		sc->host_end = ls + len;
+	}
+}
+
+/* Scans sc->buf[0, n) of a header block for its end (an empty line), and each complete header line for
+ * Content-Length, Transfer-Encoding and Host. Returns 1 if the block ended (in sc->consumed bytes), 0 if
+ * it needs more. When the window ends inside a line: with more bytes to come in this segment or call,
+ * sc->consumed stops at the line's start, to reload from there; at the end of the data, a short partial
+ * line is left in sc->carry_at for the caller to carry into the next write's window. A global function:
+ * the verifier checks it once, not once per call site. */
 __noinline int hf_scan(__u32 n, __u32 more)
 {
 	struct hf_scratch *sc = hf_scratch_get();
@@ -211,13 +240,16 @@ __noinline int hf_scan(__u32 n, __u32 more)
 	int ended = 0;
 	__u32 i;
 
-	sc->cl_pos = sc->te_pos = sc->host_pos = sc->first_nl = HF_NONE;
+	sc->cl_pos = sc->te_pos = sc->host_pos = sc->first_nl = sc->carry_at = HF_NONE;
 	sc->consumed = n;
 	sc->n = n;
 	sc->more = more;
-	/* n and more are read back from memory at each use: comparisons on a register would narrow its
+	/* A line starts at 0 if the bytes before ended one (never at a message's first byte: win is 0). */
+	sc->ls = (win & 0xff) == '\n' ? 0 : HF_NONE;
+	sc->win_ls = win;
+	/* n, more and ls are read back from memory at each use: comparisons on a register would narrow its
 	 * range differently on each path, and the verifier could not merge the loop's states. */
-	for (i = 0; i < HF_WIN; i++) {
+	for (i = 0; i < HF_WIN + HF_LOOK; i++) {
 		if (i >= READ_ONCE(sc->n))
 			break;
 		char c = sc->buf[i];
@@ -232,39 +264,34 @@ __noinline int hf_scan(__u32 n, __u32 more)
 			ended = 1;
 			break;
 		}
-		__u32 ls = i + 1;
+		__u32 ls = READ_ONCE(sc->ls);
 
-		if (ls + HF_LOOK > READ_ONCE(sc->n)) {
-			if (READ_ONCE(sc->more)) { /* reload from this line's start */
-				sc->consumed = ls;
-				break;
-			}
-			continue; /* a header line split across writes: its name goes unchecked */
-		}
-		char *p = sc->buf + (ls & (HF_WIN - 1));
-		__u64 w0 = LC8(p);
-
-		if (w0 == STR8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
-		    (LC8(p + 8) & 0xffffffffffffffULL) == STR8('l', 'e', 'n', 'g', 't', 'h', ':', 0))
-			sc->cl_pos = ls + 15;
-		else if (w0 == STR8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
-			 LC8(p + 8) == STR8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n') && (p[16] | 0x20) == 'g' &&
-			 p[17] == ':')
-			sc->te_pos = ls + 18;
-		else if ((w0 & 0xffffffffffULL) == STR8('h', 'o', 's', 't', ':', 0, 0, 0))
-			sc->host_pos = ls + 5;
+		if (ls < i)
+			hf_check_line(sc, ls, i - ls);
+		sc->ls = i + 1;
+		sc->win_ls = win;
 	}
 	sc->win = win;
+	if (!ended) {
+		__u32 ls = READ_ONCE(sc->ls);
+
+		if (ls < n && ls > 0 && more) {
+			sc->consumed = ls; /* reload from the start of the unfinished line */
+			sc->win = sc->win_ls;
+		} else if (ls < n && !more && n - ls <= HF_LOOK) {
+			sc->carry_at = ls; /* the line goes on in the next write */
+		}
+	}
 	/* Positions are read back from memory, so the paths out of the loop merge. */
 	__u32 cl_pos = READ_ONCE(sc->cl_pos), te_pos = READ_ONCE(sc->te_pos);
 
 	if (cl_pos != HF_NONE) {
-		__u32 j = cl_pos;
+		__u32 j = cl_pos, end = READ_ONCE(sc->cl_end);
 		__u64 v = 0;
 		int digits = 0;
 
-		for (int k = 0; k < 24 && j < sizeof(sc->buf); k++, j++) {
-			char c = sc->buf[j];
+		for (int k = 0; k < 24 && j < end; k++, j++) {
+			char c = sc->buf[j & (HF_BUF - 1)];
 
 			if (c == ' ' && !digits)
 				continue;
@@ -278,16 +305,18 @@ __noinline int hf_scan(__u32 n, __u32 more)
 			sc->has_clen = 1;
 		}
 	}
-	if (te_pos != HF_NONE) {
+	if (te_pos != HF_NONE && te_pos < HF_WIN + HF_LOOK) {
 		__u32 j = te_pos;
 
-		for (int k = 0; k < 4 && sc->buf[j & (HF_WIN - 1)] == ' '; k++)
+		for (int k = 0; k < 4 && j < HF_WIN + HF_LOOK && sc->buf[j] == ' '; k++)
 			j++;
-		char *p = sc->buf + (j & (HF_WIN - 1));
+		if (j < HF_WIN + HF_LOOK) {
+			char *p = sc->buf + j;
 
-		/* "chunked" is the last coding when present; a list ("gzip, chunked") is not followed. */
-		if ((LC8(p) & 0xffffffffffffffULL) == STR8('c', 'h', 'u', 'n', 'k', 'e', 'd', 0))
-			sc->chunked = 1;
+			/* "chunked" is the last coding when present; a list ("gzip, chunked") is not followed. */
+			if ((LC8(p) & 0xffffffffffffffULL) == STR8('c', 'h', 'u', 'n', 'k', 'e', 'd', 0))
+				sc->chunked = 1;
+		}
 	}
 	return ended;
 }
@@ -349,20 +378,20 @@ static __always_inline int hf_classify(const char *b, __u32 n)
 	return 0;
 }
 
-/* Loads the stream's bytes [pos, pos + HF_WIN) into the scratch buffer, from the packet or the user
- * buffer. Returns how many, 0 on failure. */
-static __always_inline __u32 hf_load(struct hf_scratch *sc, struct __sk_buff *skb, __u32 off, const char *ubuf,
-				     __u32 pos, __u32 len)
+/* Loads the stream's bytes [pos, pos + HF_WIN) into the scratch buffer at offset at (after a carried
+ * partial line), from the packet or the user buffer. Returns how many, 0 on failure. */
+static __always_inline __u32 hf_load(struct hf_scratch *sc, __u32 at, struct __sk_buff *skb, __u32 off,
+				     const char *ubuf, __u32 pos, __u32 len)
 {
 	__u64 n = len > pos ? len - pos : 0; /* 64-bit: the bounds checked are the helper's argument's */
 
 	if (n > HF_WIN)
 		n = HF_WIN;
 	barrier_var(n); /* check the very register the helper gets: clang may test a copy */
-	if (n == 0 || n > HF_WIN)
+	if (n == 0 || n > HF_WIN || at > HF_LOOK)
 		return 0;
-	long err = skb ? bpf_skb_load_bytes(skb, off + pos, sc->buf, n)
-		       : bpf_probe_read_user(sc->buf, n, ubuf + pos);
+	long err = skb ? bpf_skb_load_bytes(skb, off + pos, sc->buf + at, n)
+		       : bpf_probe_read_user(sc->buf + at, n, ubuf + pos);
 
 	return err ? 0 : n;
 }
@@ -443,7 +472,19 @@ static __always_inline int hf_msg_start(struct hf_conn *c, struct hf_stream *st,
 	return 1;
 }
 
-/* The message of stream d ended. A final response completes the exchange at the queue's head. */
+/* The exchange at the queue's head is complete: report it and start on the next. */
+static __always_inline void hf_complete(struct hf_conn *c)
+{
+	hf_emit(c, &c->q[c->qhead & (HF_QUEUE - 1)]);
+	c->qhead = (c->qhead + 1) % HF_QUEUE;
+	c->qlen--;
+	c->resp_first_ns = 0;
+	c->resp_bytes = 0;
+	c->answered = 0;
+}
+
+/* The message of stream d ended. A final response completes the exchange at the queue's head, once
+ * its request has ended too (a server may answer before reading the body: nginx's `return`). */
 static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, int d, __u64 now,
 				       __u8 *verdict)
 {
@@ -454,6 +495,8 @@ static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, 
 
 			r->bytes = st->msg_bytes;
 			r->last_ns = now;
+			if (c->answered && c->qlen && st->slot == c->qhead)
+				hf_complete(c);
 		}
 		return;
 	}
@@ -462,13 +505,13 @@ static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, 
 	c->resp_bytes += st->msg_bytes;
 	if (c->status >= 100 && c->status < 200 && c->status != 101)
 		return; /* interim: the final response follows */
-	hf_emit(c, &c->q[c->qhead & (HF_QUEUE - 1)]);
-	c->qhead = (c->qhead + 1) % HF_QUEUE;
-	c->qlen--;
-	c->resp_first_ns = 0;
-	c->resp_bytes = 0;
 	if (c->status == 101 && verdict)
 		*verdict = HF_V_OTHER; /* switched protocols: no more HTTP/1.x on this connection */
+	if (!c->q[c->qhead & (HF_QUEUE - 1)].last_ns) {
+		c->answered = 1;
+		return;
+	}
+	hf_complete(c);
 }
 
 /* The headers of stream d's message ended: choose how its body ends. */
@@ -522,17 +565,28 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 			pos += k;
 			if (st->left)
 				continue;
-			if (mode == HF_M_BODY)
+			if (mode == HF_M_BODY) {
 				hf_msg_end(c, st, d, now, verdict);
-			else
-				st->mode = HF_M_CHUNK;
-			continue;
+				continue;
+			}
+			/* The next chunk's size line, in this same step: a train of chunks takes one step each. */
+			st->mode = mode = HF_M_CHUNK;
+			st->clen = 0;
+			if (pos >= len)
+				return;
+			rest = len - pos;
 		}
 		if (mode == HF_M_EOF) {
 			st->msg_bytes += rest;
 			return;
 		}
-		__u32 n = hf_load(sc, skb, off, ubuf, pos, len);
+		/* A header line cut by the last write is scanned again whole, in front of the new bytes. */
+		__u32 at = (mode == HF_M_HEAD || mode == HF_M_TRAILER) && pos == 0 ? st->carry_len : 0;
+
+		if (at)
+			__builtin_memcpy(sc->buf, st->carry, HF_LOOK);
+		st->carry_len = 0;
+		__u32 n = hf_load(sc, at, skb, off, ubuf, pos, len);
 
 		if (!n)
 			return;
@@ -573,10 +627,17 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 		sc->has_clen = st->has_clen;
 		sc->chunked = st->chunked;
 		sc->clen = st->clen;
-		int ended = hf_scan(n, pos + n < len);
-		__u32 used = sc->consumed;
+		int ended = hf_scan(at + n, pos + n < len);
+		__u32 used = sc->consumed > at ? sc->consumed - at : 0;
 
 		st->win = sc->win;
+		if (sc->carry_at <= HF_WIN + HF_LOOK) {
+			__u32 ca = sc->carry_at;
+
+			st->carry_len = at + n - ca;
+			__builtin_memcpy(st->carry, sc->buf + ca, HF_LOOK);
+			st->win = sc->win_ls;
+		}
 		if (st->mode == HF_M_HEAD) {
 			st->has_clen = sc->has_clen;
 			st->chunked = sc->chunked;
@@ -587,11 +648,13 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 				/* The request line did not end in its first write: only its start is kept. */
 				if (st->msg_bytes == 0 && sc->first_nl == HF_NONE && pos + n >= len)
 					r->flags |= HF_F_REQ_SPLIT;
-				if (sc->host_pos < HF_WIN) {
-					__u32 hp = sc->host_pos;
+				__u32 hp = sc->host_pos;
 
-					r->host_len = n - hp < HF_HOST_LEN ? n - hp : HF_HOST_LEN;
-					__builtin_memcpy(r->host, sc->buf + (hp & (HF_WIN - 1)), HF_HOST_LEN);
+				if (hp <= HF_WIN + HF_LOOK) {
+					__u32 hl = sc->host_end - hp;
+
+					r->host_len = hl < HF_HOST_LEN ? hl : HF_HOST_LEN;
+					__builtin_memcpy(r->host, sc->buf + hp, HF_HOST_LEN);
 				}
 			}
 		}
@@ -621,6 +684,8 @@ static __always_inline void hf_close(struct hf_conn *c, __u64 now)
 		if (st->mode == HF_M_EOF)
 			hf_msg_end(c, st, d, now, NULL);
 	}
+	if (c->answered && c->qlen)
+		hf_complete(c); /* answered, its request cut short */
 	for (int i = 0; i < HF_QUEUE; i++) {
 		if (i >= c->qlen)
 			break;
@@ -760,7 +825,7 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 
 		if (!len || !sc)
 			return;
-		__u32 n = hf_load(sc, skb, off, NULL, 0, len);
+		__u32 n = hf_load(sc, 0, skb, off, NULL, 0, len);
 		int kind = n ? hf_classify(sc->buf, n) : 0;
 
 		v = bpf_sk_storage_get(&hf_verdict, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -864,7 +929,7 @@ static __always_inline int hf_ssl_exit(long ret, int d)
 
 		if (!sc)
 			return 0;
-		__u32 n = hf_load(sc, NULL, 0, (const char *)cl.buf, 0, len);
+		__u32 n = hf_load(sc, 0, NULL, 0, (const char *)cl.buf, 0, len);
 		int kind = n ? hf_classify(sc->buf, n) : 0;
 
 		c->role = kind ? hf_role(kind, d) : HF_ROLE_OTHER;

@@ -2,6 +2,7 @@ package run
 
 import (
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -45,6 +46,8 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 	return p
 }
 
+var debugHTTP = os.Getenv("DKEBPF_DEBUG_HTTP") == "1"
+
 func (p *httpflowPlugin) Name() string     { return "httpflow" }
 func (p *httpflowPlugin) Category() string { return "network" }
 func (p *httpflowPlugin) Input() string    { return "ebpf-net/httpflow" }
@@ -57,6 +60,9 @@ func (p *httpflowPlugin) Drain() {
 		if err := e.UnmarshalBinary(b); err != nil {
 			p.c.DecodeErrors++
 			return
+		}
+		if debugHTTP {
+			p.log.Info("http exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "comm", string(e.Comm[:]), "req", string(e.Req[:e.ReqLen]), "host", string(e.Host[:e.HostLen]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport, "family", e.T.Family)
 		}
 		p.agg.Add(e)
 	})

@@ -684,8 +684,13 @@ static __always_inline void hf_close(struct hf_conn *c, __u64 now)
 		if (st->mode == HF_M_EOF)
 			hf_msg_end(c, st, d, now, NULL);
 	}
-	if (c->answered && c->qlen)
-		hf_complete(c); /* answered, its request cut short */
+	if (c->answered && c->qlen) { /* answered, its request cut short: it counts what was sent */
+		struct hf_stream *rs = &c->s[c->role == HF_ROLE_CLIENT ? HF_OUT : HF_IN];
+
+		if (rs->slot == c->qhead)
+			c->q[c->qhead & (HF_QUEUE - 1)].bytes = rs->msg_bytes;
+		hf_complete(c);
+	}
 	for (int i = 0; i < HF_QUEUE; i++) {
 		if (i >= c->qlen)
 			break;

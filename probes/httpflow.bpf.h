@@ -385,11 +385,12 @@ static __always_inline __u32 hf_load(struct hf_scratch *sc, __u32 at, struct __s
 {
 	__u64 n = len > pos ? len - pos : 0; /* 64-bit: the bounds checked are the helper's argument's */
 
+	if (n == 0 || at > HF_LOOK)
+		return 0;
 	if (n > HF_WIN)
 		n = HF_WIN;
-	barrier_var(n); /* check the very register the helper gets: clang may test a copy */
-	if (n == 0 || n > HF_WIN || at > HF_LOOK)
-		return 0;
+	/* 1..HF_WIN by construction: older verifiers lose the n != 0 learnt from a branch. */
+	n = ((n - 1) & (HF_WIN - 1)) + 1;
 	long err = skb ? bpf_skb_load_bytes(skb, off + pos, sc->buf + at, n)
 		       : bpf_probe_read_user(sc->buf + at, n, ubuf + pos);
 
@@ -761,7 +762,8 @@ static __always_inline struct hf_conn *hf_tls_conn(__u64 id, __u64 ssl, int crea
 static __always_inline void hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
 				       struct tcp_sock *tp)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 id = (__u64)BPF_CORE_READ(task, tgid) << 32 | BPF_CORE_READ(task, pid);
 	__u32 tid = id;
 	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
 
@@ -858,8 +860,11 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 			return;
 	}
 	if (egress && !c->pid && hf_owner_sending(tp)) {
-		c->pid = bpf_get_current_pid_tgid() >> 32;
-		process_comm(c->comm, sizeof(c->comm));
+		/* Through the task: cgroup_skb programs may call bpf_get_current_pid_tgid only from Linux 6.x. */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		c->pid = BPF_CORE_READ(task, tgid);
+		bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), BPF_CORE_READ(task, group_leader, comm));
 	}
 	if (len) {
 		struct hf_stream *st = &c->s[d];

@@ -34,7 +34,7 @@ var sslProbes = []struct{ symbol, entry, ret string }{
 
 // httpflow is the HTTP part of the netflow object: parsing runs in the same cgroup_skb programs, and
 // TLS in uprobes attached per libssl file.
-type httpflow struct {
+type httpProbe struct {
 	ring  *Ring
 	stats *libbpfgo.BPFMap
 	links []*libbpfgo.BPFLink
@@ -45,7 +45,7 @@ func (n *Netflow) openHTTP() error {
 	if err != nil {
 		return fmt.Errorf("map hf_events: %w", err)
 	}
-	h := &httpflow{}
+	h := &httpProbe{}
 	if h.stats, err = n.m.GetMap("hf_stats"); err != nil {
 		return fmt.Errorf("map hf_stats: %w", err)
 	}
@@ -134,7 +134,7 @@ func (n *Netflow) AttachSSL(path string, offsets map[string]uint64) error {
 	return nil
 }
 
-func (h *httpflow) close() {
+func (h *httpProbe) close() {
 	for _, l := range h.links {
 		l.Destroy()
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"dkebpf/collector/httpflow"
 	"dkebpf/collector/netflow"
 )
 
@@ -17,6 +18,7 @@ func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
 		"nf_tcp_rec": netflow.TCPRecord{},
 		"nf_udp_key": netflow.UDPKey{},
 		"nf_udp_val": netflow.UDPVal{},
+		"hf_event":   httpflow.Event{},
 	} {
 		size, members, err := StructLayout(NetflowObject(), cname)
 		if err != nil {

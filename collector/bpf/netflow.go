@@ -49,7 +49,7 @@ type Netflow struct {
 	udp      *libbpfgo.BPFMap
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
-	http     *httpflow // nil unless Options.HTTP
+	http     *httpProbe // nil unless Options.HTTP or TLS
 }
 
 // loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).

@@ -1,8 +1,8 @@
 package run
 
 import (
+	"context"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -19,6 +19,7 @@ type httpflowPlugin struct {
 	probe *bpf.Netflow
 	agg   *httpflow.Aggregator
 	log   *slog.Logger
+	debug bool // --log-level debug: log every exchange
 	c     Counters
 
 	tls      *sslWatcher // nil unless httpflow-tls
@@ -35,8 +36,9 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 			IPv6Disabled:  cfg.IPv6Disabled,
 			MaxPaths:      cfg.HTTPMaxPaths,
 		}),
-		log:  log,
-		stop: make(chan struct{}),
+		log:   log,
+		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		stop:  make(chan struct{}),
 	}
 	if cfg.L7("httpflow-tls") {
 		p.tls = &sslWatcher{probe: probe, log: log}
@@ -45,8 +47,6 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 	}
 	return p
 }
-
-var debugHTTP = os.Getenv("DKEBPF_DEBUG_HTTP") == "1"
 
 func (p *httpflowPlugin) Name() string     { return "httpflow" }
 func (p *httpflowPlugin) Category() string { return "network" }
@@ -61,8 +61,9 @@ func (p *httpflowPlugin) Drain() {
 			p.c.DecodeErrors++
 			return
 		}
-		if debugHTTP {
-			p.log.Info("http exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "comm", string(e.Comm[:]), "req", string(e.Req[:e.ReqLen]), "host", string(e.Host[:e.HostLen]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport, "family", e.T.Family)
+		if p.debug {
+			p.log.Debug("httpflow: exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "req", string(e.Req[:e.ReqLen]),
+				"host", string(e.Host[:e.HostLen]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport)
 		}
 		p.agg.Add(e)
 	})

@@ -84,6 +84,7 @@ type Input struct {
 
 	// Ours.
 	NetflowIgnoreCIDRs []string `toml:"netflow_ignore_cidrs"`
+	HTTPFlowMaxPaths   int      `toml:"httpflow_max_paths"` // 0: the collector's default (500)
 	GracePeriod        string   `toml:"grace_period"`
 
 	env     inputs.Env
@@ -174,6 +175,13 @@ func (i *Input) ReadEnv(lookup func(string) (string, bool)) error {
 	list("workload_labels", &i.WorkloadLabels, p+"WORKLOAD_LABELS")
 	str("workload_label_prefix", &i.WorkloadLabelPrefix, p+"WORKLOAD_LABEL_PREFIX")
 	list("netflow_ignore_cidrs", &i.NetflowIgnoreCIDRs, p+"NETFLOW_IGNORE_CIDRS")
+	if v, ok := get("httpflow_max_paths", p+"HTTPFLOW_MAX_PATHS"); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%sHTTPFLOW_MAX_PATHS: invalid integer %q", p, v)
+		}
+		i.HTTPFlowMaxPaths = n
+	}
 	return nil
 }
 
@@ -248,6 +256,9 @@ func (i *Input) Init() error {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			return i.keyErr("netflow_ignore_cidrs", "invalid CIDR %q (want e.g. \"10.0.0.0/8\", \"::1/128\")", c)
 		}
+	}
+	if i.HTTPFlowMaxPaths < 0 {
+		return i.keyErr("httpflow_max_paths", "%d out of range (allowed: 0 for the default 500, or at least 1)", i.HTTPFlowMaxPaths)
 	}
 	grace, err := time.ParseDuration(i.GracePeriod)
 	if err != nil || grace <= 0 {
@@ -360,6 +371,9 @@ func (i *Input) Command() (path string, args, env []string) {
 	if len(i.NetflowIgnoreCIDRs) > 0 {
 		args = append(args, "--netflow-ignore-cidrs", strings.Join(i.NetflowIgnoreCIDRs, ","))
 	}
+	if i.HTTPFlowMaxPaths > 0 {
+		args = append(args, "--httpflow-max-paths", strconv.Itoa(i.HTTPFlowMaxPaths))
+	}
 	args = append(args, "--enabled", strings.Join(i.EnabledPlugins, ","))
 	if len(i.Tags) > 0 {
 		keys := make([]string, 0, len(i.Tags))
@@ -407,8 +421,6 @@ func (i *Input) Unsupported() []string {
 			keys = append(keys, key)
 		}
 	}
-	add("l7net_enabled", !slices.Equal(i.L7NetEnabled, []string{"httpflow"}) && len(i.L7NetEnabled) > 0)
-	add("l7net_disabled", len(i.L7NetDisabled) > 0)
 	add("netlog_blacklist", i.NetlogBlacklist != "")
 	add("netlog_metric", !i.NetlogMetric)
 	add("netlog_log", i.NetlogLog)

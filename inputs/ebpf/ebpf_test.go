@@ -108,6 +108,7 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 		"ENV_NETLOG_METRIC":                   "False", // legacy name
 		"ENV_INPUT_EBPF_SAMPLING_RATE":        "0.5",
 		"ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS": "127.0.0.0/8,::1/128",
+		"ENV_INPUT_EBPF_HTTPFLOW_MAX_PATHS":   "50",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +122,7 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 	}
 	want := "run --datakit-apiserver 127.0.0.1:19529 --hostname=fixed --l7net-enabled httpflow,httpflow-tls " +
 		"--pprof-port 6061 --ipv6-disabled --ephemeral_port 32768 --interval 2m " +
-		"--res-cpu 1.5 --sampling-rate 0.5 --netflow-ignore-cidrs 127.0.0.0/8,::1/128 " +
+		"--res-cpu 1.5 --sampling-rate 0.5 --netflow-ignore-cidrs 127.0.0.0/8,::1/128 --httpflow-max-paths 50 " +
 		"--enabled ebpf-net,ebpf-bash --tags app=shop;env=prod;zone=b"
 	if got := strings.Join(args, " "); got != want {
 		t.Errorf("args =\n  %s\nwant\n  %s", got, want)
@@ -130,7 +131,7 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 	if got := strings.Join(extraEnv, "|"); got != wantEnv {
 		t.Errorf("env = %q, want %q", got, wantEnv)
 	}
-	wantUnsupported := "l7net_enabled netlog_blacklist netlog_metric cpu_limit sampling_rate workload_labels"
+	wantUnsupported := "netlog_blacklist netlog_metric cpu_limit sampling_rate workload_labels"
 	if got := strings.Join(in.Unsupported(), " "); got != wantUnsupported {
 		t.Errorf("unsupported = %q, want %q", got, wantUnsupported)
 	}
@@ -171,6 +172,7 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"unknown l7", `l7net_enabled = ["grpc"]`, nil, `inputs.ebpf.l7net_enabled: unknown protocol "grpc" (allowed: httpflow, httpflow-tls)`},
 		{"unknown l7 disabled", `l7net_disabled = ["h2"]`, nil, `inputs.ebpf.l7net_disabled: unknown protocol "h2"`},
 		{"port range", `ephemeral_port = 70000`, nil, `inputs.ebpf.ephemeral_port: 70000 out of range`},
+		{"negative path cap", `httpflow_max_paths = -1`, nil, `inputs.ebpf.httpflow_max_paths: -1 out of range`},
 		{"bad cidr", `netflow_ignore_cidrs = ["10.0.0.0/33"]`, nil, `inputs.ebpf.netflow_ignore_cidrs: invalid CIDR "10.0.0.0/33"`},
 		{"bad cidr from env", ``, map[string]string{"ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS": "1.2.3.4"}, `(from ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS): invalid CIDR "1.2.3.4"`},
 		{"bad grace", `grace_period = "soon"`, nil, `inputs.ebpf.grace_period: invalid duration "soon"`},

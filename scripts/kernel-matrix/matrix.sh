@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow}
+tests=${TESTS:-TestNetflow|TestHTTPFlowGoClientAndServer}
 interval=${GUEST_INTERVAL:-1s}
 mkdir -p "$out"
 
@@ -35,10 +35,10 @@ done
 # summarize <kernel> <log> <rc>: one line for the table.
 summarize() {
 	local kernel=$1 log=$2 rc=$3 hooks cases warnings
-	hooks=$(grep -ao 'msg="netflow/[a-z]*: [^"]*' "$log" | sed -E 's/msg="netflow\///; s/; hooks: / [/; s/ attached//g; s/ \(fallback for /] instead of /; s/: not supported by this kernel//; s/\)$//' |
+	hooks=$(grep -ao 'msg="\(netflow/[a-z]*\|httpflow[a-z-]*\): [^"]*' "$log" | sort -u | sed -E 's/msg="(netflow\/)?//; s/; hooks: / [/; s/ attached//g; s/ \(fallback for /] instead of /; s/: not supported by this kernel//; s/\)$//' |
 		sed -E '/instead of/!s/$/]/' | paste -sd' ')
-	cases=$(grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' "$log" |
-		grep -E '/|TracksConnections' | sed -E 's/--- (PASS|FAIL): TestNetflow([A-Za-z]*)(\/)?(.*)/\2\3\4=\1/' | paste -sd' ')
+	cases=$(grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' "$log" | sort -u |
+		sed -E 's/--- (PASS|FAIL): Test(.*)/\2=\1/' | paste -sd' ')
 	warnings=$(grep -acE 'WARNING:|BUG:|Oops|Kernel panic|general protection|double fault' "$log" || true)
 	printf '%-34s rc=%-3s %s | %s | kernel warnings: %s\n' "$kernel" "$rc" "$hooks" "${cases:-no cases ran}" "$warnings"
 }

@@ -23,7 +23,7 @@ cp "$here/init.sh" "$stage/init"
 cp "$root/datakit" "$stage/test/datakit"
 cp "$root/externals/datakit-ebpf" "$stage/test/externals/datakit-ebpf"
 cp "$out/integration.test" "$stage/test/integration.test"
-printf 'INTERVAL=%s\nTESTS=%s\nTEST_TIMEOUT=%s\n' "$interval" "$tests" "${TEST_TIMEOUT:-480}" >"$stage/test/env"
+printf 'INTERVAL=%s\nTESTS="%s"\nTEST_TIMEOUT=%s\n' "$interval" "$tests" "${TEST_TIMEOUT:-480}" >"$stage/test/env"
 for b in "$stage/test/datakit" "$stage/test/externals/datakit-ebpf" "$stage/test/integration.test"; do
 	if ! file "$b" | grep -q 'statically linked'; then
 		echo "kernel-matrix: $b is not statically linked" >&2

@@ -20,7 +20,8 @@
 #define HF_WIN 256        /* bytes examined per header window */
 #define HF_LOOK 24        /* bytes a header name check needs after a line start */
 #define HF_NONE 0xffff
-#define HF_BUF 512
+#define HF_BUF 1024
+#define HF_POS(x) ((x) & (HF_BUF / 2 - 1)) /* a position the verifier knows leaves room to read past it */
 
 /* Stream modes. */
 #define HF_M_START 0      /* the next byte starts a message */
@@ -35,6 +36,7 @@
 /* hf_verdict values. */
 #define HF_V_HTTP 1
 #define HF_V_OTHER 2
+#define HF_V_TLS 3 /* starts with a TLS handshake record: its SSL session is not tied to it yet */
 
 #define HF_ROLE_CLIENT 1
 #define HF_ROLE_SERVER 2
@@ -81,16 +83,10 @@ struct hf_req {
 	char host[HF_HOST_LEN];
 };
 
-struct hf_conn {
-	struct hf_stream s[2];
-	struct hf_req q[HF_QUEUE];
-	struct nf_tuple t;
-	__u64 cookie;
+struct hf_conn { /* what every segment touches first, the rest after: it is shared between CPUs */
 	__u64 resp_first_ns; /* first byte of the head request's final response */
 	__u64 resp_bytes;    /* its responses' bytes so far (interim ones included) */
 	__u32 pid;
-	__u32 netns;
-	char comm[NF_COMM_LEN];
 	__u16 status;
 	__u8 role;
 	__u8 qhead;
@@ -98,6 +94,13 @@ struct hf_conn {
 	__u8 tls;
 	__u8 answered; /* the head's final response ended before its request did */
 	__u8 pad;
+	struct hf_stream s[2];
+	struct nf_tuple t;
+	__u64 cookie;
+	__u32 netns;
+	char comm[NF_COMM_LEN];
+	__u8 pad2[4];
+	struct hf_req q[HF_QUEUE];
 };
 
 /* Per CPU: a window of bytes and what hf_scan found in it. */
@@ -207,7 +210,7 @@ static __always_inline void hf_check_line(struct hf_scratch *sc, __u32 ls, __u32
 {
 	if (ls > HF_WIN + HF_LOOK)
 		return;
-	char *p = sc->buf + ls;
+	char *p = sc->buf + HF_POS(ls);
 	__u64 w0 = LC8(p);
 
 	if (len >= 16 && w0 == STR8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
@@ -222,6 +225,25 @@ static __always_inline void hf_check_line(struct hf_scratch *sc, __u32 ls, __u32
 		sc->host_pos = ls + 5;
 		sc->host_end = ls + len;
 	}
+}
+
+/* A '\n' at i, with win the four bytes ending there: the empty line ending the block (returns 1, with
+ * sc->consumed set), or the end of a header line, checked whole. */
+static __always_inline int hf_line_end(struct hf_scratch *sc, __u32 i, __u32 win)
+{
+	if (READ_ONCE(sc->first_nl) == HF_NONE)
+		sc->first_nl = i;
+	if (win == 0x0d0a0d0a || (win & 0xffff) == 0x0a0a) {
+		sc->consumed = i + 1;
+		return 1;
+	}
+	__u32 ls = READ_ONCE(sc->ls);
+
+	if (ls < i)
+		hf_check_line(sc, ls, i - ls);
+	sc->ls = i + 1;
+	sc->win_ls = win;
+	return 0;
 }
 
 /* Scans sc->buf[0, n) of a header block for its end (an empty line), and each complete header line for
@@ -249,28 +271,48 @@ __noinline int hf_scan(__u32 n, __u32 more)
 	sc->win_ls = win;
 	/* n, more and ls are read back from memory at each use: comparisons on a register would narrow its
 	 * range differently on each path, and the verifier could not merge the loop's states. */
-	for (i = 0; i < HF_WIN + HF_LOOK; i++) {
+	/* The first eight bytes one by one: they continue the four bytes before the window (win). */
+	for (i = 0; i < 8; i++) {
 		if (i >= READ_ONCE(sc->n))
-			break;
+			goto out;
 		char c = sc->buf[i];
 
 		win = (win << 8) | (__u8)c;
 		if (c != '\n')
 			continue;
-		if (READ_ONCE(sc->first_nl) == HF_NONE)
-			sc->first_nl = i;
-		if (win == 0x0d0a0d0a || (win & 0xffff) == 0x0a0a) {
-			sc->consumed = i + 1;
+		if (hf_line_end(sc, i, win)) {
 			ended = 1;
-			break;
+			goto out;
 		}
-		__u32 ls = READ_ONCE(sc->ls);
-
-		if (ls < i)
-			hf_check_line(sc, ls, i - ls);
-		sc->ls = i + 1;
-		sc->win_ls = win;
 	}
+	/* Then eight bytes at a time, looking only at the '\n's: lines are tens of bytes long. */
+	for (__u32 w = 1; w < (HF_WIN + HF_LOOK) / 8; w++) {
+		__u32 base = w * 8, n_now = READ_ONCE(sc->n);
+
+		if (base >= n_now)
+			break;
+		__u64 x = *(__u64 *)(sc->buf + base) ^ 0x0a0a0a0a0a0a0a0aULL;
+		__u64 m = (x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL; /* zero bytes of x */
+
+		if (base + 8 > n_now)
+			m &= ~0ULL >> ((base + 8 - n_now) * 8); /* only bytes below n */
+		for (int k = 0; k < 8 && m; k++) {
+			__u64 low = m & -m;
+
+			m &= m - 1;
+			i = base + ((((low >> 7) * 0x0001020304050607ULL) >> 56) & 7); /* the byte of that bit */
+			if (sc->buf[i] != '\n')
+				continue; /* a borrow, not a '\n' */
+			win = __builtin_bswap32(*(__u32 *)(sc->buf + i - 3));
+			if (hf_line_end(sc, i, win)) {
+				ended = 1;
+				goto out;
+			}
+		}
+	}
+	if (READ_ONCE(sc->n) >= 8)
+		win = __builtin_bswap32(*(__u32 *)(sc->buf + ((READ_ONCE(sc->n) - 4) & (HF_BUF - 1))));
+out:
 	sc->win = win;
 	if (!ended) {
 		__u32 ls = READ_ONCE(sc->ls);
@@ -308,10 +350,10 @@ __noinline int hf_scan(__u32 n, __u32 more)
 	if (te_pos != HF_NONE && te_pos < HF_WIN + HF_LOOK) {
 		__u32 j = te_pos;
 
-		for (int k = 0; k < 4 && j < HF_WIN + HF_LOOK && sc->buf[j] == ' '; k++)
+		for (int k = 0; k < 4 && j < HF_WIN + HF_LOOK && sc->buf[HF_POS(j)] == ' '; k++)
 			j++;
 		if (j < HF_WIN + HF_LOOK) {
-			char *p = sc->buf + j;
+			char *p = sc->buf + HF_POS(j);
 
 			/* "chunked" is the last coding when present; a list ("gzip, chunked") is not followed. */
 			if ((LC8(p) & 0xffffffffffffffULL) == STR8('c', 'h', 'u', 'n', 'k', 'e', 'd', 0))
@@ -464,10 +506,10 @@ static __always_inline int hf_msg_start(struct hf_conn *c, struct hf_stream *st,
 	}
 	if (kind != HF_KIND_RESP)
 		return 0;
+	c->status = (sc->buf[9] - '0') * 100 + (sc->buf[10] - '0') * 10 + (sc->buf[11] - '0');
 	st->tracked = c->qlen > 0;
 	if (!st->tracked)
 		return 1; /* answers a request sent before we saw the connection: framed, not reported */
-	c->status = (sc->buf[9] - '0') * 100 + (sc->buf[10] - '0') * 10 + (sc->buf[11] - '0');
 	if (c->status >= 200 && !c->resp_first_ns)
 		c->resp_first_ns = now;
 	return 1;
@@ -636,7 +678,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 			__u32 ca = sc->carry_at;
 
 			st->carry_len = at + n - ca;
-			__builtin_memcpy(st->carry, sc->buf + ca, HF_LOOK);
+			__builtin_memcpy(st->carry, sc->buf + HF_POS(ca), HF_LOOK);
 			st->win = sc->win_ls;
 		}
 		if (st->mode == HF_M_HEAD) {
@@ -655,7 +697,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 					__u32 hl = sc->host_end - hp;
 
 					r->host_len = hl < HF_HOST_LEN ? hl : HF_HOST_LEN;
-					__builtin_memcpy(r->host, sc->buf + hp, HF_HOST_LEN);
+					__builtin_memcpy(r->host, sc->buf + HF_POS(hp), HF_HOST_LEN);
 				}
 			}
 		}
@@ -758,9 +800,10 @@ static __always_inline struct hf_conn *hf_tls_conn(__u64 id, __u64 ssl, int crea
 	return bpf_map_lookup_elem(&hf_tls, &k);
 }
 
-/* A packet sent inside an SSL call of this thread belongs to that session: note its connection. */
-static __always_inline void hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
-				       struct tcp_sock *tp)
+/* A packet sent inside an SSL call of this thread belongs to that session: note its connection. Returns
+ * whether the socket is now tied to a session. */
+static __always_inline int hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
+				      struct tcp_sock *tp)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 id = (__u64)BPF_CORE_READ(task, tgid) << 32 | BPF_CORE_READ(task, pid);
@@ -768,12 +811,14 @@ static __always_inline void hf_tls_tie(__u64 cookie, const struct pkt *p, const 
 	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
 
 	if (!call)
-		return;
+		return 0;
 	__u64 ssl = call->ssl;
 	struct hf_conn *c = hf_tls_conn(id, ssl, 1);
 
-	if (!c || c->cookie == cookie)
-		return;
+	if (!c)
+		return 0;
+	if (c->cookie == cookie)
+		return 1;
 	if (c->cookie) {
 		/* The SSL * now serves another connection (its SSL_free was not seen): start afresh. */
 		struct hf_tls_key k = {.tgid = id >> 32, .ssl = ssl};
@@ -781,10 +826,11 @@ static __always_inline void hf_tls_tie(__u64 cookie, const struct pkt *p, const 
 		bpf_map_delete_elem(&hf_tls, &k);
 		c = hf_tls_conn(id, ssl, 1);
 		if (!c)
-			return;
+			return 0;
 	}
 	c->cookie = cookie;
 	hf_tuple(c, p, th, 1, tp);
+	return 1;
 }
 
 /* Plain HTTP in TCP segments. Retransmitted bytes are skipped by sequence number. */
@@ -807,54 +853,49 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 	if (!bsk)
 		return;
 	__u8 *v = bpf_sk_storage_get(&hf_verdict, bsk, 0, 0);
-	struct tcp_sock *tp = NULL;
 
-	if (v && *v == HF_V_OTHER) {
-		if (tls_enabled && egress && len) {
-			tp = bpf_skc_to_tcp_sock(bsk);
-			if (hf_owner_sending(tp))
-				hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
-		}
+	if (v && *v == HF_V_OTHER)
 		return;
-	}
 	int d = egress ? HF_OUT : HF_IN;
-	struct hf_conn *c;
-	__u64 now = bpf_ktime_get_ns();
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(bsk);
+	struct hf_conn *c = NULL;
 
-	tp = bpf_skc_to_tcp_sock(bsk);
-	if (!http_enabled) { /* httpflow-tls alone: only tie SSL sessions to their sockets */
-		if (egress && len && hf_owner_sending(tp))
-			hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
-		return;
-	}
 	if (!v) {
+		/* The first payload decides what the socket is. */
 		struct hf_scratch *sc = hf_scratch_get();
 
 		if (!len || !sc)
 			return;
 		__u32 n = hf_load(sc, 0, skb, off, NULL, 0, len);
-		int kind = n ? hf_classify(sc->buf, n) : 0;
+		int kind = n && http_enabled ? hf_classify(sc->buf, n) : 0;
 
 		v = bpf_sk_storage_get(&hf_verdict, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!v)
 			return;
-		if (!kind) {
-			*v = HF_V_OTHER;
-			if (tls_enabled && egress && hf_owner_sending(tp))
-				hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp);
-			return;
+		*v = kind ? HF_V_HTTP : tls_enabled && n && sc->buf[0] == 0x16 ? HF_V_TLS : HF_V_OTHER;
+		if (kind) {
+			c = bpf_sk_storage_get(&hf_conns, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+			if (!c) {
+				hf_count(HF_STAT_CONN_FULL);
+				*v = HF_V_OTHER;
+				return;
+			}
+			c->role = hf_role(kind, d);
+			c->cookie = bpf_get_socket_cookie(skb);
+			hf_tuple(c, p, &th, egress, tp);
 		}
-		c = bpf_sk_storage_get(&hf_conns, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!c) {
-			hf_count(HF_STAT_CONN_FULL);
+	}
+	if (*v == HF_V_TLS) {
+		/* Until its session is tied (then it costs one lookup per segment, as any other socket). */
+		if (egress && len && hf_owner_sending(tp) && hf_tls_tie(bpf_get_socket_cookie(skb), p, &th, tp))
 			*v = HF_V_OTHER;
-			return;
-		}
-		*v = HF_V_HTTP;
-		c->role = hf_role(kind, d);
-		c->cookie = bpf_get_socket_cookie(skb);
-		hf_tuple(c, p, &th, egress, tp);
-	} else {
+		return;
+	}
+	if (*v != HF_V_HTTP)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!c) {
 		c = bpf_sk_storage_get(&hf_conns, bsk, 0, 0);
 		if (!c)
 			return;

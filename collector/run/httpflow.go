@@ -42,11 +42,12 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
 		stop:  make(chan struct{}),
 	}
+	// Part lines in netflow's format; plain HTTP is parsed by netflow/udp's cgroup_skb programs.
 	if cfg.L7("httpflow") {
-		log.Info("httpflow: on; hooks: cgroup_skb/egress attached, cgroup_skb/ingress attached (netflow/udp's programs parse HTTP/1.x in TCP segments)")
+		log.Info("httpflow: on; hooks: cgroup_skb/egress attached, cgroup_skb/ingress attached")
 	}
 	if cfg.L7("httpflow-tls") {
-		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of each libssl found (the host's, and /proc rescanned every %s)",
+		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl, found at start and every %s",
 			strings.Join(bpf.SSLSymbols, ", "), cfg.SSLRescan))
 		p.tls = &sslWatcher{probe: probe, log: log}
 		p.tls.scan() // before the first interval: libraries of processes running now, and the host's

@@ -28,9 +28,17 @@ type agent struct {
 	started         time.Time
 }
 
-// startAgent runs datakit from root (the repository) on a fresh install dir; floor attaches the same
-// hooks with programs that return at once. It returns once the collector says it runs.
-func startAgent(root string, floor bool) (*agent, error) {
+// l7net is the ebpf.conf line that picks each configuration's L7 plugins. It must be explicit: without
+// l7net_enabled or l7net_disabled the agent enables httpflow.
+var l7net = map[string]string{
+	"floor":   `l7net_enabled = ["httpflow", "httpflow-tls"]`, // every hook of "all"
+	"netflow": `l7net_disabled = ["httpflow", "httpflow-tls"]`,
+	"all":     `l7net_enabled = ["httpflow", "httpflow-tls"]`,
+}
+
+// startAgent runs datakit from root (the repository) on a fresh install dir with configuration cfg
+// (floor: the hooks of "all" with programs that return at once). It returns once the collector says it runs.
+func startAgent(root, cfg string) (*agent, error) {
 	dir, err := os.MkdirTemp("", "bench-agent-")
 	if err != nil {
 		return nil, err
@@ -42,7 +50,7 @@ func startAgent(root string, floor bool) (*agent, error) {
 	addr := l.Addr().String()
 	l.Close()
 	args := fmt.Sprintf(`["--datakit-apiserver", %q]`, addr)
-	if floor {
+	if cfg == "floor" {
 		args = fmt.Sprintf(`["--datakit-apiserver", %q, "--bpf-floor"]`, addr)
 	}
 	os.MkdirAll(filepath.Join(dir, "conf.d", "host"), 0o755)
@@ -52,7 +60,8 @@ func startAgent(root string, floor bool) (*agent, error) {
   args = %s
   interval = %q
   enabled_plugins = ["ebpf-net"]
-`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval)), 0o644)
+  %s
+`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval, l7net[cfg])), 0o644)
 
 	a := &agent{root: root, dir: dir, addr: addr, started: time.Now()}
 	a.cmd = exec.Command(filepath.Join(root, "datakit"), "run", "--dir", dir)
@@ -177,18 +186,43 @@ func (a *agent) query(measurement string) (stored, error) {
 func (s stored) sum(field string, match map[string]string) int64 {
 	var t int64
 	for _, p := range s.points {
-		ok := true
-		for k, v := range match {
-			if p.Tags[k] != v {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if p.matches(match) {
 			t += p.Fields[field]
 		}
 	}
 	return t
+}
+
+// sumIf is sum over the points whose integer field key also equals value (httpflow's status_code is a field).
+func (s stored) sumIf(field string, match map[string]string, key string, value int64) int64 {
+	var t int64
+	for _, p := range s.points {
+		if v, ok := p.Fields[key]; ok && v == value && p.matches(match) {
+			t += p.Fields[field]
+		}
+	}
+	return t
+}
+
+func (p lpPoint) matches(tags map[string]string) bool {
+	for k, v := range tags {
+		if p.Tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// hasField reports whether any point has a field starting with prefix.
+func (s stored) hasField(prefix string) bool {
+	for _, p := range s.points {
+		for k := range p.Fields {
+			if strings.HasPrefix(k, prefix) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // last returns the last point's field (the self-metrics are cumulative).

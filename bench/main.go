@@ -1,7 +1,8 @@
 // Command bench measures what the collector costs real workloads on this host and how true its numbers
 // are: nginx HTTP (keep-alive and connection churn), HTTPS, DNS against dnsmasq, and an interactive-bash
-// exec storm, each without the collector (base), with its hooks attached to programs that return at once
-// (floor), and with every plugin (netflow; today also "all"), interleaved in random order.
+// exec storm, each without the collector (base), with every hook of "all" attached to programs that return
+// at once (floor), with netflow alone (netflow), and with netflow, httpflow and httpflow-tls (all),
+// interleaved in random order.
 package main
 
 import (
@@ -11,12 +12,16 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 )
 
-var configs = []string{"base", "floor", "netflow"}
+var configs = []string{"base", "floor", "netflow", "all"}
+
+// measured are the configurations that collect data: their footprint and fidelity are reported.
+var measured = []string{"netflow", "all"}
 
 // workload is one W of the issue: how to load it, and what ground truth the collector must match.
 type workload struct {
@@ -26,10 +31,12 @@ type workload struct {
 	// fixed runs the load at rate per second (nil: saturation only).
 	fixed     func(rate float64, d time.Duration) loadResult
 	serverPID func() int
-	// checks compares what the collector stored with the run's ground truth.
-	checks func(r loadResult, st stored) []check
-	// before is called right before the load, after is right after (ground-truth bookkeeping).
-	before func()
+	// checks compares what the collector stored with the run's ground truth: flows (netflow) always,
+	// http (httpflow) when the configuration ran it, else nil.
+	checks func(mode string, r loadResult, flows stored, http *stored) []check
+	// before is called right before the load (ground-truth bookkeeping); after, if set, right after it
+	// and before the collector stops: it waits until the server has finished with the run.
+	before, after func()
 }
 
 // check is one fidelity comparison.
@@ -51,8 +58,10 @@ type run struct {
 	CollectorRSSMB         float64
 	Points, Bytes          int64 // collector points stored during the run and their line-protocol bytes
 	Intervals              float64
-	Lost, MapFull          int64
-	Checks                 []check `json:",omitempty"`
+	Lost, MapFull          int64 // ring-buffer records lost, map inserts failed: netflow's, plus httpflow's in "all"
+	// httpflow (config all): exchanges stored (both sides, every port) and the collector's counters.
+	HTTPExchanges, TLSHits, TLSCalls, Desyncs, Unanswered int64
+	Checks                                                []check `json:",omitempty"`
 }
 
 func main() {
@@ -158,7 +167,7 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	var a *agent
 	if cfg != "base" {
 		var err error
-		if a, err = startAgent(root, cfg == "floor"); err != nil {
+		if a, err = startAgent(root, cfg); err != nil {
 			return r, err
 		}
 		defer a.cleanup()
@@ -191,6 +200,9 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if a == nil {
 		return r, nil
 	}
+	if w.after != nil {
+		w.after()
+	}
 	a.stop()
 	r.Intervals = time.Since(a.started).Seconds() / benchInterval.Seconds()
 	flows, err := a.query("netflow")
@@ -201,10 +213,32 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if err != nil {
 		return r, err
 	}
+	// The configuration must be what ran: httpflow's counters exist only when the collector ran httpflow,
+	// and "all" and "floor" must have found a libssl to probe.
+	if got, want := self1.hasField("httpflow_"), cfg != "netflow"; got != want {
+		return r, fmt.Errorf("config %s: collector ran httpflow: %v, want %v", cfg, got, want)
+	}
+	if cfg != "netflow" && self1.last("httpflow_tls_libs_probed") == 0 {
+		return r, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
+	}
 	r.Points, r.Bytes = int64(len(flows.points)+len(self1.points)), flows.bytes+self1.bytes
 	r.Lost, r.MapFull = self1.last("netflow_events_lost"), self1.last("netflow_map_full_drops")
-	if cfg == "netflow" {
-		r.Checks = w.checks(r.Load, flows)
+	var http *stored
+	if cfg == "all" {
+		h, err := a.query("httpflow")
+		if err != nil {
+			return r, err
+		}
+		http = &h
+		r.Points, r.Bytes = r.Points+int64(len(h.points)), r.Bytes+h.bytes
+		r.Lost += self1.last("httpflow_events_lost")
+		r.MapFull += self1.last("httpflow_map_full_drops")
+		r.HTTPExchanges = h.sum("count", nil)
+		r.TLSHits, r.TLSCalls = self1.last("httpflow_tls_uprobe_hits"), self1.last("httpflow_tls_calls")
+		r.Desyncs, r.Unanswered = self1.last("httpflow_desyncs"), self1.last("httpflow_unanswered")
+	}
+	if slices.Contains(measured, cfg) {
+		r.Checks = w.checks(mode, r.Load, flows, http)
 	}
 	return r, nil
 }
@@ -255,25 +289,71 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench: nginx stub_status:", err)
 		}
-		return ng.drainLog(), after - acceptedBefore - 1 // -1: the "before" request's own connection
+		return ng.drainLog(), after - acceptedBefore
 	}
 	nginxSide := map[string]string{"direction": "incoming", "src_port": "18080", "transport": "tcp"}
 	nginxTLS := map[string]string{"direction": "incoming", "src_port": "18443", "transport": "tcp"}
 
-	httpWorkload := func(id, name, url string, closeConn bool, checks func(accessLog, int64, stored) []check) workload {
+	// exchanges compares httpflow's points on one side of port with the access log. Its window is the
+	// collector's: the run's connections are its own (opened after before(), all closed in after(), so every
+	// request is answered and logged before the collector stops and makes its last flush).
+	exchanges := func(t accessLog, st stored, side, port, of string) []check {
+		m := map[string]string{"direction": "incoming", "server_port": port}
+		read, written := "$request_length", "$bytes_sent"
+		readN, writtenN := t.RequestBytes, t.ResponseBytes
+		if side == "client" {
+			m["direction"] = "outgoing"
+			read, written, readN, writtenN = written, read, writtenN, readN
+		}
+		p := side + " (" + m["direction"] + "): httpflow "
+		return []check{
+			{p + "count (access log requests" + of + ")", t.Requests, st.sum("count", m)},
+			{p + "count with status_code 200 (every request" + of + ": nginx answers 200)", t.Requests, st.sumIf("count", m, "status_code", 200)},
+			{p + "bytes_read (access log " + read + of + ")", readN, st.sum("bytes_read", m)},
+			{p + "bytes_written (access log " + written + of + ")", writtenN, st.sum("bytes_written", m)},
+		}
+	}
+
+	// httpWorkload: flowChecks are netflow's (every measured config), exchanges httpflow's (config all);
+	// tls says the client side is seen in OpenSSL's calls, not in TCP segments.
+	httpWorkload := func(id, name, url, port string, closeConn, tls bool, flowChecks func(accessLog, int64, stored) []check) workload {
 		const conns = 32
 		get, idle := httpGetter(url, !closeConn, conns)
 		return workload{ID: id, Name: name, serverPID: ng.pid,
-			before:   func() { idle(); ngBefore() }, // every run opens its own connections
+			before: func() { idle(); ngBefore() }, // every run opens its own connections
+			after: func() {
+				if err := ng.settle(5 * time.Second); err != nil {
+					fmt.Fprintf(os.Stderr, "bench: %s: %v\n", id, err)
+				}
+			},
 			saturate: func(d time.Duration) (loadResult, float64, error) { return runWrk(url, conns, d, closeConn) },
 			fixed: func(rate float64, d time.Duration) loadResult {
 				r := fixedRate(rate, d, conns, get)
 				idle() // the run's connections end with it, as wrk's do
 				return r
 			},
-			checks: func(r loadResult, st stored) []check {
+			checks: func(mode string, r loadResult, flows stored, http *stored) []check {
 				log, accepted := ngTruth()
-				return checks(log, accepted, st)
+				cs := flowChecks(log, accepted, flows)
+				if http == nil {
+					return cs
+				}
+				cs = append(cs, exchanges(log, *http, "nginx", port, "")...)
+				switch {
+				case !tls:
+					// Plain HTTP: the client's kernel receives every response nginx sent, read or not.
+					cs = append(cs, exchanges(log, *http, "client", port, "")...)
+				case mode == "saturation":
+					// wrk stops at its deadline without reading the answers to its last requests (at most one
+					// per connection). nginx sent them, but a TLS client's exchange ends in its SSL_read, which
+					// never comes: the truth is the requests wrk completed (the number it reports), each
+					// weighing what every request of the run weighs in the access log.
+					cs = append(cs, exchanges(log.of(r.Requests), *http, "client", port, ", of those wrk completed")...)
+				default:
+					// half: the client is the bench's Go generator, whose crypto/tls is not OpenSSL: httpflow-tls
+					// (uprobes on libssl) does not see its side of the exchanges.
+				}
+				return cs
 			},
 		}
 	}
@@ -291,15 +371,15 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 			check{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)})
 	}
 	if want["W1"] {
-		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", false, plainHTTP))
+		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", "18080", false, false, plainHTTP))
 	}
 	if want["W2"] {
-		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", true, plainHTTP))
+		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", "18080", true, false, plainHTTP))
 	}
 	if want["W3"] {
-		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", false,
+		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", "18443", false, true,
 			func(t accessLog, accepted int64, st stored) []check {
-				// TLS records are larger than the logged plaintext: bytes are not comparable here.
+				// TLS records are larger than the logged plaintext: netflow's bytes are not comparable here.
 				return accepts(accepted, st, nginxTLS)
 			}))
 	}
@@ -327,7 +407,7 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 				r.Sent = sent.Load()
 				return r, 0, nil
 			},
-			checks: func(r loadResult, st stored) []check {
+			checks: func(_ string, r loadResult, st stored, _ *stored) []check {
 				return []check{
 					{"client: queries sent", r.Sent, st.sum("datagrams_written", client)},
 					{"client: answers received", r.Requests, st.sum("datagrams_read", client)},
@@ -348,7 +428,7 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 			saturate: func(d time.Duration) (loadResult, float64, error) {
 				return saturate(d, 1, func(int) error { return sh.run("/bin/true") }), 0, nil
 			},
-			checks: func(loadResult, stored) []check { return nil }, // no network; the bash plugin is not built yet
+			checks: func(string, loadResult, stored, *stored) []check { return nil }, // no network; the bash plugin is not built yet
 		})
 	}
 	return ws, stopAll, nil

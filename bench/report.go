@@ -57,6 +57,14 @@ func values(rs []run, f func(run) float64) []float64 {
 	return out
 }
 
+// perOp is x per request the load generator completed (0 without any).
+func perOp(x float64, r run) float64 {
+	if r.Load.Requests == 0 {
+		return 0
+	}
+	return x / float64(r.Load.Requests)
+}
+
 func ms(d float64) string { return fmt.Sprintf("%.2f", d/float64(time.Millisecond)) }
 
 // report renders the markdown tables: performance, footprint, fidelity.
@@ -70,7 +78,10 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 	}
 	fmt.Fprintf(&b, "### make bench, %s, %d runs in %s; %d discarded (other processes above %.2f cores)\n\n",
 		time.Now().UTC().Format("2006-01-02"), len(runs), took.Round(time.Second), discarded, noise)
-	fmt.Fprintln(&b, "`all` = `netflow` (the only plugin so far). `floor`: the same hooks, programs that return at once.")
+	fmt.Fprintln(&b, "`all` = `netflow` + `httpflow` (plain HTTP/1.x, parsed in netflow's cgroup_skb programs) + `httpflow-tls` "+
+		"(OpenSSL uprobes on SSL_read/SSL_write/SSL_read_ex/SSL_write_ex entry and return, and SSL_free). "+
+		"`netflow`: netflow alone (`l7net_disabled = [\"httpflow\", \"httpflow-tls\"]`). "+
+		"`floor`: every hook of `all`, programs that return at once (each uprobe hit still pays its trap), so `netflow` can beat it on W3.")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| workload | mode | config | rate/s median | min–max | vs base | vs floor | p50 ms | p99 ms | server µs/op | runs |")
 	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -94,7 +105,7 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 					return fmt.Sprintf("%.3f", rate/ref)
 				}
 				vsFloor := "–"
-				if cfg == "netflow" {
+				if slices.Contains(measured, cfg) {
 					vsFloor = ratio(floorRate)
 				}
 				p50, p99 := "–", "–"
@@ -115,60 +126,100 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 	}
 
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "Collector footprint (config netflow; medians):")
+	fmt.Fprintln(&b, "Collector footprint (medians; events lost and map-full drops: the most of any run, netflow's plus httpflow's in `all`):")
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "| workload | mode | collector CPU s per 10k ops | collector % of a core | peak RSS MB | points/interval | bytes/interval | events lost | map-full drops |")
-	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(&b, "| workload | mode | config | collector CPU s per 10k ops | collector % of a core | peak RSS MB | points/interval | bytes/interval | events lost | map-full drops |")
+	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, w := range ws {
 		for _, mode := range []string{"saturation", "half"} {
-			rs, _ := kept(runs, w.ID, mode, "netflow")
-			if len(rs) == 0 {
-				continue
-			}
-			per10k := median(values(rs, func(r run) float64 {
-				if r.Load.Requests == 0 {
-					return 0
+			for _, cfg := range measured {
+				rs, _ := kept(runs, w.ID, mode, cfg)
+				if len(rs) == 0 {
+					continue
 				}
-				return r.CollectorCPU / float64(r.Load.Requests) * 1e4
-			}))
-			core := median(values(rs, func(r run) float64 { return r.CollectorCPU / r.Seconds * 100 }))
-			rss := slices.Max(values(rs, func(r run) float64 { return r.CollectorRSSMB }))
-			pts := median(values(rs, func(r run) float64 { return float64(r.Points) / r.Intervals }))
-			byt := median(values(rs, func(r run) float64 { return float64(r.Bytes) / r.Intervals }))
-			lost := slices.Max(values(rs, func(r run) float64 { return float64(r.Lost) }))
-			full := slices.Max(values(rs, func(r run) float64 { return float64(r.MapFull) }))
-			fmt.Fprintf(&b, "| %s | %s | %.4f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f |\n", w.ID, mode, per10k, core, rss, pts, byt, lost, full)
+				per10k := median(values(rs, func(r run) float64 { return perOp(float64(r.CollectorCPU), r) * 1e4 }))
+				core := median(values(rs, func(r run) float64 { return r.CollectorCPU / r.Seconds * 100 }))
+				rss := slices.Max(values(rs, func(r run) float64 { return r.CollectorRSSMB }))
+				pts := median(values(rs, func(r run) float64 { return float64(r.Points) / r.Intervals }))
+				byt := median(values(rs, func(r run) float64 { return float64(r.Bytes) / r.Intervals }))
+				lost := slices.Max(values(rs, func(r run) float64 { return float64(r.Lost) }))
+				full := slices.Max(values(rs, func(r run) float64 { return float64(r.MapFull) }))
+				fmt.Fprintf(&b, "| %s | %s | %s | %.4f | %.1f | %.1f | %.1f | %.0f | %.0f | %.0f |\n", w.ID, mode, cfg, per10k, core, rss, pts, byt, lost, full)
+			}
 		}
 	}
 
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "Fidelity (config netflow, every run, ground truth from the workload itself):")
+	fmt.Fprintln(&b, "httpflow (config `all`; medians per run; per request: per request the load generator completed; "+
+		"the uprobes are on the host's libssl, so other processes' TLS counts too):")
 	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| workload | mode | exchanges seen | exchanges per request | TLS uprobe hits per request | TLS calls per request | desyncs | unanswered |")
+	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|")
 	for _, w := range ws {
-		var all []run
 		for _, mode := range []string{"saturation", "half"} {
-			rs, _ := kept(runs, w.ID, mode, "netflow")
-			all = append(all, rs...)
+			rs, _ := kept(runs, w.ID, mode, "all")
+			if len(rs) == 0 {
+				continue
+			}
+			ex := median(values(rs, func(r run) float64 { return float64(r.HTTPExchanges) }))
+			exPer := median(values(rs, func(r run) float64 { return perOp(float64(r.HTTPExchanges), r) }))
+			hits := median(values(rs, func(r run) float64 { return perOp(float64(r.TLSHits), r) }))
+			calls := median(values(rs, func(r run) float64 { return perOp(float64(r.TLSCalls), r) }))
+			desync := slices.Max(values(rs, func(r run) float64 { return float64(r.Desyncs) }))
+			unans := slices.Max(values(rs, func(r run) float64 { return float64(r.Unanswered) }))
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f |\n", w.ID, mode, ex, exPer, hits, calls, desync, unans)
 		}
-		if len(all) == 0 {
-			continue
-		}
-		if len(all[0].Checks) == 0 {
-			fmt.Fprintf(&b, "- %s: nothing to check yet (no network traffic; the bash plugin is not built)\n", w.ID)
-			continue
-		}
-		for i, c := range all[0].Checks {
-			exact := 0
-			var worst string
+	}
+
+	for _, cfg := range measured {
+		fmt.Fprintln(&b)
+		fmt.Fprintf(&b, "Fidelity (config %s, every run, ground truth from the workload itself):\n", cfg)
+		fmt.Fprintln(&b)
+		for _, w := range ws {
+			var all []run
+			for _, mode := range []string{"saturation", "half"} {
+				rs, _ := kept(runs, w.ID, mode, cfg)
+				all = append(all, rs...)
+			}
+			if len(all) == 0 {
+				continue
+			}
+			// By name, in order of appearance: a check may apply to one mode only.
+			var names []string
+			seen := map[string]bool{}
 			for _, r := range all {
-				got := r.Checks[i]
-				if got.Got == got.Want {
-					exact++
-				} else if worst == "" {
-					worst = fmt.Sprintf("; e.g. %s run %d: reported %d, truth %d", r.Mode, r.Rep, got.Got, got.Want)
+				for _, c := range r.Checks {
+					if !seen[c.What] {
+						seen[c.What] = true
+						names = append(names, c.What)
+					}
 				}
 			}
-			fmt.Fprintf(&b, "- %s %s: exact in %d of %d runs%s\n", w.ID, c.What, exact, len(all), worst)
+			if len(names) == 0 {
+				fmt.Fprintf(&b, "- %s: nothing to check yet (no network traffic; the bash plugin is not built)\n", w.ID)
+				continue
+			}
+			for _, name := range names {
+				exact, n := 0, 0
+				var worst string
+				for _, r := range all {
+					for _, c := range r.Checks {
+						if c.What != name {
+							continue
+						}
+						n++
+						if c.Got == c.Want {
+							exact++
+						} else if worst == "" {
+							worst = fmt.Sprintf("; e.g. %s run %d: reported %d, truth %d", r.Mode, r.Rep, c.Got, c.Want)
+							if r.Lost > 0 {
+								worst += fmt.Sprintf(" (events lost in that run: %d)", r.Lost)
+							}
+						}
+					}
+				}
+				fmt.Fprintf(&b, "- %s %s: exact in %d of %d runs%s\n", w.ID, name, exact, n, worst)
+			}
 		}
 	}
 	if len(peers) > 0 {

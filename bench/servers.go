@@ -26,9 +26,10 @@ const (
 )
 
 type nginx struct {
-	dir string
-	cmd *exec.Cmd
-	log *os.File // access log, read for ground truth
+	dir   string
+	cmd   *exec.Cmd
+	log   *os.File // access log, read for ground truth
+	asked int64    // connections the bench opened to stub_status (nginx counts them as accepted too)
 }
 
 func startNginx(dir string) (*nginx, error) {
@@ -91,11 +92,22 @@ type accessLog struct {
 	RequestBytes  int64 // $request_length: request line, headers and body as read
 	ResponseBytes int64 // $bytes_sent
 	Non2xx        int64
+	Uniform       bool // every request had the same $request_length and the same $bytes_sent
+}
+
+// of is the ground truth of n of the log's requests, when they all weigh the same (else the whole log).
+func (a accessLog) of(n int64) accessLog {
+	if !a.Uniform || a.Requests == 0 || a.Non2xx > 0 {
+		return a
+	}
+	return accessLog{Requests: n, Connections: a.Connections, Uniform: true,
+		RequestBytes: a.RequestBytes / a.Requests * n, ResponseBytes: a.ResponseBytes / a.Requests * n}
 }
 
 // drainLog reads the access log lines written since the last call.
 func (n *nginx) drainLog() accessLog {
-	var a accessLog
+	a := accessLog{Uniform: true}
+	var rl0, bs0 int64
 	conns := map[string]bool{}
 	sc := bufio.NewScanner(n.log)
 	for sc.Scan() {
@@ -110,6 +122,10 @@ func (n *nginx) drainLog() accessLog {
 		}
 		rl, _ := strconv.ParseInt(f[1], 10, 64)
 		bs, _ := strconv.ParseInt(f[2], 10, 64)
+		if a.Requests == 1 {
+			rl0, bs0 = rl, bs
+		}
+		a.Uniform = a.Uniform && rl == rl0 && bs == bs0
 		a.RequestBytes += rl
 		a.ResponseBytes += bs
 	}
@@ -117,31 +133,61 @@ func (n *nginx) drainLog() accessLog {
 	return a
 }
 
-// accepted returns nginx's count of accepted connections (stub_status), not counting the connection
-// that asks: ground truth for tcp_established on the server side.
+// accepted returns nginx's count of accepted connections (stub_status), not counting the bench's own
+// connections to stub_status (this one included): ground truth for tcp_established on the server side.
 func (n *nginx) accepted() (int64, error) {
+	accepted, _, err := n.status()
+	return accepted, err
+}
+
+// settle waits until nginx holds no connection but the one asking (up to timeout): every request of the
+// run is then answered and logged, before the collector stops.
+func (n *nginx) settle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, active, err := n.status()
+		if err != nil || active == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nginx still holds %d connections after %s", active, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// status reads stub_status: connections accepted, less the bench's to stub_status, and active, less the
+// one asking.
+func (n *nginx) status() (accepted, active int64, err error) {
+	n.asked++
 	c, err := net.Dial("tcp", statusAddr)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer c.Close()
 	fmt.Fprintf(c, "GET /status HTTP/1.0\r\nHost: bench\r\n\r\n")
 	body, err := io.ReadAll(c)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	// "...\nserver accepts handled requests\n 12 12 40 \n..."
+	// "Active connections: 1 \nserver accepts handled requests\n 12 12 40 \n..."
 	lines := strings.Split(string(body), "\n")
+	active = -1
 	for i, l := range lines {
-		if strings.HasPrefix(l, "server accepts") && i+1 < len(lines) {
-			f := strings.Fields(lines[i+1])
-			if len(f) >= 1 {
+		if v, ok := strings.CutPrefix(l, "Active connections:"); ok {
+			if active, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64); err != nil {
+				return 0, 0, fmt.Errorf("stub_status active connections %q: %w", v, err)
+			}
+			active--
+		}
+		if strings.HasPrefix(l, "server accepts") && i+1 < len(lines) && active >= 0 {
+			if f := strings.Fields(lines[i+1]); len(f) >= 1 {
 				v, err := strconv.ParseInt(f[0], 10, 64)
-				return v - 1, err
+				return v - n.asked, active, err
 			}
 		}
 	}
-	return 0, fmt.Errorf("unexpected stub_status answer %q", body)
+	return 0, 0, fmt.Errorf("unexpected stub_status answer %q", body)
 }
 
 func (n *nginx) pid() int { return n.cmd.Process.Pid }

@@ -24,9 +24,10 @@ type httpflowPlugin struct {
 	debug bool // --log-level debug: log every exchange
 	c     Counters
 
-	tls      *sslWatcher // nil unless httpflow-tls
-	stop     chan struct{}
-	stopOnce sync.Once
+	tls         *sslWatcher // nil unless httpflow-tls
+	stop        chan struct{}
+	watcherDone chan struct{} // closed when the watcher's goroutine has returned
+	stopOnce    sync.Once
 }
 
 func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *httpflowPlugin {
@@ -38,9 +39,10 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 			IPv6Disabled:  cfg.IPv6Disabled,
 			MaxPaths:      cfg.HTTPMaxPaths,
 		}),
-		log:   log,
-		debug: log.Enabled(context.Background(), slog.LevelDebug),
-		stop:  make(chan struct{}),
+		log:         log,
+		debug:       log.Enabled(context.Background(), slog.LevelDebug),
+		stop:        make(chan struct{}),
+		watcherDone: make(chan struct{}),
 	}
 	// Part lines in netflow's format; plain HTTP is parsed by netflow/udp's cgroup_skb programs.
 	if cfg.L7("httpflow") {
@@ -51,7 +53,9 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 			strings.Join(bpf.SSLSymbols, ", "), cfg.SSLRescan))
 		p.tls = &sslWatcher{probe: probe, log: log}
 		p.tls.scan() // before the first interval: libraries of processes running now, and the host's
-		go p.tls.run(cfg.SSLRescan, p.stop)
+		go func() { p.tls.run(cfg.SSLRescan, p.stop); close(p.watcherDone) }()
+	} else {
+		close(p.watcherDone)
 	}
 	return p
 }
@@ -104,7 +108,11 @@ func (p *httpflowPlugin) Counters() Counters {
 	return c
 }
 
-func (p *httpflowPlugin) Close() { p.stopOnce.Do(func() { close(p.stop) }) }
+// Close stops the libssl watcher and waits for it: it attaches to the probe, which netflow closes next.
+func (p *httpflowPlugin) Close() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	<-p.watcherDone
+}
 
 // sslWatcher puts the OpenSSL uprobes on every libssl file in use: the host's at start, and each new one
 // (another root, a new version) that a process maps, found by rescanning /proc.

@@ -65,8 +65,9 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 		return err
 	}
 	defer func() {
-		for _, p := range plugins {
-			p.Close()
+		// Last opened first: httpflow uses netflow's probe.
+		for i := len(plugins) - 1; i >= 0; i-- {
+			plugins[i].Close()
 		}
 	}()
 

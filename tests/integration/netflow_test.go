@@ -176,17 +176,18 @@ func TestNetflowCountsEveryByteAndConnectionOfTCP(t *testing.T) {
 			settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
 				query("direction:incoming", "src_port:"+lp))
 
-			// Each interval reports that interval's delta, never a running total: points carry whole exchanges
-			// (one per point unless a flush was late), in at least three intervals, and add up exactly.
+			// Each interval reports that interval's delta, never a running total: points carry about one
+			// exchange (two if a flush was late; an exchange a flush cut in two spreads over two points, which
+			// slow emulated guests do), in at least three intervals, and add up exactly (settle above).
 			var withBytes int
 			for _, pt := range out.points {
 				w, r := intField(pt, "bytes_written"), intField(pt, "bytes_read")
-				if w == 0 {
+				if w == 0 && r == 0 {
 					continue
 				}
 				withBytes++
-				if w%3000 != 0 || r != w/3000*7000 {
-					t.Errorf("long connection point carries %d/%d bytes, want whole 3000/7000 exchanges: %v", w, r, pt.Fields)
+				if w > 2*3000 || r > 2*7000 {
+					t.Errorf("long connection point carries %d/%d bytes, want at most two 3000/7000 exchanges: %v", w, r, pt.Fields)
 				}
 			}
 			if withBytes < 3 {

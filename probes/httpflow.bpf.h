@@ -154,8 +154,9 @@ struct hf_call {
 	__u64 len_ptr; /* size_t * of the _ex variants, 0 for SSL_read/SSL_write */
 };
 
+/* LRU: a thread killed inside a call never returns, and its entry must not stay forever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, HF_CALLS_MAX);
 	__type(key, __u32); /* thread id */
 	__type(value, struct hf_call);

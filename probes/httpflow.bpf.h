@@ -834,6 +834,31 @@ static __always_inline int hf_tls_tie(__u64 cookie, const struct pkt *p, const s
 	return 1;
 }
 
+/* A segment arrived ahead of gap bytes (loopback reorders when the sender moves between CPUs; the
+ * late bytes are skipped when they come, by sequence number). Inside a body whose length is known the
+ * gap is body too: returns 1 after counting it. Elsewhere framing needs those bytes: returns 0. */
+static __always_inline int hf_skip_gap(struct hf_conn *c, struct hf_stream *st, int d, __u32 gap, __u64 now,
+				       __u8 *verdict)
+{
+	if (st->mode == HF_M_EOF) {
+		st->msg_bytes += gap;
+		return 1;
+	}
+	if ((st->mode != HF_M_BODY && st->mode != HF_M_CHUNK_DATA) || st->left < gap)
+		return 0;
+	st->left -= gap;
+	st->msg_bytes += gap;
+	if (st->left)
+		return 1;
+	if (st->mode == HF_M_BODY) {
+		hf_msg_end(c, st, d, now, verdict);
+	} else {
+		st->mode = HF_M_CHUNK;
+		st->clen = 0;
+	}
+	return 1;
+}
+
 /* Plain HTTP in TCP segments. Retransmitted bytes are skipped by sequence number. */
 static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const struct pkt *p)
 {
@@ -918,8 +943,8 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 
 			if (diff < 0) {
 				skip = -diff;
-			} else if (diff > 0 && st->mode != HF_M_LOST) {
-				hf_count(HF_STAT_DESYNC); /* bytes we never saw */
+			} else if (diff > 0 && !hf_skip_gap(c, st, d, diff, now, v) && st->mode != HF_M_LOST) {
+				hf_count(HF_STAT_DESYNC); /* bytes we have not seen, where framing needs them */
 				st->mode = HF_M_LOST;
 			}
 		}

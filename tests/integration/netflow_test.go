@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,18 +177,23 @@ func TestNetflowCountsEveryByteAndConnectionOfTCP(t *testing.T) {
 			settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
 				query("direction:incoming", "src_port:"+lp))
 
-			// Each interval reports that interval's delta, never a running total: points carry about one
-			// exchange (two if a flush was late; an exchange a flush cut in two spreads over two points, which
-			// slow emulated guests do), in at least three intervals, and add up exactly (settle above).
+			// Each interval reports that interval's delta, never a running total. In time order, the sums so far
+			// are whole requests and whole responses, with at most the last request still unanswered: a flush
+			// may fall between a request and its response (slow emulated guests), never inside one of them.
+			// Together with the exact totals above, a running total or a doubled delta fails this.
+			sort.Slice(out.points, func(i, j int) bool { return out.points[i].Time.Before(out.points[j].Time) })
 			var withBytes int
+			var sumW, sumR int64
 			for _, pt := range out.points {
 				w, r := intField(pt, "bytes_written"), intField(pt, "bytes_read")
 				if w == 0 && r == 0 {
 					continue
 				}
 				withBytes++
-				if w > 2*3000 || r > 2*7000 {
-					t.Errorf("long connection point carries %d/%d bytes, want at most two 3000/7000 exchanges: %v", w, r, pt.Fields)
+				sumW, sumR = sumW+w, sumR+r
+				if sumW%3000 != 0 || sumR%7000 != 0 || sumR/7000 > sumW/3000 || sumW/3000 > sumR/7000+1 {
+					t.Errorf("long connection: after a point of %d/%d bytes the sums are %d/%d, want whole 3000/7000 exchanges with at most one unanswered: %v",
+						w, r, sumW, sumR, pt.Fields)
 				}
 			}
 			if withBytes < 3 {

@@ -8,10 +8,10 @@ require (
 	github.com/influxdata/line-protocol/v2 v2.2.1
 	github.com/spf13/pflag v1.0.10
 	go.etcd.io/bbolt v1.5.0
+	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 )
 
 require (
 	github.com/creack/pty v1.1.24 // indirect
-	golang.org/x/net v0.62.0 // indirect
 )

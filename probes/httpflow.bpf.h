@@ -860,12 +860,9 @@ static __always_inline int hf_skip_gap(struct hf_conn *c, struct hf_stream *st, 
 }
 
 /* Plain HTTP in TCP segments. Retransmitted bytes are skipped by sequence number. */
-static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const struct pkt *p)
+static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const struct pkt *p, const struct tcphdr *thp)
 {
-	struct tcphdr th;
-
-	if (bpf_skb_load_bytes(skb, p->l4off, &th, sizeof(th)))
-		return;
+	struct tcphdr th = *thp;
 	__u32 off = p->l4off + th.doff * 4;
 	__u32 len = skb->len > off ? skb->len - off : 0;
 

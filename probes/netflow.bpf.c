@@ -447,23 +447,20 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
 }
 
 /* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */
-static __always_inline void udp_count(struct __sk_buff *skb, int egress, const struct pkt *p)
+static __always_inline void udp_count(struct __sk_buff *skb, int egress, const struct pkt *p, const struct udphdr *uh)
 {
 	struct nf_udp_key k = {};
-	struct udphdr uh;
 
 	k.family = p->family;
 	__builtin_memcpy(egress ? k.laddr : k.raddr, p->saddr, 16);
 	__builtin_memcpy(egress ? k.raddr : k.laddr, p->daddr, 16);
-	if (bpf_skb_load_bytes(skb, p->l4off, &uh, sizeof(uh)))
-		return;
-	__u16 src = bpf_ntohs(uh.source), dst = bpf_ntohs(uh.dest);
-	__u16 len = bpf_ntohs(uh.len);
+	__u16 src = bpf_ntohs(uh->source), dst = bpf_ntohs(uh->dest);
+	__u16 len = bpf_ntohs(uh->len);
 
 	k.lport = egress ? src : dst;
 	k.rport = egress ? dst : src;
 	k.cookie = bpf_get_socket_cookie(skb);
-	__u64 payload = len > sizeof(uh) ? len - sizeof(uh) : 0;
+	__u64 payload = len > sizeof(*uh) ? len - sizeof(*uh) : 0;
 
 	struct nf_udp_val *v = bpf_map_lookup_elem(&nf_udp, &k);
 
@@ -489,6 +486,7 @@ static __always_inline void udp_count(struct __sk_buff *skb, int egress, const s
 }
 
 #include "httpflow.bpf.h"
+#include "dnsflow.bpf.h"
 
 static __always_inline int skb_hook(struct __sk_buff *skb, int egress)
 {
@@ -496,10 +494,24 @@ static __always_inline int skb_hook(struct __sk_buff *skb, int egress)
 
 	if (floor_only || parse_ip(skb, &p))
 		return 1;
-	if (p.proto == IPPROTO_UDP)
-		udp_count(skb, egress, &p);
-	else if (p.proto == IPPROTO_TCP && (http_enabled || tls_enabled))
-		hf_skb(skb, egress, &p);
+	if (p.proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, p.l4off, &uh, sizeof(uh)))
+			return 1;
+		udp_count(skb, egress, &p, &uh);
+		if (dns_enabled)
+			df_udp(skb, egress, &p, &uh);
+	} else if (p.proto == IPPROTO_TCP && (http_enabled || tls_enabled || dns_enabled)) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, p.l4off, &th, sizeof(th)))
+			return 1;
+		if (dns_enabled && df_tcp(skb, egress, &p, &th))
+			return 1;
+		if (http_enabled || tls_enabled)
+			hf_skb(skb, egress, &p, &th);
+	}
 	return 1; /* observe only: let every packet pass */
 }
 

@@ -73,9 +73,15 @@ func (n *Netflow) HTTPStats() [httpStatMax]uint64 {
 	if n.http == nil {
 		return out
 	}
+	perCPUStats(n.http.stats, out[:])
+	return out
+}
+
+// perCPUStats reads a per-CPU array of uint64 counters into out, summed over CPUs.
+func perCPUStats(m *libbpfgo.BPFMap, out []uint64) {
 	for i := range out {
 		k := uint32(i)
-		v, err := n.http.stats.GetValue(unsafe.Pointer(&k))
+		v, err := m.GetValue(unsafe.Pointer(&k))
 		if err != nil {
 			continue
 		}
@@ -83,7 +89,6 @@ func (n *Netflow) HTTPStats() [httpStatMax]uint64 {
 			out[i] += binary.NativeEndian.Uint64(v[cpu:])
 		}
 	}
-	return out
 }
 
 // AttachSSL puts the OpenSSL uprobes on one libssl file (path must be openable by this process,

@@ -76,3 +76,6 @@ func StructLayout(obj []byte, name string) (size int, members []Member, err erro
 
 // NetflowObject is the embedded netflow object (for layout tests).
 func NetflowObject() []byte { return netflowObj }
+
+// BashObject is the embedded bash object (for layout tests).
+func BashObject() []byte { return bashObj }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"dkebpf/collector/dnsflow"
 	"dkebpf/collector/httpflow"
 	"dkebpf/collector/netflow"
 )
@@ -19,6 +20,7 @@ func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
 		"nf_udp_key": netflow.UDPKey{},
 		"nf_udp_val": netflow.UDPVal{},
 		"hf_event":   httpflow.Event{},
+		"df_event":   dnsflow.Event{},
 	} {
 		size, members, err := StructLayout(NetflowObject(), cname)
 		if err != nil {

@@ -50,6 +50,7 @@ type Netflow struct {
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
 	http     *httpProbe // nil unless Options.HTTP or TLS
+	dns      *dnsProbe  // nil unless Options.DNS
 }
 
 // loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).
@@ -66,10 +67,12 @@ func loadObject(objDir, name string, embedded []byte) ([]byte, error) {
 
 // Options are load-time settings shared by the probes.
 type Options struct {
-	ObjectDir string // read objects from here instead of the embedded ones (developers)
-	Floor     bool   // every program returns at once: what the hooks alone cost (make bench)
-	HTTP      bool   // parse HTTP/1.x in the TCP segments the cgroup_skb programs see (httpflow)
-	TLS       bool   // parse it in OpenSSL calls, once AttachSSL is called per libssl (httpflow-tls)
+	ObjectDir string   // read objects from here instead of the embedded ones (developers)
+	Floor     bool     // every program returns at once: what the hooks alone cost (make bench)
+	HTTP      bool     // parse HTTP/1.x in the TCP segments the cgroup_skb programs see (httpflow)
+	TLS       bool     // parse it in OpenSSL calls, once AttachSSL is called per libssl (httpflow-tls)
+	DNS       bool     // hand DNS packets of client sockets to the collector (dnsflow)
+	DNSPorts  []uint16 // server ports that mark DNS (at most DNSPortsMax; default 53)
 }
 
 // OpenNetflow loads probes/netflow.bpf.c and attaches what this kernel offers. It fails only when
@@ -93,10 +96,15 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 		return nil, err
 	}
 	knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12), "floor_only": opts.Floor,
-		"http_enabled": opts.HTTP, "tls_enabled": opts.TLS}
+		"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
 	for name, v := range knobs {
 		if err := m.InitGlobalVariable(name, v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if opts.DNS {
+		if err := setDNSPorts(m, opts.DNSPorts); err != nil {
+			return nil, err
 		}
 	}
 	if err := m.BPFLoadObject(); err != nil {
@@ -120,6 +128,11 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	}
 	if (opts.HTTP || opts.TLS) && n.UDP() {
 		if err := n.openHTTP(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DNS && n.UDP() {
+		if err := n.openDNS(); err != nil {
 			return nil, err
 		}
 	}
@@ -206,6 +219,9 @@ func (n *Netflow) Stats() [netflowStatMax]uint64 {
 func (n *Netflow) Close() {
 	if n.http != nil {
 		n.http.close()
+	}
+	if n.dns != nil {
+		n.dns.close()
 	}
 	if n.ring != nil {
 		n.ring.Close()

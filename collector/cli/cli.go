@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,6 +88,10 @@ type RunConfig struct {
 	IgnoreCIDRs       []netip.Prefix // flows whose remote address is inside one of these are not reported
 	HTTPMaxPaths      int            // httpflow: distinct paths per (process, Host) per interval before folding
 	SSLRescan         time.Duration  // httpflow-tls: how often /proc is searched for new libssl files
+	DNSPorts          []uint16       // dnsflow: server ports that mark DNS (default 53)
+	DNSTimeout        time.Duration  // dnsflow: a query without an answer this long is reported with rcode -1
+	BashRescan        time.Duration  // ebpf-bash: how often /proc is searched for new bash binaries
+	BashRedact        []RedactRule   // ebpf-bash: the user's redaction rules, after the defaults
 	MaxBufferedPoints int            // bound of the sender's buffer
 	BPFObjects        string         // directory of BPF objects; "" = the objects embedded in the binary
 	BPFFloor          bool           // benchmark only: attach every hook with programs that return at once
@@ -93,6 +99,10 @@ type RunConfig struct {
 	// Warnings about accepted but ignored flags and values, for the caller to log once.
 	Warnings []string
 }
+
+// RedactRule is a user's bash redaction rule: the text its regexp's group "secret" (or group 1, or the
+// whole match) matches is replaced with ***.
+type RedactRule struct{ Name, Pattern string }
 
 // L7 reports whether an L7 tracer (httpflow, httpflow-tls) is on: listed in --l7net-enabled, or, when
 // only --l7net-disabled is given, not listed there.
@@ -172,7 +182,8 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	c := &RunConfig{}
 	var (
 		config, apiServer, traceServer string
-		tags, ignoreCIDRs              []string
+		tags, ignoreCIDRs, dnsPorts    []string
+		bashRedact                     []string
 		ephemeralPort                  int
 		resNet                         string
 		traceAllProcess                bool
@@ -232,6 +243,10 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	fs.IntVar(&c.MaxBufferedPoints, "max-buffered-points", 100000, "points buffered while the parent is unreachable")
 	fs.IntVar(&c.HTTPMaxPaths, "httpflow-max-paths", 500, "httpflow: distinct paths per (process, Host) per interval; more fold into path \"*\"")
 	fs.DurationVar(&c.SSLRescan, "httpflow-tls-rescan", 5*time.Second, "httpflow-tls: how often to look for new libssl files in /proc")
+	fs.StringSliceVar(&dnsPorts, "dnsflow-ports", []string{"53"}, fmt.Sprintf("dnsflow: DNS server ports (at most %d)", maxDNSPorts))
+	fs.DurationVar(&c.DNSTimeout, "dnsflow-timeout", 6*time.Second, "dnsflow: a query unanswered this long is reported with rcode -1")
+	fs.DurationVar(&c.BashRescan, "bash-rescan", 5*time.Second, "ebpf-bash: how often to look for new bash binaries in /proc")
+	fs.StringArrayVar(&bashRedact, "bash-redact", nil, "ebpf-bash: redaction rule name=regexp (repeatable); the regexp's group \"secret\" (or group 1) becomes ***")
 	fs.StringVar(&c.BPFObjects, "bpf-objects", "", "directory of BPF objects (default: embedded in the binary)")
 	fs.BoolVar(&c.BPFFloor, "bpf-floor", false, "benchmark only: attach the same hooks with programs that return at once (no data)")
 
@@ -296,6 +311,22 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	}
 	if c.SSLRescan < time.Second {
 		return nil, fmt.Errorf("--httpflow-tls-rescan %s: must be at least 1s", c.SSLRescan)
+	}
+	if c.DNSPorts, err = parsePorts(dnsPorts); err != nil {
+		return nil, fmt.Errorf("--dnsflow-ports %q: %w", strings.Join(dnsPorts, ","), err)
+	}
+	if c.DNSTimeout < 100*time.Millisecond {
+		return nil, fmt.Errorf("--dnsflow-timeout %s: must be at least 100ms", c.DNSTimeout)
+	}
+	if c.BashRescan < time.Second {
+		return nil, fmt.Errorf("--bash-rescan %s: must be at least 1s", c.BashRescan)
+	}
+	for _, r := range bashRedact {
+		rule, err := ParseRedactRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("--bash-redact %q: %w", r, err)
+		}
+		c.BashRedact = append(c.BashRedact, rule)
 	}
 	if c.MaxBufferedPoints < 1 {
 		return nil, fmt.Errorf("--max-buffered-points %d: must be at least 1", c.MaxBufferedPoints)
@@ -382,4 +413,40 @@ func knownL7(values []string, flag string, warn func(string, ...any)) []string {
 		}
 	}
 	return known
+}
+
+// maxDNSPorts is how many DNS ports the kernel side watches (bpf.DNSPortsMax).
+const maxDNSPorts = 8
+
+func parsePorts(list []string) ([]uint16, error) {
+	var ports []uint16
+	for _, s := range list {
+		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+		if err != nil || v == 0 {
+			return nil, fmt.Errorf("%q is not a port (1..65535)", s)
+		}
+		if !slices.Contains(ports, uint16(v)) {
+			ports = append(ports, uint16(v))
+		}
+	}
+	if len(ports) == 0 {
+		return nil, errors.New("no port")
+	}
+	if len(ports) > maxDNSPorts {
+		return nil, fmt.Errorf("at most %d ports", maxDNSPorts)
+	}
+	return ports, nil
+}
+
+// ParseRedactRule parses name=regexp and checks that the regexp compiles.
+func ParseRedactRule(s string) (RedactRule, error) {
+	name, pattern, ok := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || pattern == "" {
+		return RedactRule{}, errors.New("want name=regexp")
+	}
+	if _, err := regexp.Compile(pattern); err != nil {
+		return RedactRule{}, fmt.Errorf("rule %s: %w", name, err)
+	}
+	return RedactRule{Name: name, Pattern: pattern}, nil
 }

@@ -21,7 +21,7 @@ type netflowPlugin struct {
 
 func openNetflow(cfg *cli.RunConfig, log *slog.Logger) (*netflowPlugin, error) {
 	probe, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
-		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls")})
+		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
 	if err != nil {
 		return nil, err
 	}

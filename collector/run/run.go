@@ -112,6 +112,14 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
 	var failures []string
 	for _, name := range cfg.Enabled {
 		switch name {
+		case "ebpf-bash":
+			b, err := openBash(cfg, log)
+			if err != nil {
+				log.Error("bash disabled", "err", err)
+				failures = append(failures, "bash: "+err.Error())
+				continue
+			}
+			plugins = append(plugins, b)
 		case "ebpf-net":
 			nf, err := openNetflow(cfg, log)
 			if err != nil {
@@ -120,6 +128,11 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
 				continue
 			}
 			plugins = append(plugins, nf)
+			if nf.probe.DNS() {
+				plugins = append(plugins, openDNSFlow(cfg, nf, log))
+			} else {
+				log.Error("dnsflow disabled: it reads DNS packets in the cgroup_skb programs of netflow/udp, which is off")
+			}
 			if cfg.L7("httpflow") || cfg.L7("httpflow-tls") {
 				if !nf.probe.HTTP() {
 					log.Error("httpflow disabled: it parses packets in the cgroup_skb programs of netflow/udp, which is off")

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"dkebpf/collector/elfsym"
 )
 
 // Lib is one libssl file, identified by device and inode. The kernel attaches uprobes to the inode, so one
@@ -40,8 +42,8 @@ var (
 
 // Scan reads procRoot/<pid>/maps (procRoot is normally "/proc") and returns each distinct libssl file
 // (base name starting with "libssl.so") that some process maps executable, once per (dev, ino).
-// Processes that vanish or cannot be read are skipped silently. A library whose Offsets failed is
-// left out, except for missing symbols (ErrNoSymbol): then it is kept with the symbols found. Either way
+// Processes that vanish or cannot be read are skipped silently. A library whose elfsym.Offsets failed is
+// left out, except for missing symbols (elfsym.ErrNoSymbol): then it is kept with the symbols found. Either way
 // the error is returned.
 func Scan(procRoot string, symbols []string) ([]Lib, []error) {
 	ents, err := os.ReadDir(procRoot)
@@ -185,10 +187,10 @@ func (c *collector) add(path string) {
 		return
 	}
 	c.seen[id] = true
-	offs, err := Offsets(path, c.symbols)
+	offs, err := elfsym.Offsets(path, c.symbols)
 	if err != nil {
 		c.errs = append(c.errs, err)
-		if !errors.Is(err, ErrNoSymbol) || len(offs) == 0 {
+		if !errors.Is(err, elfsym.ErrNoSymbol) || len(offs) == 0 {
 			return
 		}
 	}

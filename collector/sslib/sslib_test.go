@@ -11,7 +11,20 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"dkebpf/collector/elfsym"
 )
+
+const hostLibssl = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+
+var probeSymbols = []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_free"}
+
+func needHostLibssl(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(hostLibssl); err != nil {
+		t.Skipf("no host libssl: %v", err)
+	}
+}
 
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
@@ -135,7 +148,7 @@ func TestScanFakeProcFindsEachLibsslOnceThroughAnOpenablePath(t *testing.T) {
 		writeFakeProc(t, procRoot, p)
 	}
 
-	offs, err := Offsets(hostLibssl, probeSymbols)
+	offs, err := elfsym.Offsets(hostLibssl, probeSymbols)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +238,7 @@ func TestScanRealProcFindsLibsslOfARunningPython(t *testing.T) {
 	if !ok {
 		t.Fatalf("Scan(/proc) = %+v, missing %s", libs, hostLibssl)
 	}
-	want, _ := Offsets(hostLibssl, probeSymbols)
+	want, _ := elfsym.Offsets(hostLibssl, probeSymbols)
 	if l.Path != hostLibssl || !reflect.DeepEqual(l.Offsets, want) {
 		t.Errorf("got %+v, want path %s offsets %v", l, hostLibssl, want)
 	}

@@ -7,6 +7,7 @@ package ebpf
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -83,15 +84,25 @@ type Input struct {
 	Tags map[string]string `toml:"tags"`
 
 	// Ours.
-	NetflowIgnoreCIDRs []string `toml:"netflow_ignore_cidrs"`
-	HTTPFlowMaxPaths   int      `toml:"httpflow_max_paths"` // 0: the collector's default (500)
-	GracePeriod        string   `toml:"grace_period"`
+	NetflowIgnoreCIDRs []string     `toml:"netflow_ignore_cidrs"`
+	HTTPFlowMaxPaths   int          `toml:"httpflow_max_paths"` // 0: the collector's default (500)
+	DNSFlowPorts       []int        `toml:"dnsflow_ports"`      // empty: the collector's default (53)
+	DNSFlowTimeout     string       `toml:"dnsflow_timeout"`    // "": the collector's default (6s)
+	BashRedact         []RedactRule `toml:"bash_redact"`
+	GracePeriod        string       `toml:"grace_period"`
 
 	env     inputs.Env
 	fromEnv map[string]string // key → the env var that set it
 	path    string            // resolved executable
 	grace   time.Duration
 	sup     *external.Supervisor
+}
+
+// RedactRule is a user's bash redaction rule ([[inputs.ebpf.bash_redact]]): what its regexp's group
+// "secret" (or group 1, or the whole match) matches becomes ***.
+type RedactRule struct {
+	Name    string `toml:"name" json:"name"`
+	Pattern string `toml:"pattern" json:"pattern"`
 }
 
 // New returns an input holding DataKit's defaults.
@@ -182,6 +193,23 @@ func (i *Input) ReadEnv(lookup func(string) (string, bool)) error {
 		}
 		i.HTTPFlowMaxPaths = n
 	}
+	if v, ok := get("dnsflow_ports", p+"DNSFLOW_PORTS"); ok {
+		i.DNSFlowPorts = nil
+		for _, f := range splitList(v) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return fmt.Errorf("%sDNSFLOW_PORTS: invalid port %q", p, f)
+			}
+			i.DNSFlowPorts = append(i.DNSFlowPorts, n)
+		}
+	}
+	str("dnsflow_timeout", &i.DNSFlowTimeout, p+"DNSFLOW_TIMEOUT")
+	if v, ok := get("bash_redact", p+"BASH_REDACT"); ok {
+		i.BashRedact = nil
+		if err := json.Unmarshal([]byte(v), &i.BashRedact); err != nil {
+			return fmt.Errorf(`%sBASH_REDACT: want a JSON list like [{"name":"x","pattern":"y=(\\S+)"}]: %v`, p, err)
+		}
+	}
 	return nil
 }
 
@@ -208,7 +236,8 @@ func splitList(v string) []string {
 // keyErr names a key (and the env var that set it) in a config error.
 func (i *Input) keyErr(key, format string, args ...any) error {
 	name := "inputs.ebpf." + key
-	if e, ok := i.fromEnv[key]; ok {
+	base, _, _ := strings.Cut(key, "[") // bash_redact[0].pattern was set by bash_redact's variable
+	if e, ok := i.fromEnv[base]; ok {
 		name += " (from " + e + ")"
 	}
 	return fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...))
@@ -259,6 +288,27 @@ func (i *Input) Init() error {
 	}
 	if i.HTTPFlowMaxPaths < 0 {
 		return i.keyErr("httpflow_max_paths", "%d out of range (allowed: 0 for the default 500, or at least 1)", i.HTTPFlowMaxPaths)
+	}
+	if len(i.DNSFlowPorts) > 8 {
+		return i.keyErr("dnsflow_ports", "%d ports (allowed: at most 8)", len(i.DNSFlowPorts))
+	}
+	for _, port := range i.DNSFlowPorts {
+		if port < 1 || port > 65535 {
+			return i.keyErr("dnsflow_ports", "%d out of range (allowed: 1..65535)", port)
+		}
+	}
+	if i.DNSFlowTimeout != "" {
+		if d, err := time.ParseDuration(i.DNSFlowTimeout); err != nil || d < 100*time.Millisecond {
+			return i.keyErr("dnsflow_timeout", "invalid duration %q (want at least 100ms, e.g. \"6s\")", i.DNSFlowTimeout)
+		}
+	}
+	for n, r := range i.BashRedact {
+		if r.Name == "" || strings.Contains(r.Name, "=") {
+			return i.keyErr(fmt.Sprintf("bash_redact[%d].name", n), "%q: want a non-empty name without '='", r.Name)
+		}
+		if _, err := regexp.Compile(r.Pattern); err != nil || r.Pattern == "" {
+			return i.keyErr(fmt.Sprintf("bash_redact[%d].pattern", n), "rule %s: invalid regexp %q: %v", r.Name, r.Pattern, err)
+		}
 	}
 	grace, err := time.ParseDuration(i.GracePeriod)
 	if err != nil || grace <= 0 {
@@ -373,6 +423,19 @@ func (i *Input) Command() (path string, args, env []string) {
 	}
 	if i.HTTPFlowMaxPaths > 0 {
 		args = append(args, "--httpflow-max-paths", strconv.Itoa(i.HTTPFlowMaxPaths))
+	}
+	if len(i.DNSFlowPorts) > 0 {
+		ports := make([]string, len(i.DNSFlowPorts))
+		for n, port := range i.DNSFlowPorts {
+			ports[n] = strconv.Itoa(port)
+		}
+		args = append(args, "--dnsflow-ports", strings.Join(ports, ","))
+	}
+	if i.DNSFlowTimeout != "" {
+		args = append(args, "--dnsflow-timeout", i.DNSFlowTimeout)
+	}
+	for _, r := range i.BashRedact {
+		args = append(args, "--bash-redact", r.Name+"="+r.Pattern)
 	}
 	args = append(args, "--enabled", strings.Join(i.EnabledPlugins, ","))
 	if len(i.Tags) > 0 {

@@ -177,6 +177,14 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"bad cidr from env", ``, map[string]string{"ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS": "1.2.3.4"}, `(from ENV_INPUT_EBPF_NETFLOW_IGNORE_CIDRS): invalid CIDR "1.2.3.4"`},
 		{"bad grace", `grace_period = "soon"`, nil, `inputs.ebpf.grace_period: invalid duration "soon"`},
 		{"bad tag", "[inputs.ebpf.tags]\n\"a;b\" = \"c\"", nil, `inputs.ebpf.tags.a;b: invalid tag`},
+		{"dns port range", `dnsflow_ports = [53, 0]`, nil, `inputs.ebpf.dnsflow_ports: 0 out of range (allowed: 1..65535)`},
+		{"too many dns ports", `dnsflow_ports = [1,2,3,4,5,6,7,8,9]`, nil, `inputs.ebpf.dnsflow_ports: 9 ports (allowed: at most 8)`},
+		{"short dns timeout", `dnsflow_timeout = "10ms"`, nil, `inputs.ebpf.dnsflow_timeout: invalid duration "10ms" (want at least 100ms`},
+		{"bad redact regexp", "[[inputs.ebpf.bash_redact]]\nname = \"ticket\"\npattern = \"(\"", nil,
+			`inputs.ebpf.bash_redact[0].pattern: rule ticket: invalid regexp "(": error parsing regexp: missing closing )`},
+		{"unnamed redact rule", "[[inputs.ebpf.bash_redact]]\npattern = \"x\"", nil, `inputs.ebpf.bash_redact[0].name: "": want a non-empty name`},
+		{"bad redact regexp from env", ``, map[string]string{"ENV_INPUT_EBPF_BASH_REDACT": `[{"name":"t","pattern":"a(b"}]`},
+			`inputs.ebpf.bash_redact[0].pattern (from ENV_INPUT_EBPF_BASH_REDACT): rule t: invalid regexp "a(b"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,5 +216,34 @@ func TestBadEphemeralPortEnvIsIgnored(t *testing.T) {
 	}
 	if in.EphemeralPort != -1 {
 		t.Errorf("ephemeral_port = %d, want the default -1", in.EphemeralPort)
+	}
+}
+
+func TestDNSFlowAndBashSettingsReachTheCollector(t *testing.T) {
+	in := decode(t, `[[inputs.ebpf]]
+  enabled_plugins = ["ebpf-net", "ebpf-bash"]
+  dnsflow_ports = [53, 5353]
+  dnsflow_timeout = "3s"
+  [[inputs.ebpf.bash_redact]]
+    name = "ticket"
+    pattern = 'TICKET-(?P<secret>[0-9]+)'
+`)
+	err := in.ReadEnv(env(map[string]string{
+		"ENV_INPUT_EBPF_BASH_REDACT": `[{"name":"pin","pattern":"pin=(\\d+)"}]`,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	_, args, _ := in.Command()
+	want := "--dnsflow-ports 53,5353 --dnsflow-timeout 3s --bash-redact pin=pin=(\\d+) --enabled ebpf-net,ebpf-bash"
+	if got := strings.Join(args, " "); !strings.Contains(got, want) {
+		t.Errorf("args =\n  %s\nwant them to contain\n  %s", got, want)
+	}
+	if err := in.ReadEnv(env(map[string]string{"ENV_INPUT_EBPF_BASH_REDACT": `not json`})); err == nil ||
+		!strings.Contains(err.Error(), "ENV_INPUT_EBPF_BASH_REDACT: want a JSON list") {
+		t.Errorf("bad JSON: err = %v", err)
 	}
 }

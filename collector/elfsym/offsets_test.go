@@ -1,4 +1,4 @@
-package sslib
+package elfsym
 
 import (
 	"debug/elf"
@@ -115,6 +115,36 @@ func TestOffsetsRejectsNonELFNamingTheFile(t *testing.T) {
 	_, err := Offsets(path, probeSymbols)
 	if err == nil || !strings.Contains(err.Error(), path) || errors.Is(err, ErrNoSymbol) {
 		t.Fatalf("err = %v, want an open error naming %s", err, path)
+	}
+}
+
+func TestOffsetsFindReadlineInHostBash(t *testing.T) {
+	const bash = "/bin/bash"
+	if _, err := os.Stat(bash); err != nil {
+		t.Skipf("no host bash: %v", err)
+	}
+	want := readelfOffsets(t, bash, []string{"readline"})
+	if _, ok := want["readline"]; !ok {
+		t.Skipf("%s defines no readline of its own (linked to libreadline.so?)", bash)
+	}
+	got, err := Offsets(bash, []string{"readline"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["readline"] != want["readline"] || len(got) != 1 {
+		t.Errorf("Offsets(%s) = %v, readelf says readline at %#x", bash, got, want["readline"])
+	}
+}
+
+func TestOffsetsTreatsAnImportedSymbolAsMissing(t *testing.T) {
+	const bash = "/bin/bash"
+	if _, err := os.Stat(bash); err != nil {
+		t.Skipf("no host bash: %v", err)
+	}
+	/* bash calls strlen from libc: its dynamic symbol table lists strlen as undefined */
+	got, err := Offsets(bash, []string{"strlen"})
+	if !errors.Is(err, ErrNoSymbol) || len(got) != 0 {
+		t.Errorf("Offsets(%s, strlen) = %v, %v; want ErrNoSymbol and no offsets", bash, got, err)
 	}
 }
 

@@ -1,4 +1,6 @@
-package sslib
+// Package elfsym finds the file offsets of an ELF file's dynamic symbols, the addresses uprobes are
+// attached at (libssl's SSL_read for httpflow, bash's readline for bash).
+package elfsym
 
 import (
 	"debug/elf"
@@ -7,14 +9,15 @@ import (
 	"strings"
 )
 
-// ErrNoSymbol is wrapped by the error Offsets returns when a library lacks some of the symbols asked for
-// (OpenSSL 1.1.0 has no SSL_read_ex, for example).
+// ErrNoSymbol is wrapped by the error Offsets returns when a file lacks some of the symbols asked for
+// (OpenSSL 1.1.0 has no SSL_read_ex; a bash linked to libreadline.so has no readline of its own).
 var ErrNoSymbol = errors.New("symbol not found")
 
-// Offsets returns the file offset of each symbol in the ELF shared object at path, looked up in the dynamic
-// symbol table (a versioned name such as SSL_write@@OPENSSL_3.0.0 matches "SSL_write"; the default version wins).
-// If some symbols are missing the error wraps ErrNoSymbol, names the file and the symbols, and the map still
-// holds the symbols that were found.
+// Offsets returns the file offset of each symbol defined in the ELF file at path (a shared object or a
+// position-independent or fixed executable), looked up in the dynamic symbol table (a versioned name such as
+// SSL_write@@OPENSSL_3.0.0 matches "SSL_write"; the default version wins). An undefined symbol (one the file
+// imports from a library) counts as missing. If some symbols are missing the error wraps ErrNoSymbol, names
+// the file and the symbols, and the map still holds the symbols that were found.
 func Offsets(path string, symbols []string) (map[string]uint64, error) {
 	f, err := elf.Open(path)
 	if err != nil {

@@ -1,0 +1,105 @@
+/* bash: every line an interactive bash's readline returns (uretprobe, attached by the collector to each
+ * bash binary it finds), and a note of every bash exec so a binary never seen before is probed at once. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "bash.h"
+
+#define BASH_LINES_BYTES (1 << 20)
+#define BASH_EXECS_BYTES (1 << 16)
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BASH_LINES_BYTES);
+} bash_lines SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BASH_EXECS_BYTES);
+} bash_execs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BASH_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} bash_stats SEC(".maps");
+
+/* Puts the record structs, only used through ring buffers, into the object's BTF for the layout test. */
+const struct bash_line *bash_line_btf __attribute__((unused));
+const struct bash_exec *bash_exec_btf __attribute__((unused));
+
+static __always_inline void bash_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&bash_stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(bash_readline, const char *line)
+{
+	if (!line)
+		return 0; /* EOF (Ctrl-D) */
+	struct bash_line *e = bpf_ringbuf_reserve(&bash_lines, sizeof(*e), 0);
+
+	if (!e) {
+		bash_count(BASH_STAT_RB_LOST);
+		return 0;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->truncated = 0;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	long n = bpf_probe_read_user_str(e->line, sizeof(e->line), line);
+
+	if (n <= 0) {
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
+	e->len = n - 1;
+	if (n == sizeof(e->line)) {
+		/* The buffer is full: the line is longer unless its NUL is exactly where the copy stopped. */
+		char next = 0;
+
+		bpf_probe_read_user(&next, 1, line + sizeof(e->line) - 1);
+		e->truncated = next != 0;
+	}
+	/* Lines are rare: no need to spare the wakeup, but the collector drains on a timer anyway. */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/* Names bash runs under: comm is the exec'd file's base name. */
+static __always_inline int bash_name(const char *c)
+{
+	return (c[0] == 'b' && c[1] == 'a' && c[2] == 's' && c[3] == 'h' && c[4] == 0) ||
+	       (c[0] == 'r' && c[1] == 'b' && c[2] == 'a' && c[3] == 's' && c[4] == 'h' && c[5] == 0) ||
+	       (c[0] == 's' && c[1] == 'h' && c[2] == 0);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(bash_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	char comm[BASH_COMM_LEN];
+
+	__builtin_memcpy(comm, p->comm, sizeof(comm));
+	if (!bash_name(comm))
+		return 0;
+	struct bash_exec *e = bpf_ringbuf_reserve(&bash_execs, sizeof(*e), 0);
+
+	if (!e) {
+		bash_count(BASH_STAT_EXEC_LOST);
+		return 0;
+	}
+	e->pid = p->tgid;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}

@@ -1,0 +1,32 @@
+/* Types shared by bash.bpf.c and collector/bash (Go mirrors name these structs). */
+#ifndef BASH_H
+#define BASH_H
+
+#define BASH_LINE_LEN 1024 /* bytes of a command line captured, NUL included */
+#define BASH_COMM_LEN 16
+
+/* Indexes of the bash_stats per-CPU counters. */
+#define BASH_STAT_RB_LOST 0   /* lines the ring buffer had no room for */
+#define BASH_STAT_EXEC_LOST 1 /* bash execs the exec ring had no room for */
+#define BASH_STAT_MAX 2
+
+/* One line an interactive bash's readline returned. */
+struct bash_line {
+	__u64 ts_ns;    /* bpf_ktime_get_ns (CLOCK_MONOTONIC) when readline returned */
+	__u32 pid;      /* tgid */
+	__u32 uid;      /* real uid, in the initial user namespace */
+	__u32 len;      /* bytes of line before its NUL (at most BASH_LINE_LEN - 1) */
+	__u8 truncated; /* the line was longer than the capture: line holds its first len bytes */
+	__u8 pad[3];
+	char comm[BASH_COMM_LEN];
+	char line[BASH_LINE_LEN];
+};
+_Static_assert(sizeof(struct bash_line) == 1064, "bash_line layout");
+
+/* A process exec'd a program named bash (or sh): the collector checks its binary at once. */
+struct bash_exec {
+	__u32 pid;
+	__u32 pad;
+};
+
+#endif

@@ -29,7 +29,19 @@ type Binary struct {
 // hostPaths are where a root directory has its bash.
 var hostPaths = []string{"/bin/bash", "/usr/bin/bash"}
 
-type fileID struct{ dev, ino uint64 }
+// fileID identifies a file as stat sees it.
+type fileID struct {
+	dev, ino, size uint64
+	mtime          int64
+}
+
+// probeKey is the identity of the file the kernel probes. Containers of one image reach the same bash
+// through overlay mounts that each have their own device number; overlayfs keeps the lower file's inode
+// number (when its layers share a filesystem), and the kernel puts the uprobe on that lower file. Keyed by
+// device, each container would add one more uretprobe to the same file, and every line would arrive once
+// per container. Size and mtime stand in for the device against inode numbers that coincide on two
+// filesystems.
+func (id fileID) probeKey() fileID { id.dev = 0; return id }
 
 // Finder finds bash binaries to probe and hands out each (dev, ino) once. It is safe for concurrent use
 // (a periodic Scan, and Check as bash execs are reported).
@@ -97,7 +109,11 @@ func (f *Finder) Check(pid uint32) ([]Binary, []error) {
 // (after its uretprobe failed to attach, say).
 func (f *Finder) Forget(dev, ino uint64) {
 	f.mu.Lock()
-	delete(f.seen, fileID{dev, ino})
+	for k := range f.seen {
+		if k.ino == ino { // the device is not part of the key
+			delete(f.seen, k)
+		}
+	}
 	f.mu.Unlock()
 }
 
@@ -173,17 +189,17 @@ func (f *Finder) addPath(r *run, path string) {
 func (f *Finder) isSeen(id fileID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.seen[id]
+	return f.seen[id.probeKey()]
 }
 
 // add finds readline in the file id at path unless id was seen before.
 func (f *Finder) add(r *run, path string, id fileID) {
 	f.mu.Lock()
-	if f.seen[id] {
+	if f.seen[id.probeKey()] {
 		f.mu.Unlock()
 		return
 	}
-	f.seen[id] = true
+	f.seen[id.probeKey()] = true
 	f.mu.Unlock()
 
 	offs, err := elfsym.Offsets(path, []string{"readline"})
@@ -212,5 +228,5 @@ func statID(fi os.FileInfo) (fileID, bool) {
 	if !ok {
 		return fileID{}, false
 	}
-	return fileID{st.Dev, st.Ino}, true
+	return fileID{dev: st.Dev, ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano()}, true
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"dkebpf/collector/elfsym"
 )
 
@@ -318,5 +320,35 @@ func TestScanRealProcFindsTheBashOfAChrootOnce(t *testing.T) {
 	bins, _ = f.Scan()
 	if found := findAll(bins, id); len(found) != 0 {
 		t.Errorf("second Scan found the chroot's bash again: %+v", found)
+	}
+}
+
+// Containers of one image see one bash file through overlay mounts with different devices: probing it
+// once per mount would report every line once per container.
+func TestOverlayMountsOfOneLowerFileAreOneBinary(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"lower/bin", "u1", "w1", "m1", "u2", "w2", "m2"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, "/bin/bash", filepath.Join(dir, "lower/bin/bash"))
+	for _, m := range []string{"1", "2"} {
+		opts := fmt.Sprintf("lowerdir=%s/lower,upperdir=%s/u%s,workdir=%s/w%s", dir, dir, m, dir, m)
+		if err := unix.Mount("overlay", filepath.Join(dir, "m"+m), "overlay", 0, opts); err != nil {
+			t.Fatalf("mount overlay: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(filepath.Join(dir, "m"+m), 0) })
+	}
+	one, two := idOf(t, filepath.Join(dir, "m1/bin/bash")), idOf(t, filepath.Join(dir, "m2/bin/bash"))
+	if one.dev == two.dev {
+		t.Fatalf("the two overlay mounts share device %d: the test shows nothing", one.dev)
+	}
+	f := NewFinder("/proc")
+	var r run
+	f.addPath(&r, filepath.Join(dir, "m1/bin/bash"))
+	f.addPath(&r, filepath.Join(dir, "m2/bin/bash"))
+	if len(r.bins) != 1 || len(r.errs) != 0 {
+		t.Errorf("binaries = %+v, errors = %v; want the file once", r.bins, r.errs)
 	}
 }

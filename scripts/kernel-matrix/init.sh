@@ -15,7 +15,7 @@ echo "@@GUEST-UP kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 cd /test
 # The collector's own start-up report: one line per part, each hook and whether it attached.
-./externals/datakit-ebpf run --enabled ebpf-net --l7net-enabled httpflow,httpflow-tls --interval 60s --datakit-apiserver 127.0.0.1:9 >/tmp/hooks.log 2>&1 &
+./externals/datakit-ebpf run --enabled ebpf-net,ebpf-bash --l7net-enabled httpflow,httpflow-tls --interval 60s --datakit-apiserver 127.0.0.1:9 >/tmp/hooks.log 2>&1 &
 pid=$!
 for i in $(seq 120); do
 	grep -q "collector running" /tmp/hooks.log && break

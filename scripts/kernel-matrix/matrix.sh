@@ -35,7 +35,7 @@ done
 # summarize <kernel> <log> <rc>: one line for the table.
 summarize() {
 	local kernel=$1 log=$2 rc=$3 hooks cases warnings
-	hooks=$(grep -ao 'msg="\(netflow/[a-z]*\|httpflow[a-z-]*\): [^"]*' "$log" | sort -u | sed -E 's/msg="(netflow\/)?//; s/; hooks: / [/; s/ attached//g; s/ \(fallback for /] instead of /; s/: not supported by this kernel//; s/\)$//' |
+	hooks=$(grep -ao 'msg="\(netflow/[a-z]*\|httpflow[a-z-]*\|dnsflow\|bash/[a-z]*\): [^"]*' "$log" | sort -u | sed -E 's/msg="(netflow\/)?//; s/; hooks: / [/; s/ attached//g; s/ \(fallback for /] instead of /; s/: not supported by this kernel//; s/\)$//' |
 		sed -E '/instead of/!s/$/]/' | paste -sd' ')
 	cases=$(grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' "$log" | sort -u |
 		sed -E 's/--- (PASS|FAIL): Test(.*)/\2=\1/' | paste -sd' ')

@@ -34,9 +34,9 @@ type Bash struct {
 	links []*libbpfgo.BPFLink
 }
 
-// OpenBash loads probes/bash.bpf.c (from objDir when set) and attaches its exec tracepoint.
-func OpenBash(objDir string) (_ *Bash, err error) {
-	obj, err := loadObject(objDir, "bash.bpf.o", bashObj)
+// OpenBash loads probes/bash.bpf.c (from opts.ObjectDir when set) and attaches its exec tracepoint.
+func OpenBash(opts Options) (_ *Bash, err error) {
+	obj, err := loadObject(opts.ObjectDir, "bash.bpf.o", bashObj)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +52,9 @@ func OpenBash(objDir string) (_ *Bash, err error) {
 	}()
 	if b.att, err = preload(m, BashHooks); err != nil {
 		return nil, err
+	}
+	if err := m.InitGlobalVariable("floor_only", opts.Floor); err != nil {
+		return nil, fmt.Errorf("set floor_only: %w", err)
 	}
 	if err := m.BPFLoadObject(); err != nil {
 		return nil, fmt.Errorf("load bash programs: %w", err)

@@ -38,7 +38,7 @@ func openBash(cfg *cli.RunConfig, log *slog.Logger) (*bashPlugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	probe, err := bpf.OpenBash(cfg.BPFObjects)
+	probe, err := bpf.OpenBash(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
 	if err != nil {
 		return nil, err
 	}

@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow|TestHTTPFlowGoClientAndServer}
+tests=${TESTS:-TestNetflow|TestHTTPFlowGoClientAndServer|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets}
 interval=${GUEST_INTERVAL:-1s}
 mkdir -p "$out"
 

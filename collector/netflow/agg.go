@@ -39,6 +39,7 @@ type Aggregator struct {
 	comms    map[[16]byte]string // process names seen, so a record does not allocate one
 	flows    map[FlowKey]*flowAcc
 	flushes  uint64
+	domains  Domains // nil: no dst_domain/server_domain tags
 }
 
 type tcpSeen struct {
@@ -257,7 +258,11 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		if f.written == 0 && f.read == 0 && f.established == 0 && f.closed == 0 {
 			continue
 		}
-		pts = append(pts, point.Point{Name: "netflow", Tags: k.Tags(), Fields: f.fields(k), Time: now})
+		tags := k.Tags()
+		if a.domains != nil {
+			a.addDomains(tags, k, now)
+		}
+		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now})
 	}
 	a.flows = map[FlowKey]*flowAcc{}
 	for c, seen := range a.tcpLast {
@@ -269,6 +274,28 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 	a.forgetIdleUDPSockets()
 	a.owners.Refresh()
 	return pts
+}
+
+// Domains names an address by the DNS answer it came from (dnsflow's answer cache).
+type Domains interface {
+	Lookup(ip netip.Addr, now time.Time) (string, bool)
+}
+
+// SetDomains makes points carry DataKit's dst_domain and server_domain: the names whose DNS answers gave
+// the remote and the server address, when the host looked them up.
+func (a *Aggregator) SetDomains(d Domains) { a.domains = d }
+
+func (a *Aggregator) addDomains(tags map[string]string, k FlowKey, now time.Time) {
+	if d, ok := a.domains.Lookup(k.Dst, now); ok {
+		tags["dst_domain"] = d
+	}
+	server := k.Dst
+	if k.Direction == "incoming" {
+		server = k.Src
+	}
+	if d, ok := a.domains.Lookup(server, now); ok {
+		tags["server_domain"] = d
+	}
 }
 
 // comm returns the process name of a kernel comm, allocating each distinct one once.

@@ -281,3 +281,26 @@ func TestConnectionsNoLongerReportedAreForgotten(t *testing.T) {
 	flush(a)
 	wantFields(t, only(t, flush2(a, rec(2, tp, dirOut, 150, 0, true))), map[string]int64{"bytes_written": 50, "tcp_established": 0, "tcp_closed": 1})
 }
+
+type fakeDomains map[string]string
+
+func (f fakeDomains) Lookup(ip netip.Addr, _ time.Time) (string, bool) { d, ok := f[ip.String()]; return d, ok }
+
+func TestDomainsNameTheRemoteAndTheServer(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	a.SetDomains(fakeDomains{"10.0.0.2": "api.example.com", "10.0.0.9": "client.example.com"})
+	a.AddTCP(rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP), dirOut, 1, 1, false))
+	out := only(t, flush(a))
+	if out.Tags["dst_domain"] != "api.example.com" || out.Tags["server_domain"] != "api.example.com" {
+		t.Errorf("outgoing: dst_domain %q, server_domain %q; want both api.example.com", out.Tags["dst_domain"], out.Tags["server_domain"])
+	}
+	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 80, "10.0.0.9", 40000, protoTCP), dirIn, 1, 1, false))
+	in := only(t, flush(a))
+	if _, ok := in.Tags["server_domain"]; ok || in.Tags["dst_domain"] != "client.example.com" {
+		t.Errorf("incoming: dst_domain %q, server_domain %q; want the client's name and no server_domain (this host)", in.Tags["dst_domain"], in.Tags["server_domain"])
+	}
+	a.AddTCP(rec(3, tuple(t, "10.0.0.1", 40001, "10.0.0.3", 80, protoTCP), dirOut, 1, 1, false))
+	if p := only(t, flush(a)); p.Tags["dst_domain"] != "" || p.Tags["server_domain"] != "" {
+		t.Errorf("unknown address got domains %v", p.Tags)
+	}
+}

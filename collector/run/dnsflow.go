@@ -39,6 +39,7 @@ func openDNSFlow(cfg *cli.RunConfig, nf *netflowPlugin, log *slog.Logger) *dnsfl
 			return s.Pid, netflow.Comm(s.Comm), s.Netns, true
 		},
 	})
+	nf.agg.SetDomains(p.tr.Names())
 	log.Info("dnsflow: on; hooks: cgroup_skb/egress attached, cgroup_skb/ingress attached", "ports", cfg.DNSPorts, "timeout", cfg.DNSTimeout)
 	return p
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"dkebpf/collector/bash"
 	"dkebpf/inputs"
 	"dkebpf/inputs/external"
 )
@@ -302,10 +303,18 @@ func (i *Input) Init() error {
 			return i.keyErr("dnsflow_timeout", "invalid duration %q (want at least 100ms, e.g. \"6s\")", i.DNSFlowTimeout)
 		}
 	}
+	taken := map[string]bool{}
+	for _, d := range bash.DefaultRules() {
+		taken[d.Name] = true
+	}
 	for n, r := range i.BashRedact {
 		if r.Name == "" || strings.Contains(r.Name, "=") {
 			return i.keyErr(fmt.Sprintf("bash_redact[%d].name", n), "%q: want a non-empty name without '='", r.Name)
 		}
+		if taken[r.Name] {
+			return i.keyErr(fmt.Sprintf("bash_redact[%d].name", n), "%q is taken by a built-in or an earlier rule (user rules are added to the built-in ones, they cannot replace them)", r.Name)
+		}
+		taken[r.Name] = true
 		if _, err := regexp.Compile(r.Pattern); err != nil || r.Pattern == "" {
 			return i.keyErr(fmt.Sprintf("bash_redact[%d].pattern", n), "rule %s: invalid regexp %q: %v", r.Name, r.Pattern, err)
 		}

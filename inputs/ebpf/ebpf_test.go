@@ -182,6 +182,7 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"short dns timeout", `dnsflow_timeout = "10ms"`, nil, `inputs.ebpf.dnsflow_timeout: invalid duration "10ms" (want at least 100ms`},
 		{"bad redact regexp", "[[inputs.ebpf.bash_redact]]\nname = \"ticket\"\npattern = \"(\"", nil,
 			`inputs.ebpf.bash_redact[0].pattern: rule ticket: invalid regexp "(": error parsing regexp: missing closing )`},
+		{"redact rule name taken", "[[inputs.ebpf.bash_redact]]\nname = \"bearer\"\npattern = \"x\"", nil, `inputs.ebpf.bash_redact[0].name: "bearer" is taken by a built-in`},
 		{"unnamed redact rule", "[[inputs.ebpf.bash_redact]]\npattern = \"x\"", nil, `inputs.ebpf.bash_redact[0].name: "": want a non-empty name`},
 		{"bad redact regexp from env", ``, map[string]string{"ENV_INPUT_EBPF_BASH_REDACT": `[{"name":"t","pattern":"a(b"}]`},
 			`inputs.ebpf.bash_redact[0].pattern (from ENV_INPUT_EBPF_BASH_REDACT): rule t: invalid regexp "a(b"`},

@@ -29,11 +29,21 @@ type agent struct {
 }
 
 // l7net is the ebpf.conf line that picks each configuration's L7 plugins. It must be explicit: without
-// l7net_enabled or l7net_disabled the agent enables httpflow.
+// l7net_enabled or l7net_disabled the agent enables httpflow. dnsflow is part of ebpf-net in every
+// configuration (it reads the DNS packets of netflow's own cgroup_skb programs and has no switch).
 var l7net = map[string]string{
 	"floor":   `l7net_enabled = ["httpflow", "httpflow-tls"]`, // every hook of "all"
 	"netflow": `l7net_disabled = ["httpflow", "httpflow-tls"]`,
 	"all":     `l7net_enabled = ["httpflow", "httpflow-tls"]`,
+}
+
+// plugins is each configuration's enabled_plugins. "netflow" stays the network plugin alone (netflow
+// and dnsflow): ebpf-bash is not a network plugin, and its uretprobe costs the interactive shell, not
+// the network workloads; "floor" has every hook of "all", so bash's too.
+var plugins = map[string]string{
+	"floor":   `["ebpf-net", "ebpf-bash"]`,
+	"netflow": `["ebpf-net"]`,
+	"all":     `["ebpf-net", "ebpf-bash"]`,
 }
 
 // startAgent runs datakit from root (the repository) on a fresh install dir with configuration cfg
@@ -59,9 +69,9 @@ func startAgent(root, cfg string) (*agent, error) {
   cmd = %q
   args = %s
   interval = %q
-  enabled_plugins = ["ebpf-net"]
+  enabled_plugins = %s
   %s
-`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval, l7net[cfg])), 0o644)
+`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval, plugins[cfg], l7net[cfg])), 0o644)
 
 	a := &agent{root: root, dir: dir, addr: addr, started: time.Now()}
 	a.cmd = exec.Command(filepath.Join(root, "datakit"), "run", "--dir", dir)
@@ -144,12 +154,21 @@ type stored struct {
 type lpPoint struct {
 	Name   string
 	Tags   map[string]string
-	Fields map[string]int64
+	Fields map[string]int64  // integer fields
+	Strs   map[string]string // string fields (bash's cmd, pid, user, message)
+	Bools  map[string]bool   // boolean fields (bash's truncated)
 }
 
-// query reads a measurement back from the stopped agent's store (offline).
-func (a *agent) query(measurement string) (stored, error) {
-	out, err := exec.Command(filepath.Join(a.root, "datakit"), "query", measurement, "--since", "1h", "--dir", a.dir).Output()
+// query reads a measurement back from the stopped agent's store (offline), in any category.
+func (a *agent) query(measurement string) (stored, error) { return a.queryIn(measurement, "") }
+
+// queryIn is query restricted to one category ("": any).
+func (a *agent) queryIn(measurement, category string) (stored, error) {
+	args := []string{"query", measurement, "--since", "1h", "--dir", a.dir}
+	if category != "" {
+		args = append(args, "--category", category)
+	}
+	out, err := exec.Command(filepath.Join(a.root, "datakit"), args...).Output()
 	if err != nil {
 		return stored{}, fmt.Errorf("datakit query %s: %w", measurement, err)
 	}
@@ -160,7 +179,8 @@ func (a *agent) query(measurement string) (stored, error) {
 		if err != nil {
 			return s, err
 		}
-		p := lpPoint{Name: string(m), Tags: map[string]string{}, Fields: map[string]int64{}}
+		p := lpPoint{Name: string(m), Tags: map[string]string{}, Fields: map[string]int64{},
+			Strs: map[string]string{}, Bools: map[string]bool{}}
 		for {
 			k, v, err := dec.NextTag()
 			if err != nil || k == nil {
@@ -173,8 +193,13 @@ func (a *agent) query(measurement string) (stored, error) {
 			if err != nil || k == nil {
 				break
 			}
-			if v.Kind() == lineprotocol.Int {
+			switch v.Kind() {
+			case lineprotocol.Int:
 				p.Fields[string(k)] = v.IntV()
+			case lineprotocol.String:
+				p.Strs[string(k)] = v.StringV()
+			case lineprotocol.Bool:
+				p.Bools[string(k)] = v.BoolV()
 			}
 		}
 		s.points = append(s.points, p)
@@ -211,6 +236,28 @@ func (p lpPoint) matches(tags map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// sumWhere is sum over the points that also satisfy ok.
+func (s stored) sumWhere(field string, match map[string]string, ok func(lpPoint) bool) int64 {
+	var t int64
+	for _, p := range s.points {
+		if p.matches(match) && ok(p) {
+			t += p.Fields[field]
+		}
+	}
+	return t
+}
+
+// count returns how many points match tags and satisfy ok.
+func (s stored) count(match map[string]string, ok func(lpPoint) bool) int64 {
+	var n int64
+	for _, p := range s.points {
+		if p.matches(match) && ok(p) {
+			n++
+		}
+	}
+	return n
 }
 
 // hasField reports whether any point has a field starting with prefix.

@@ -161,57 +161,122 @@ func httpGetter(url string, keepAlive bool, workers int) (func(int) error, func(
 	return get, tr.CloseIdleConnections
 }
 
-// dnsClients returns a query function per worker, each on its own connected UDP socket, and counts
-// what was sent (ground truth for the resolver side).
-func dnsClients(workers int, sent *atomic.Int64) (func(int) error, func(), error) {
-	conns := make([]*net.UDPConn, workers)
-	for i := range conns {
-		c, err := net.Dial("udp", dnsAddr)
-		if err != nil {
-			return nil, nil, err
-		}
-		conns[i] = c.(*net.UDPConn)
-	}
-	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-	ids := make([]uint16, workers)
-	return func(w int) error {
-		ids[w]++
-		sent.Add(1)
-		return exchangeDNS(conns[w], ids[w])
-	}, closeAll, nil
+// dnsClient is W4's load generator: one connected UDP socket per worker, one query in flight on each,
+// and its own account of every query, the ground truth of the client side: queries sent, and answers
+// received, in time (the exchange succeeded: loadResult.Requests) or late (after the exchange's 1 s
+// deadline: read by the worker's next exchange, or by settle).
+type dnsClient struct {
+	conns   []*net.UDPConn
+	ids     []uint16
+	pending []bool // the worker's last query got no answer in time: it may still come
+	// answered: NOERROR answers received (in time or late); other: answers with another rcode.
+	sent, answered, other atomic.Int64
 }
+
+func newDNSClient(workers int) (*dnsClient, error) {
+	c := &dnsClient{conns: make([]*net.UDPConn, workers), ids: make([]uint16, workers), pending: make([]bool, workers)}
+	for i := range c.conns {
+		conn, err := net.Dial("udp", dnsAddr)
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c.conns[i] = conn.(*net.UDPConn)
+	}
+	return c, nil
+}
+
+func (c *dnsClient) close() {
+	for _, conn := range c.conns {
+		if conn != nil {
+			conn.Close()
+		}
+	}
+}
+
+// query sends worker w's next query and waits (up to 1 s) for its answer.
+func (c *dnsClient) query(w int) error {
+	c.ids[w]++
+	c.sent.Add(1)
+	rcode, err := exchangeDNS(c.conns[w], c.ids[w], c.count)
+	c.pending[w] = err != nil && rcode < 0
+	if rcode >= 0 {
+		c.count(rcode)
+	}
+	return err
+}
+
+func (c *dnsClient) count(rcode int) {
+	if rcode == int(dnsmessage.RCodeSuccess) {
+		c.answered.Add(1)
+	} else {
+		c.other.Add(1)
+	}
+}
+
+// settle reads the late answers still on their way when the load stopped: if a worker's last query was
+// not answered in time, every socket is read until wait has passed. Workers must be idle.
+func (c *dnsClient) settle(wait time.Duration) {
+	if !slices.Contains(c.pending, true) {
+		return
+	}
+	deadline := time.Now().Add(wait)
+	buf := make([]byte, 512)
+	for w, conn := range c.conns {
+		conn.SetReadDeadline(deadline)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				break
+			}
+			var p dnsmessage.Parser
+			if h, err := p.Start(buf[:n]); err == nil && h.Response {
+				c.count(int(h.RCode))
+			}
+		}
+		c.pending[w] = false
+	}
+}
+
+// reset starts a run's account.
+func (c *dnsClient) reset() { c.sent.Store(0); c.answered.Store(0); c.other.Store(0) }
 
 var dnsQueryName = dnsmessage.MustNewName(dnsName)
 
-func exchangeDNS(c *net.UDPConn, id uint16) error {
+// exchangeDNS sends query id and reads until its answer: it returns the answer's rcode (-1: none within
+// 1 s). The answers to earlier queries read meanwhile (late ones) go to late, if set.
+func exchangeDNS(c *net.UDPConn, id uint16, late func(rcode int)) (int, error) {
 	msg := dnsmessage.Message{Header: dnsmessage.Header{ID: id, RecursionDesired: true},
 		Questions: []dnsmessage.Question{{Name: dnsQueryName, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
 	q, err := msg.Pack()
 	if err != nil {
-		return err
+		return -1, err
 	}
 	if _, err := c.Write(q); err != nil {
-		return err
+		return -1, err
 	}
 	buf := make([]byte, 512)
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
-			return err
+			return -1, err
 		}
 		var p dnsmessage.Parser
 		h, err := p.Start(buf[:n])
-		if err == nil && h.ID == id {
-			if h.RCode != dnsmessage.RCodeSuccess {
-				return fmt.Errorf("rcode %v", h.RCode)
-			}
-			return nil
+		if err != nil || !h.Response {
+			continue
 		}
+		if h.ID != id {
+			if late != nil {
+				late(int(h.RCode))
+			}
+			continue
+		}
+		if h.RCode != dnsmessage.RCodeSuccess {
+			return int(h.RCode), fmt.Errorf("rcode %v", h.RCode)
+		}
+		return 0, nil
 	}
 }
 
@@ -222,7 +287,8 @@ func dnsQuery(addr string) (bool, error) {
 		return false, err
 	}
 	defer c.Close()
-	return true, exchangeDNS(c.(*net.UDPConn), 1)
+	_, err = exchangeDNS(c.(*net.UDPConn), 1, nil)
+	return true, err
 }
 
 func waitTCP(addr string, timeout time.Duration) error {

@@ -1,8 +1,8 @@
 // Command bench measures what the collector costs real workloads on this host and how true its numbers
 // are: nginx HTTP (keep-alive and connection churn), HTTPS, DNS against dnsmasq, and an interactive-bash
 // exec storm, each without the collector (base), with every hook of "all" attached to programs that return
-// at once (floor), with netflow alone (netflow), and with netflow, httpflow and httpflow-tls (all),
-// interleaved in random order.
+// at once (floor), with the network plugin alone: netflow and dnsflow (netflow), and with netflow, dnsflow,
+// httpflow, httpflow-tls and bash (all), interleaved in random order.
 package main
 
 import (
@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync/atomic"
+	"strings"
 	"time"
 )
 
@@ -31,12 +31,19 @@ type workload struct {
 	// fixed runs the load at rate per second (nil: saturation only).
 	fixed     func(rate float64, d time.Duration) loadResult
 	serverPID func() int
-	// checks compares what the collector stored with the run's ground truth: flows (netflow) always,
-	// http (httpflow) when the configuration ran it, else nil.
-	checks func(mode string, r loadResult, flows stored, http *stored) []check
+	// checks compares what the collector stored with the run's ground truth.
+	checks func(mode string, r loadResult, c collected) []check
 	// before is called right before the load (ground-truth bookkeeping); after, if set, right after it
 	// and before the collector stops: it waits until the server has finished with the run.
 	before, after func()
+}
+
+// collected is what the collector stored during a measured run: flows (netflow) and dns (dnsflow) in
+// every measured configuration; http (httpflow) and bash (category logging) when the configuration ran
+// them (all), else nil.
+type collected struct {
+	flows, dns stored
+	http, bash *stored
 }
 
 // check is one fidelity comparison.
@@ -58,10 +65,15 @@ type run struct {
 	CollectorRSSMB         float64
 	Points, Bytes          int64 // collector points stored during the run and their line-protocol bytes
 	Intervals              float64
-	Lost, MapFull          int64 // ring-buffer records lost, map inserts failed: netflow's, plus httpflow's in "all"
+	// Ring-buffer records lost, map inserts failed (or in-flight entries evicted): netflow's and dnsflow's,
+	// plus httpflow's and bash's in "all".
+	Lost, MapFull int64
 	// httpflow (config all): exchanges stored (both sides, every port) and the collector's counters.
 	HTTPExchanges, TLSHits, TLSCalls, Desyncs, Unanswered int64
-	Checks                                                []check `json:",omitempty"`
+	// dnsflow (netflow and all): queries stored (the count of every point, every process) and the
+	// collector's timeouts and malformed messages; bash (all): lines stored (every shell).
+	DNSQueries, DNSTimeouts, DNSMalformed, BashLines int64
+	Checks                                           []check `json:",omitempty"`
 }
 
 func main() {
@@ -213,32 +225,59 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if err != nil {
 		return r, err
 	}
-	// The configuration must be what ran: httpflow's counters exist only when the collector ran httpflow,
-	// and "all" and "floor" must have found a libssl to probe.
-	if got, want := self1.hasField("httpflow_"), cfg != "netflow"; got != want {
-		return r, fmt.Errorf("config %s: collector ran httpflow: %v, want %v", cfg, got, want)
+	// The configuration must be what ran: httpflow's and bash's counters exist only when the collector ran
+	// them (floor and all), dnsflow's always (part of ebpf-net); "all" and "floor" must have found a libssl
+	// and a bash to probe.
+	for _, pl := range []struct {
+		prefix string
+		want   bool
+	}{{"httpflow_", cfg != "netflow"}, {"bash_", cfg != "netflow"}, {"dnsflow_", true}} {
+		if got := self1.hasField(pl.prefix); got != pl.want {
+			return r, fmt.Errorf("config %s: collector has %s* self-metrics: %v, want %v", cfg, pl.prefix, got, pl.want)
+		}
 	}
 	if cfg != "netflow" && self1.last("httpflow_tls_libs_probed") == 0 {
 		return r, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
 	}
-	r.Points, r.Bytes = int64(len(flows.points)+len(self1.points)), flows.bytes+self1.bytes
-	r.Lost, r.MapFull = self1.last("netflow_events_lost"), self1.last("netflow_map_full_drops")
-	var http *stored
+	if cfg != "netflow" && self1.last("bash_binaries_probed") == 0 {
+		return r, fmt.Errorf("config %s: bash probed no bash binary", cfg)
+	}
+	dns, err := a.query("dnsflow")
+	if err != nil {
+		return r, err
+	}
+	r.Points = int64(len(flows.points) + len(dns.points) + len(self1.points))
+	r.Bytes = flows.bytes + dns.bytes + self1.bytes
+	r.Lost = self1.last("netflow_events_lost") + self1.last("dnsflow_events_lost")
+	r.MapFull = self1.last("netflow_map_full_drops") + self1.last("dnsflow_map_full_drops")
+	r.DNSQueries = dns.sum("count", nil)
+	r.DNSTimeouts, r.DNSMalformed = self1.last("dnsflow_timeouts"), self1.last("dnsflow_malformed")
+	c := collected{flows: flows, dns: dns}
 	if cfg == "all" {
 		h, err := a.query("httpflow")
 		if err != nil {
 			return r, err
 		}
-		http = &h
+		c.http = &h
 		r.Points, r.Bytes = r.Points+int64(len(h.points)), r.Bytes+h.bytes
 		r.Lost += self1.last("httpflow_events_lost")
 		r.MapFull += self1.last("httpflow_map_full_drops")
 		r.HTTPExchanges = h.sum("count", nil)
 		r.TLSHits, r.TLSCalls = self1.last("httpflow_tls_uprobe_hits"), self1.last("httpflow_tls_calls")
 		r.Desyncs, r.Unanswered = self1.last("httpflow_desyncs"), self1.last("httpflow_unanswered")
+
+		b, err := a.queryIn("bash", "logging")
+		if err != nil {
+			return r, err
+		}
+		c.bash = &b
+		r.Points, r.Bytes = r.Points+int64(len(b.points)), r.Bytes+b.bytes
+		r.Lost += self1.last("bash_events_lost") + self1.last("bash_dropped_lines") // lines lost in the ring or to a full buffer
+		r.MapFull += self1.last("bash_map_full_drops")
+		r.BashLines = int64(len(b.points))
 	}
 	if slices.Contains(measured, cfg) {
-		r.Checks = w.checks(mode, r.Load, flows, http)
+		r.Checks = w.checks(mode, r.Load, c)
 	}
 	return r, nil
 }
@@ -332,12 +371,13 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 				idle() // the run's connections end with it, as wrk's do
 				return r
 			},
-			checks: func(mode string, r loadResult, flows stored, http *stored) []check {
+			checks: func(mode string, r loadResult, c collected) []check {
 				log, accepted := ngTruth()
-				cs := flowChecks(log, accepted, flows)
-				if http == nil {
+				cs := flowChecks(log, accepted, c.flows)
+				if c.http == nil {
 					return cs
 				}
+				http := c.http
 				cs = append(cs, exchanges(log, *http, "nginx", port, "")...)
 				switch {
 				case !tls:
@@ -390,29 +430,55 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 			return nil, nil, err
 		}
 		stops = append(stops, dm.stop)
-		var sent atomic.Int64
 		const workers = 8
-		query, closeDNS, err := dnsClients(workers, &sent)
+		dc, err := newDNSClient(workers)
 		if err != nil {
 			stopAll()
 			return nil, nil, err
 		}
-		stops = append(stops, closeDNS)
-		server := map[string]string{"direction": "incoming", "src_port": "53", "transport": "udp"}
-		client := map[string]string{"direction": "outgoing", "dst_port": "53", "transport": "udp", "pid": strconv.Itoa(os.Getpid())}
+		stops = append(stops, dc.close)
+		pid := strconv.Itoa(os.Getpid())
+		server := map[string]string{"direction": "incoming", "src_ip": dnsIP, "src_port": "53", "transport": "udp"}
+		client := map[string]string{"direction": "outgoing", "dst_port": "53", "transport": "udp", "pid": pid}
+		// dnsflow's points of the bench's queries: its name without the trailing dot, type A, answered NOERROR.
+		qname := strings.TrimSuffix(dnsName, ".")
+		asked := map[string]string{"pid": pid, "qname": qname, "qtype": "A", "transport": "udp", "server_port": "53"}
+		noError := map[string]string{"pid": pid, "qname": qname, "qtype": "A", "transport": "udp", "server_port": "53", "rcode_name": "NOERROR"}
 		ws = append(ws, workload{ID: "W4", Name: "DNS over UDP against dnsmasq", serverPID: dm.pid,
-			before: func() { sent.Store(0) },
+			// Late answers of the previous run (base has no after) are not this run's.
+			before: func() { dc.settle(2 * time.Second); dc.reset() },
+			// Answers still on their way when the load stopped are read before the collector stops.
+			after: func() { dc.settle(2 * time.Second) },
 			saturate: func(d time.Duration) (loadResult, float64, error) {
-				r := saturate(d, workers, query)
-				r.Sent = sent.Load()
+				r := saturate(d, workers, dc.query)
+				r.Sent = dc.sent.Load()
 				return r, 0, nil
 			},
-			checks: func(_ string, r loadResult, st stored, _ *stored) []check {
+			checks: func(_ string, r loadResult, c collected) []check {
+				// The client's truth: answers its sockets received, in time (r.Requests, the rate's count) or
+				// late (after its 1 s deadline, read later: none in a normal run, but a stalled CPU makes them).
+				ok, other := dc.answered.Load(), dc.other.Load()
+				st, dns := c.flows, c.dns
 				return []check{
 					{"client: queries sent", r.Sent, st.sum("datagrams_written", client)},
-					{"client: answers received", r.Requests, st.sum("datagrams_read", client)},
+					{"client: answers received (in time or late)", ok + other, st.sum("datagrams_read", client)},
 					{"dnsmasq: queries received", r.Sent, st.sum("datagrams_read", server)},
-					{"dnsmasq: answers sent", r.Requests, st.sum("datagrams_written", server)},
+					{"dnsmasq: answers sent", ok + other, st.sum("datagrams_written", server)},
+					// dnsmasq answers every query (from --address, at most 8 in flight): no query of the run is
+					// left unanswered, so none can be reported TIMEOUT. If one were, dnsflow would report it only
+					// 6 s after it was sent, if the collector still runs then: this check says the truth below holds.
+					{"client: queries left unanswered (workload self-check: truth of dnsflow's rcode checks)", 0, r.Sent - ok - other},
+					{"client: dnsflow count, qname " + qname + " qtype A rcode 0 NOERROR (NOERROR answers the client received)",
+						ok, dns.sumIf("count", noError, "rcode", 0)},
+					{"client: dnsflow count with another rcode or TIMEOUT (answers of another rcode the client received)",
+						other, dns.sumWhere("count", map[string]string{"pid": pid}, func(p lpPoint) bool { return p.Fields["rcode"] != 0 })},
+					{"client: dnsflow count of another qname, qtype, transport or port (none asked)",
+						0, dns.sumWhere("count", map[string]string{"pid": pid}, func(p lpPoint) bool { return !p.matches(asked) })},
+					{"client: dnsflow points with 0 < latency <= latency_max (every answered point)",
+						dns.count(noError, func(p lpPoint) bool { return p.Fields["count"] > 0 }),
+						dns.count(noError, func(p lpPoint) bool {
+							return p.Fields["count"] > 0 && p.Fields["latency"] > 0 && p.Fields["latency"] <= p.Fields["latency_max"]
+						})},
 				}
 			}})
 	}
@@ -423,12 +489,31 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 			return nil, nil, err
 		}
 		stops = append(stops, sh.stop)
-		ws = append(ws, workload{ID: "W5", Name: "interactive bash exec storm (each line runs /bin/true)", serverPID: sh.pid,
-			before: func() {},
-			saturate: func(d time.Duration) (loadResult, float64, error) {
-				return saturate(d, 1, func(int) error { return sh.run("/bin/true") }), 0, nil
+		const line = "/bin/true"
+		ws = append(ws, workload{ID: "W5", Name: "interactive bash exec storm (each line runs " + line + ")", serverPID: sh.pid,
+			// The shell waits in a readline call it entered before the collector started, whose return a
+			// uretprobe attached since cannot see: one line ends it, so that every line of the run is read by
+			// a call entered after the attach. That line is not part of the truth (nor, being ":", a /bin/true).
+			before: func() {
+				if err := sh.run(":"); err != nil {
+					fmt.Fprintln(os.Stderr, "bench: W5:", err)
+				}
 			},
-			checks: func(string, loadResult, stored, *stored) []check { return nil }, // no network; the bash plugin is not built yet
+			saturate: func(d time.Duration) (loadResult, float64, error) {
+				return saturate(d, 1, func(int) error { return sh.run(line) }), 0, nil
+			},
+			checks: func(_ string, r loadResult, c collected) []check {
+				if c.bash == nil {
+					return nil // no network traffic; bash lines are checked in config all
+				}
+				pid := strconv.Itoa(sh.pid())
+				mine := func(p lpPoint) bool { return p.Strs["pid"] == pid }
+				return []check{
+					{"bash: lines of the shell's pid (lines typed)", r.Requests, c.bash.count(nil, mine)},
+					{"bash: lines of the shell's pid with cmd " + line + ", not truncated (every line typed)", r.Requests,
+						c.bash.count(nil, func(p lpPoint) bool { return mine(p) && p.Strs["cmd"] == line && !p.Bools["truncated"] })},
+				}
+			},
 		})
 	}
 	return ws, stopAll, nil

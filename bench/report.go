@@ -79,8 +79,10 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 	fmt.Fprintf(&b, "### make bench, %s, %d runs in %s; %d discarded (other processes above %.2f cores)\n\n",
 		time.Now().UTC().Format("2006-01-02"), len(runs), took.Round(time.Second), discarded, noise)
 	fmt.Fprintln(&b, "`all` = `netflow` + `httpflow` (plain HTTP/1.x, parsed in netflow's cgroup_skb programs) + `httpflow-tls` "+
-		"(OpenSSL uprobes on SSL_read/SSL_write/SSL_read_ex/SSL_write_ex entry and return, and SSL_free). "+
-		"`netflow`: netflow alone (`l7net_disabled = [\"httpflow\", \"httpflow-tls\"]`). "+
+		"(OpenSSL uprobes on SSL_read/SSL_write/SSL_read_ex/SSL_write_ex entry and return, and SSL_free) + `bash` "+
+		"(plugin ebpf-bash: a uretprobe on each bash binary's readline). "+
+		"`netflow`: the network plugin alone, netflow and dnsflow (DNS packets of netflow's cgroup_skb programs, in every config; "+
+		"`l7net_disabled = [\"httpflow\", \"httpflow-tls\"]`, no ebpf-bash). "+
 		"`floor`: every hook of `all`, programs that return at once (each uprobe hit still pays its trap), so `netflow` can beat it on W3.")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| workload | mode | config | rate/s median | min–max | vs base | vs floor | p50 ms | p99 ms | server µs/op | runs |")
@@ -126,7 +128,8 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 	}
 
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "Collector footprint (medians; events lost and map-full drops: the most of any run, netflow's plus httpflow's in `all`):")
+	fmt.Fprintln(&b, "Collector footprint (medians; points and bytes: every measurement the config stores, self-metrics included; "+
+		"events lost and map-full drops: the most of any run, netflow's and dnsflow's, plus httpflow's and bash's in `all`):")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| workload | mode | config | collector CPU s per 10k ops | collector % of a core | peak RSS MB | points/interval | bytes/interval | events lost | map-full drops |")
 	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -171,6 +174,33 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 		}
 	}
 
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "dnsflow (configs `netflow` and `all`) and bash (config `all`), medians per run; every process's queries "+
+		"and every shell's lines, so other tenants' count too:")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| workload | mode | config | DNS queries seen | queries per request | timeouts | malformed | bash lines seen | lines per request |")
+	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|")
+	for _, w := range ws {
+		for _, mode := range []string{"saturation", "half"} {
+			for _, cfg := range measured {
+				rs, _ := kept(runs, w.ID, mode, cfg)
+				if len(rs) == 0 {
+					continue
+				}
+				q := median(values(rs, func(r run) float64 { return float64(r.DNSQueries) }))
+				qPer := median(values(rs, func(r run) float64 { return perOp(float64(r.DNSQueries), r) }))
+				to := slices.Max(values(rs, func(r run) float64 { return float64(r.DNSTimeouts) }))
+				mal := slices.Max(values(rs, func(r run) float64 { return float64(r.DNSMalformed) }))
+				lines, linesPer := "–", "–"
+				if cfg == "all" {
+					lines = fmt.Sprintf("%.0f", median(values(rs, func(r run) float64 { return float64(r.BashLines) })))
+					linesPer = fmt.Sprintf("%.2f", median(values(rs, func(r run) float64 { return perOp(float64(r.BashLines), r) })))
+				}
+				fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.2f | %.0f | %.0f | %s | %s |\n", w.ID, mode, cfg, q, qPer, to, mal, lines, linesPer)
+			}
+		}
+	}
+
 	for _, cfg := range measured {
 		fmt.Fprintln(&b)
 		fmt.Fprintf(&b, "Fidelity (config %s, every run, ground truth from the workload itself):\n", cfg)
@@ -196,7 +226,7 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 				}
 			}
 			if len(names) == 0 {
-				fmt.Fprintf(&b, "- %s: nothing to check yet (no network traffic; the bash plugin is not built)\n", w.ID)
+				fmt.Fprintf(&b, "- %s: nothing to check in this config (no network traffic; bash runs in `all`)\n", w.ID)
 				continue
 			}
 			for _, name := range names {

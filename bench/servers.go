@@ -21,8 +21,11 @@ const (
 	httpAddr   = "127.0.0.1:18080"
 	httpsAddr  = "127.0.0.1:18443"
 	statusAddr = "127.0.0.1:18081" // nginx stub_status, apart so reading it does not touch the measured ports
-	dnsAddr    = "127.0.0.1:53"
-	dnsName    = "www.bench.test."
+	// dnsmasq on its own loopback address: integration tests run their own dnsmasq on 127.0.0.1:53 (and
+	// dnsflow watches port 53 only), and netflow's server-side points are told apart by address.
+	dnsIP   = "127.0.0.2"
+	dnsAddr = dnsIP + ":53"
+	dnsName = "www.bench.test."
 )
 
 type nginx struct {
@@ -198,7 +201,7 @@ type dnsmasq struct{ cmd *exec.Cmd }
 
 func startDnsmasq() (*dnsmasq, error) {
 	d := &dnsmasq{cmd: pinned(0, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--user=root",
-		"--listen-address=127.0.0.1", "--bind-interfaces", "--port=53", "--no-resolv", "--no-hosts",
+		"--listen-address="+dnsIP, "--bind-interfaces", "--port=53", "--no-resolv", "--no-hosts",
 		"--pid-file=", "--cache-size=1000", "--address=/bench.test/10.9.9.9")}
 	var errb bytes.Buffer
 	d.cmd.Stderr = &errb

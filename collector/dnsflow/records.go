@@ -37,11 +37,15 @@ type Event struct {
 // SizeEvent is the size of struct df_event (the layout test checks the mirror against the BTF).
 const SizeEvent = 608
 
+// SizeHeader is the size of a record without payload: the kernel sends a struct df_event cut after its
+// Cap bytes of Msg.
+const SizeHeader = SizeEvent - MsgLen
+
 // UnmarshalBinary decodes a struct df_event in host byte order by hand: one arrives per DNS packet, and
 // reflection (binary.Read) would cost more than parsing the message.
 func (e *Event) UnmarshalBinary(b []byte) error {
-	if len(b) < SizeEvent {
-		return fmt.Errorf("decode df_event: record has %d bytes, want %d", len(b), SizeEvent)
+	if len(b) < SizeHeader {
+		return fmt.Errorf("decode df_event: record has %d bytes, want at least %d", len(b), SizeHeader)
 	}
 	n := binary.NativeEndian
 	_ = e.T.UnmarshalBinary(b[:netflow.SizeTuple]) // cannot fail: the length is checked above
@@ -54,7 +58,10 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	e.Cap = n.Uint16(b[72:])
 	e.Flags = b[74]
 	copy(e.Comm[:], b[80:96])
-	copy(e.Msg[:], b[96:96+MsgLen])
+	if int(e.Cap) > len(b)-SizeHeader {
+		return fmt.Errorf("decode df_event: record has %d payload bytes, its cap says %d", len(b)-SizeHeader, e.Cap)
+	}
+	copy(e.Msg[:], b[SizeHeader:SizeHeader+int(e.Cap)])
 	return nil
 }
 

@@ -39,7 +39,27 @@ func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, e)
 	}
 	if err := got.UnmarshalBinary(buf.Bytes()[:SizeEvent-1]); err == nil {
-		t.Error("decoding a short record succeeded")
+		t.Error("decoding a record shorter than its cap says succeeded")
+	}
+}
+
+// The kernel sends only the Cap payload bytes a record holds.
+func TestEventDecodesARecordCutAfterItsPayload(t *testing.T) {
+	e := Event{T: netflow.Tuple{Family: afInet, Proto: protoUDP, Dport: 53}, Len: 33, Cap: 33, Flags: FlagEgress}
+	copy(e.Msg[:], "0123456789abcdefghijklmnopqrstuvw")
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {
+		t.Fatal(err)
+	}
+	var got Event
+	if err := got.UnmarshalBinary(buf.Bytes()[:SizeHeader+33]); err != nil {
+		t.Fatal(err)
+	}
+	if got != e {
+		t.Errorf("cut record:\n got %+v\nwant %+v", got, e)
+	}
+	if err := got.UnmarshalBinary(buf.Bytes()[:SizeHeader-1]); err == nil {
+		t.Error("decoding a record without its header succeeded")
 	}
 }
 

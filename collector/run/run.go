@@ -74,8 +74,11 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
 	flush := func(now time.Time) {
+		// Every plugin drains before any flushes: netflow names addresses from the DNS answers dnsflow holds.
 		for _, p := range plugins {
 			p.Drain()
+		}
+		for _, p := range plugins {
 			pts := p.Flush(now)
 			snd.Enqueue(p.Category(), p.Input(), encodeAll(enc, pts, log))
 			log.Debug("flushed", "plugin", p.Name(), "points", len(pts))

@@ -588,3 +588,152 @@ func TestDNSFlowWorkloadGroundTruthIsConsistent(t *testing.T) {
 		}
 	})
 }
+
+// svcName is the name dnsmasq answers with svcAddrs (host record, TTL 0: kept the minimum 60 s), addresses
+// the test puts on the namespace's lo (lo answers for all of 127/8); unnamedAddrs are on lo too, and no DNS
+// answer gives them.
+const svcName = "svc.dk.test"
+
+var (
+	svcAddrs     = []netip.Addr{netip.MustParseAddr("127.0.0.7"), netip.MustParseAddr("fd00:d6::7")}
+	unnamedAddrs = []netip.Addr{netip.MustParseAddr("127.0.0.8"), netip.MustParseAddr("fd00:d6::8")}
+)
+
+// domainOf is the dst_domain/server_domain an address must carry in the test of the names: svcName for
+// svcAddrs, none ("") for any other.
+func domainOf(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err == nil && slices.Contains(svcAddrs, a) {
+		return svcName
+	}
+	return ""
+}
+
+// TestNetflowNamesServersFromDNSAnswers: Go's resolver, in a namespace of the test's own, asks dnsmasq A
+// and AAAA of svcName and gets addresses of the namespace's lo; the test then opens a TCP connection to
+// each (a server of its own listens there), and to addresses no answer gave, and exchanges known sizes.
+// Every netflow point of the connections (by pid and server port; client and server side) must count the
+// exact bytes, and carry dst_domain and server_domain = svcName where its dst or server address is one the
+// answers gave, and neither tag otherwise.
+func TestNetflowNamesServersFromDNSAnswers(t *testing.T) {
+	ns := newTestNetns(t)
+	for _, a := range []netip.Addr{svcAddrs[1], unnamedAddrs[1]} {
+		run(t, "ip", "-n", ns.name, "addr", "add", a.String()+"/128", "dev", "lo", "nodad")
+	}
+	startDnsmasq(t, ns)
+	a := startAgent(t, "  dnsflow_ports = [53]")
+	pid := strconv.Itoa(os.Getpid())
+
+	ctx, cancel := context.WithTimeout(context.Background(), max(30*time.Second, 10*interval))
+	defer cancel()
+	got, err := nsResolver(ns, netip.MustParseAddrPort("127.0.0.1:53")).LookupNetIP(ctx, "ip", svcName+".")
+	slices.SortFunc(got, netip.Addr.Compare)
+	if err != nil || !slices.Equal(got, svcAddrs) {
+		t.Fatalf("harness: Go resolver in %s: %s = %v (%v), want %v", ns.name, svcName, got, err, svcAddrs)
+	}
+	// The names are the collector's once dnsflow has taken the answers: its points of them say so. (In one
+	// flush netflow is drained and flushed before dnsflow is drained: a connection reported in the flush
+	// that follows its answer by less than a drain period goes unnamed in that point.)
+	a.waitFor("the dnsflow points of "+svcName, max(30*time.Second, 10*interval), func() bool {
+		qtypes := map[string]bool{}
+		for _, p := range a.query("dnsflow", "5m") {
+			if p.Tags["qname"] == svcName && p.Tags["rcode_name"] == "NOERROR" && p.Tags["pid"] == pid {
+				qtypes[p.Tags["qtype"]] = true
+			}
+		}
+		return qtypes["A"] && qtypes["AAAA"]
+	})
+
+	type conn struct {
+		addr     netip.Addr
+		port     int
+		cli, srv *counted
+	}
+	var conns []conn
+	for i, addr := range slices.Concat(got, unnamedAddrs) {
+		port, srv, wg := nsTCPServer(t, ns, addr)
+		server := netip.AddrPortFrom(addr, uint16(port))
+		var c net.Conn
+		must(t, ns.sockets(func() (err error) {
+			c, err = net.DialTimeout(tcpNet(server), server.String(), 10*time.Second)
+			return err
+		}))
+		cli := &counted{}
+		must(t, exchange(c, cli, 1000+i*111, 3000+i*333)) // N written, M read: distinct per connection
+		c.Close()
+		wg.Wait()
+		conns = append(conns, conn{addr, port, cli, srv})
+	}
+
+	// Both sides of every connection: client (outgoing, dst_port) and server (incoming, src_port).
+	type side struct {
+		what       string
+		c          conn
+		dir, ptag  string
+		want       totals
+		remoteAddr string // the tag that holds the connection's address: dst_ip or src_ip
+	}
+	var sides []side
+	for _, c := range conns {
+		p := strconv.Itoa(c.port)
+		sides = append(sides,
+			side{fmt.Sprintf("client of %s", netip.AddrPortFrom(c.addr, uint16(c.port))), c, "outgoing", "dst_port:" + p,
+				totals{written: c.cli.wrote.Load(), read: c.cli.read.Load(), established: 1, closed: 1}, "dst_ip"},
+			side{fmt.Sprintf("server at %s", netip.AddrPortFrom(c.addr, uint16(c.port))), c, "incoming", "src_port:" + p,
+				totals{written: c.srv.wrote.Load(), read: c.srv.read.Load(), established: 1, closed: 1}, "src_ip"})
+	}
+	observe := func(s side) flowSum {
+		return sumFlows(a.query("netflow", "5m", "pid:"+pid, "run:"+pid, "transport:tcp", "direction:"+s.dir, s.ptag))
+	}
+	settled := func() bool {
+		for _, s := range sides {
+			if observe(s).totals != s.want {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(max(6*interval, 20*time.Second)); !settled() && time.Now().Before(deadline); {
+		time.Sleep(interval / 4)
+	}
+	time.Sleep(2 * interval) // nothing more may arrive
+	for _, s := range sides {
+		g := observe(s)
+		var tags []string
+		for _, p := range g.points {
+			tags = append(tags, fmt.Sprintf("%s->%s dst_domain=%q server_domain=%q", p.Tags["src_ip"], p.Tags["dst_ip"], p.Tags["dst_domain"], p.Tags["server_domain"]))
+		}
+		t.Logf("%s: %+v in %d points: %s", s.what, g.totals, len(g.points), strings.Join(tags, ", "))
+		if g.totals != s.want {
+			t.Errorf("%s: reported %+v, want %+v", s.what, g.totals, s.want)
+		}
+		for _, p := range g.points {
+			var bad []string
+			if p.Tags[s.remoteAddr] != s.c.addr.String() {
+				bad = append(bad, fmt.Sprintf("%s=%q, want %s", s.remoteAddr, p.Tags[s.remoteAddr], s.c.addr))
+			}
+			if p.Tags["netns"] != ns.inode {
+				bad = append(bad, fmt.Sprintf("netns=%q, want %s (%s)", p.Tags["netns"], ns.inode, ns.name))
+			}
+			for tag, want := range map[string]string{"dst_domain": domainOf(p.Tags["dst_ip"]), "server_domain": domainOf(p.Tags["server_ip"])} {
+				if got, ok := p.Tags[tag]; got != want || ok != (want != "") {
+					bad = append(bad, fmt.Sprintf("%s=%q (present: %v), want %q", tag, got, ok, want))
+				}
+			}
+			// What the task is about, said outright: the client's point of a named server carries the
+			// name twice, that of an unnamed one neither tag.
+			if s.dir == "outgoing" {
+				named := slices.Contains(svcAddrs, s.c.addr)
+				_, hasDst := p.Tags["dst_domain"]
+				_, hasSrv := p.Tags["server_domain"]
+				if named && (p.Tags["dst_domain"] != svcName || p.Tags["server_domain"] != svcName) || !named && (hasDst || hasSrv) {
+					bad = append(bad, fmt.Sprintf("client of a server %s named: dst_domain=%q server_domain=%q", map[bool]string{true: "", false: "not "}[named],
+						p.Tags["dst_domain"], p.Tags["server_domain"]))
+				}
+			}
+			if len(bad) > 0 {
+				t.Errorf("%s: point %v %v at %s: %s", s.what, p.Tags, p.Fields, p.Time.Format("15:04:05.000"), strings.Join(bad, "; "))
+			}
+		}
+	}
+}

@@ -658,6 +658,7 @@ var dnsmasqZone = []string{
 	"--host-record=split.dk.test,10.1.2.10,fd00::10",
 	"--host-record=glibc.dk.test,10.1.2.11,fd00::11",
 	`--txt-record=txt.dk.test,"dkebpf"`,
+	"--host-record=" + svcName + ",127.0.0.7,fd00:d6::7", // addresses of the namespace's lo: see svcAddrs
 }
 
 // startDnsmasq runs dnsmasq in ns on 127.0.0.1:53 and [::1]:53 (UDP and TCP) serving dnsmasqZone, with
@@ -749,6 +750,43 @@ func (d *dnsmasqServer) queries(t *testing.T) map[loggedQuery]int64 {
 		}
 	}
 	return out
+}
+
+// nsTCPServer accepts on addr:0 in ns and serves every connection (serve: exchanges of sizes the client
+// asks for); it returns the port and the server's truth.
+func nsTCPServer(t *testing.T, ns *testNetns, addr netip.Addr) (int, *counted, *sync.WaitGroup) {
+	t.Helper()
+	var l net.Listener
+	must(t, ns.sockets(func() (err error) {
+		l, err = net.Listen(tcpNet(netip.AddrPortFrom(addr, 0)), netip.AddrPortFrom(addr, 0).String())
+		return err
+	}))
+	t.Cleanup(func() { l.Close() })
+	cnt, wg := &counted{}, &sync.WaitGroup{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); serve(c, cnt) }()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port, cnt, wg
+}
+
+// nsResolver is Go's resolver (PreferGo) asking server from sockets of ns.
+func nsResolver(ns *testNetns, server netip.AddrPort) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var conn net.Conn
+		err := ns.sockets(func() (err error) {
+			var d net.Dialer
+			conn, err = d.DialContext(ctx, network, server.String())
+			return err
+		})
+		return conn, err
+	}}
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ func nmReadline(t *testing.T, path string) uint64 {
 	run := func(name string, args ...string) string {
 		out, err := exec.Command(name, args...).Output()
 		if err != nil {
-			t.Skipf("%s %v: %v", name, args, err)
+			t.Fatalf("%s %v: %v", name, args, err)
 		}
 		return string(out)
 	}
@@ -68,7 +68,7 @@ func nmReadline(t *testing.T, path string) uint64 {
 		}
 	}
 	if !found {
-		t.Skipf("%s defines no readline (nm -D)", path)
+		t.Fatalf("%s defines no readline (nm -D)", path)
 	}
 	for _, l := range strings.Split(run("readelf", "-lW", path), "\n") {
 		if f := strings.Fields(l); len(f) > 5 && f[0] == "LOAD" {
@@ -85,7 +85,7 @@ func nmReadline(t *testing.T, path string) uint64 {
 func needHostBash(t *testing.T) uint64 {
 	t.Helper()
 	if _, err := os.Stat(hostBash); err != nil {
-		t.Skipf("no %s: %v", hostBash, err)
+		t.Fatalf("no %s: %v", hostBash, err)
 	}
 	return nmReadline(t, hostBash)
 }
@@ -276,13 +276,13 @@ func TestScanRealProcFindsARunningBashWhoseFileWasDeleted(t *testing.T) {
 }
 
 func TestScanRealProcFindsTheBashOfAChrootOnce(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chroot needs root")
+	if os.Geteuid() != 0 && os.Getenv("DKEBPF_SKIP_ROOT_TESTS") == "1" {
+		t.Skip("chroot needs root (DKEBPF_SKIP_ROOT_TESTS=1)")
 	}
 	off := needHostBash(t)
 	out, err := exec.Command("ldd", hostBash).Output()
 	if err != nil {
-		t.Skipf("ldd %s: %v", hostBash, err)
+		t.Fatalf("ldd %s: %v", hostBash, err)
 	}
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {
@@ -326,6 +326,9 @@ func TestScanRealProcFindsTheBashOfAChrootOnce(t *testing.T) {
 // Containers of one image see one bash file through overlay mounts with different devices: probing it
 // once per mount would report every line once per container.
 func TestOverlayMountsOfOneLowerFileAreOneBinary(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("DKEBPF_SKIP_ROOT_TESTS") == "1" {
+		t.Skip("mounting needs root (DKEBPF_SKIP_ROOT_TESTS=1)")
+	}
 	dir := t.TempDir()
 	for _, d := range []string{"lower/bin", "u1", "w1", "m1", "u2", "w2", "m2"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {

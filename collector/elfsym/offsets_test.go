@@ -18,7 +18,7 @@ var probeSymbols = []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_e
 func needHostLibssl(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(hostLibssl); err != nil {
-		t.Skipf("no host libssl: %v", err)
+		t.Fatalf("no host libssl: %v", err)
 	}
 }
 
@@ -28,7 +28,7 @@ func readelfOffsets(t *testing.T, path string, symbols []string) map[string]uint
 	run := func(args ...string) []string {
 		out, err := exec.Command("readelf", args...).Output()
 		if err != nil {
-			t.Skipf("readelf %v: %v", args, err)
+			t.Fatalf("readelf %v: %v", args, err)
 		}
 		return strings.Split(string(out), "\n")
 	}
@@ -121,11 +121,11 @@ func TestOffsetsRejectsNonELFNamingTheFile(t *testing.T) {
 func TestOffsetsFindReadlineInHostBash(t *testing.T) {
 	const bash = "/bin/bash"
 	if _, err := os.Stat(bash); err != nil {
-		t.Skipf("no host bash: %v", err)
+		t.Fatalf("no host bash: %v", err)
 	}
 	want := readelfOffsets(t, bash, []string{"readline"})
 	if _, ok := want["readline"]; !ok {
-		t.Skipf("%s defines no readline of its own (linked to libreadline.so?)", bash)
+		t.Fatalf("%s defines no readline of its own (linked to libreadline.so?)", bash)
 	}
 	got, err := Offsets(bash, []string{"readline"})
 	if err != nil {
@@ -139,7 +139,7 @@ func TestOffsetsFindReadlineInHostBash(t *testing.T) {
 func TestOffsetsTreatsAnImportedSymbolAsMissing(t *testing.T) {
 	const bash = "/bin/bash"
 	if _, err := os.Stat(bash); err != nil {
-		t.Skipf("no host bash: %v", err)
+		t.Fatalf("no host bash: %v", err)
 	}
 	/* bash calls strlen from libc: its dynamic symbol table lists strlen as undefined */
 	got, err := Offsets(bash, []string{"strlen"})

@@ -126,8 +126,12 @@ func nameString(n dnsmessage.Name) string {
 	return sb.String()
 }
 
-// typeString names a query type as DataKit's decoder does: "A", "AAAA", ..., or its number.
+// typeString names a query type as DataKit's decoder does: "A", "AAAA", ..., or its number. Type 255 is
+// "ANY" (RFC 8482), which dnsmessage calls ALL.
 func typeString(t dnsmessage.Type) string {
+	if t == dnsmessage.TypeALL {
+		return "ANY"
+	}
 	return strings.TrimPrefix(t.String(), "Type")
 }
 

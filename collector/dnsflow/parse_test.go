@@ -61,6 +61,7 @@ func TestParseNamesTypesAndRcodes(t *testing.T) {
 		{"root", ".", dnsmessage.TypeNS, ".", "NS", dnsmessage.RCodeSuccess, "NOERROR"},
 		{"txt", "_dmarc.example.com", dnsmessage.TypeTXT, "_dmarc.example.com", "TXT", dnsmessage.RCodeNameError, "NXDOMAIN"},
 		{"unknown type", "x.example", dnsmessage.Type(65280), "x.example", "65280", dnsmessage.RCodeServerFailure, "SERVFAIL"},
+		{"any", "x.example", dnsmessage.TypeALL, "x.example", "ANY", dnsmessage.RCodeNotImplemented, "NOTIMP"},
 		{"https type", "x.example", dnsmessage.TypeHTTPS, "x.example", "HTTPS", dnsmessage.RCodeRefused, "REFUSED"},
 		{"odd bytes escaped", "a b\x01é.example", dnsmessage.TypeA, `a\032b\001\195\169.example`, "A", dnsmessage.RCode(11), "11"},
 	} {

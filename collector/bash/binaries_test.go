@@ -12,11 +12,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"dkebpf/collector/elfsym"
+	"dkebpf/collector/internal/proctest"
 )
 
 const hostBash = "/bin/bash"
@@ -220,28 +220,10 @@ func TestScanMissingProcRootIsAnError(t *testing.T) {
 // startBash starts cmd (a bash reading a line from a pipe) and waits until its exe is want.
 func startBash(t *testing.T, cmd *exec.Cmd, want string) int {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdin = r
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	r.Close()
-	t.Cleanup(func() {
-		w.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
+	return proctest.StartHeld(t, cmd, "exe "+want, func(pid int) bool {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		return err == nil && strings.TrimSuffix(l, " (deleted)") == want
 	})
-	pid := cmd.Process.Pid
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && strings.TrimSuffix(l, " (deleted)") == want {
-			return pid
-		}
-	}
-	t.Fatalf("%v: exe never became %s", cmd.Args, want)
-	return 0
 }
 
 func findAll(bins []Binary, id fileID) []Binary {

@@ -61,7 +61,7 @@ type Tracker struct {
 	fifo     query // sentinel of the in-flight queries in arrival order (fifo.next is the oldest)
 	conns    map[uint64]*conn
 	names    *NameCache
-	comms    map[[16]byte]string
+	comms    netflow.CommNames
 	points   map[aggKey]*acc
 	stats    Stats
 	now      func() time.Time // wall clock of name cache TTLs (tests replace it)
@@ -92,7 +92,7 @@ func NewTracker(cfg Config) *Tracker {
 		inflight:  map[queryKey]*query{},
 		conns:     map[uint64]*conn{},
 		names:     newNameCache(cfg.MaxNames),
-		comms:     map[[16]byte]string{},
+		comms:     netflow.CommNames{},
 		points:    map[aggKey]*acc{},
 		now:       time.Now,
 	}
@@ -136,7 +136,7 @@ func (t *Tracker) Add(e *Event) {
 	}
 	r := rec{t: e.T, cookie: e.Cookie, ts: e.TsNs, egress: e.Flags&FlagEgress != 0}
 	if e.Flags&FlagOwner != 0 {
-		r.owner, r.hasOwner = owner{e.Pid, t.comm(e.Comm), e.Netns}, true
+		r.owner, r.hasOwner = owner{e.Pid, t.comms.Name(e.Comm), e.Netns}, true
 	}
 	if e.T.Proto == protoTCP {
 		t.segment(e, r)
@@ -205,17 +205,4 @@ func (t *Tracker) Flush(now time.Time) []point.Point {
 	}
 	t.points = map[aggKey]*acc{}
 	return pts
-}
-
-// comm returns the process name of a kernel comm, allocating each distinct one once.
-func (t *Tracker) comm(b [16]byte) string {
-	c, ok := t.comms[b]
-	if !ok {
-		if len(t.comms) >= 4096 { // bounded: names come and go with processes
-			clear(t.comms)
-		}
-		c = netflow.Comm(b)
-		t.comms[b] = c
-	}
-	return c
 }

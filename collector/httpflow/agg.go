@@ -58,7 +58,7 @@ type Aggregator struct {
 	cfg      Config
 	maxPaths int
 	parse    parseCache
-	comms    map[[16]byte]string // process names seen, so an event does not allocate one
+	comms    netflow.CommNames
 
 	points      map[key]*acc
 	paths       map[pathOwner]map[string]struct{} // paths admitted this interval
@@ -96,7 +96,7 @@ func NewAggregator(cfg Config) *Aggregator {
 		cfg:      cfg,
 		maxPaths: cfg.MaxPaths,
 		parse:    newParseCache(),
-		comms:    map[[16]byte]string{},
+		comms:    netflow.CommNames{},
 		points:   map[key]*acc{},
 		paths:    map[pathOwner]map[string]struct{}{},
 		foldSeed: maphash.MakeSeed(),
@@ -122,7 +122,7 @@ func (a *Aggregator) Add(e Event) {
 		a.stats.NoAddress++
 		return
 	}
-	process := a.comm(e.Comm)
+	process := a.comms.Name(e.Comm)
 	if strings.HasPrefix(process, "datakit") { // DataKit and this collector: do not report our own POSTs
 		a.stats.Ignored++
 		return
@@ -237,17 +237,4 @@ func (p *acc) fields(k key) map[string]any {
 		f["paths_folded"] = int64(p.foldedN)
 	}
 	return f
-}
-
-// comm returns the process name of a kernel comm, allocating each distinct one once.
-func (a *Aggregator) comm(b [16]byte) string {
-	c, ok := a.comms[b]
-	if !ok {
-		if len(a.comms) >= 4096 { // bounded: names come and go with processes
-			clear(a.comms)
-		}
-		c = netflow.Comm(b)
-		a.comms[b] = c
-	}
-	return c
 }

@@ -35,8 +35,8 @@ type Aggregator struct {
 
 	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
 	udpLast  map[UDPKey]udpSeen
-	udpSocks map[uint64]Sock     // UDP socket cookie -> its nf_socks entry, once it names an owner
-	comms    map[[16]byte]string // process names seen, so a record does not allocate one
+	udpSocks map[uint64]Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
+	comms    CommNames
 	flows    map[FlowKey]*flowAcc
 	flushes  uint64
 	domains  Domains // nil: no dst_domain/server_domain tags
@@ -135,7 +135,7 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		tcpLast:  map[uint64]tcpSeen{},
 		udpLast:  map[UDPKey]udpSeen{},
 		udpSocks: map[uint64]Sock{},
-		comms:    map[[16]byte]string{},
+		comms:    CommNames{},
 		flows:    map[FlowKey]*flowAcc{},
 	}
 }
@@ -147,7 +147,7 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
 	if r.Pid != 0 {
-		owner = procfs.Owner{Pid: r.Pid, Comm: a.comm(r.Comm)}
+		owner = procfs.Owner{Pid: r.Pid, Comm: a.comms.Name(r.Comm)}
 	} else if owner.Pid == 0 && r.Ino != 0 {
 		owner, _ = a.owners.Lookup(uint64(r.Ino))
 	}
@@ -214,7 +214,7 @@ func (a *Aggregator) AddUDP(k UDPKey, v UDPVal, sock SockLookup) (forget bool) {
 		dir = dirOut // DataKit reports an unknown direction as outgoing
 	}
 	t := Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: protoUDP}
-	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comm(s.Comm)}, s.Netns)
+	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comms.Name(s.Comm)}, s.Netns)
 	if f == nil {
 		return false
 	}
@@ -296,19 +296,6 @@ func (a *Aggregator) addDomains(tags map[string]string, k FlowKey, now time.Time
 	if d, ok := a.domains.Lookup(server, now); ok {
 		tags["server_domain"] = d
 	}
-}
-
-// comm returns the process name of a kernel comm, allocating each distinct one once.
-func (a *Aggregator) comm(b [16]byte) string {
-	c, ok := a.comms[b]
-	if !ok {
-		if len(a.comms) > 4096 { // bounded: names come and go with processes
-			clear(a.comms)
-		}
-		c = Comm(b)
-		a.comms[b] = c
-	}
-	return c
 }
 
 // IPType is DataKit's classification of an address, checked in this order.

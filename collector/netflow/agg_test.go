@@ -284,7 +284,10 @@ func TestConnectionsNoLongerReportedAreForgotten(t *testing.T) {
 
 type fakeDomains map[string]string
 
-func (f fakeDomains) Lookup(ip netip.Addr, _ time.Time) (string, bool) { d, ok := f[ip.String()]; return d, ok }
+func (f fakeDomains) Lookup(ip netip.Addr, _ time.Time) (string, bool) {
+	d, ok := f[ip.String()]
+	return d, ok
+}
 
 func TestDomainsNameTheRemoteAndTheServer(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})

@@ -169,3 +169,19 @@ func Comm(b [16]byte) string {
 	}
 	return string(b[:])
 }
+
+// CommNames turns kernel comms into strings, allocating each distinct name once: one arrives with every
+// record. Bounded, as names come and go with processes.
+type CommNames map[[16]byte]string
+
+func (c CommNames) Name(b [16]byte) string {
+	s, ok := c[b]
+	if !ok {
+		if len(c) >= 4096 {
+			clear(c)
+		}
+		s = Comm(b)
+		c[b] = s
+	}
+	return s
+}

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"dkebpf/collector/elfsym"
+	"dkebpf/collector/internal/proctest"
 )
 
 const hostLibssl = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
@@ -183,31 +183,13 @@ func TestScanMissingProcRootIsAnError(t *testing.T) {
 	}
 }
 
-// startHolding starts cmd with a stdin pipe it blocks on, and waits until its maps show libssl.
+// startHolding starts cmd held on a stdin pipe, and waits until its maps show libssl.
 func startHolding(t *testing.T, cmd *exec.Cmd) int {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdin = r
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	r.Close()
-	t.Cleanup(func() {
-		w.Close()
-		cmd.Process.Kill()
-		cmd.Wait()
+	return proctest.StartHeld(t, cmd, "mapping libssl", func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		return err == nil && strings.Contains(string(b), "/libssl.so")
 	})
-	pid := cmd.Process.Pid
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid)); err == nil && strings.Contains(string(b), "/libssl.so") {
-			return pid
-		}
-	}
-	t.Fatalf("%v never mapped libssl", cmd.Args)
-	return 0
 }
 
 func findLib(libs []Lib, id fileID) (Lib, bool) {

@@ -761,19 +761,7 @@ func nsTCPServer(t *testing.T, ns *testNetns, addr netip.Addr) (int, *counted, *
 		l, err = net.Listen(tcpNet(netip.AddrPortFrom(addr, 0)), netip.AddrPortFrom(addr, 0).String())
 		return err
 	}))
-	t.Cleanup(func() { l.Close() })
-	cnt, wg := &counted{}, &sync.WaitGroup{}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); serve(c, cnt) }()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port, cnt, wg
+	return serveAll(t, l)
 }
 
 // nsResolver is Go's resolver (PreferGo) asking server from sockets of ns.

@@ -58,6 +58,11 @@ func serve(c net.Conn, cnt *counted) {
 func tcpServer(t *testing.T, network, host string) (int, *counted, *sync.WaitGroup) {
 	l, err := net.Listen(network, net.JoinHostPort(host, "0"))
 	must(t, err)
+	return serveAll(t, l)
+}
+
+// serveAll serves every connection l accepts until the test ends; it returns l's port and the server's truth.
+func serveAll(t *testing.T, l net.Listener) (int, *counted, *sync.WaitGroup) {
 	t.Cleanup(func() { l.Close() })
 	cnt, wg := &counted{}, &sync.WaitGroup{}
 	go func() {

@@ -87,14 +87,15 @@ static __always_inline int bash_name(const char *c)
 	       (c[0] == 's' && c[1] == 'h' && c[2] == 0);
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(bash_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/* A bash exec, best hook first: BTF-typed, raw, classic (a kernel that refuses the others). The
+ * tracepoint runs in the exec'ing task, after its comm became the new file's name. */
+static __always_inline int on_exec(void)
 {
 	char comm[BASH_COMM_LEN];
 
 	if (floor_only)
 		return 0;
-	__builtin_memcpy(comm, p->comm, sizeof(comm));
+	bpf_get_current_comm(comm, sizeof(comm));
 	if (!bash_name(comm))
 		return 0;
 	struct bash_exec *e = bpf_ringbuf_reserve(&bash_execs, sizeof(*e), 0);
@@ -103,8 +104,26 @@ int BPF_PROG(bash_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 		bash_count(BASH_STAT_EXEC_LOST);
 		return 0;
 	}
-	e->pid = p->tgid;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->pad = 0;
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(bash_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	return on_exec();
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(bash_exec_raw, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	return on_exec();
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int bash_exec_tp(void *ctx)
+{
+	return on_exec();
 }

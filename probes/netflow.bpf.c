@@ -139,16 +139,27 @@ static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const s
 	r->preexisting = s->preexisting;
 }
 
-/* Records the tuple and the counters' bases of a connection now established (tp is trusted). */
-static __always_inline void tcp_established(struct nf_sock *n, struct sock *sk, const struct tcp_sock *tp)
+/* Records the tuple and the counters' bases of a connection now established. trusted: tp is a BTF
+ * pointer (tp_btf, iter/tcp) read with plain loads; otherwise (raw and classic tracepoints) through
+ * helpers. It is a constant in every caller, so only one branch is compiled into each program. */
+static __always_inline void tcp_established(struct nf_sock *n, struct sock *sk, const struct tcp_sock *tp,
+					    const bool trusted)
 {
 	n->sk = (__u64)sk;
 	n->t.proto = IPPROTO_TCP;
-	sock_tuple_btf(sk, &n->t, &n->netns);
-	n->base_acked = tp->bytes_acked;
-	n->base_received = tp->bytes_received;
-	n->base_write_seq = tp->write_seq;
-	n->base_retrans = tp->total_retrans;
+	if (trusted) {
+		sock_tuple_btf(sk, &n->t, &n->netns);
+		n->base_acked = tp->bytes_acked;
+		n->base_received = tp->bytes_received;
+		n->base_write_seq = tp->write_seq;
+		n->base_retrans = tp->total_retrans;
+	} else {
+		sock_tuple(sk, &n->t, &n->netns);
+		n->base_acked = BPF_CORE_READ(tp, bytes_acked);
+		n->base_received = BPF_CORE_READ(tp, bytes_received);
+		n->base_write_seq = BPF_CORE_READ(tp, write_seq);
+		n->base_retrans = BPF_CORE_READ(tp, total_retrans);
+	}
 	n->established = 1;
 }
 
@@ -163,20 +174,16 @@ static __always_inline void bind_current(struct nf_sock *s)
 	process_comm(s->comm, sizeof(s->comm));
 }
 
-/* TCP lifecycle. Runs in process context for connect/close/shutdown, in softirq for the rest,
+/* TCP lifecycle (tp is sk as a tcp_sock, or NULL). Runs in process context for connect/close/shutdown, in softirq for the rest,
  * so the process is only taken from transitions a syscall of the owner makes. */
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
+static __always_inline int tcp_state(struct sock *sk, struct tcp_sock *tp, int oldstate, int newstate,
+				     const bool trusted)
 {
-	if (floor_only)
+	if (floor_only || !tp)
 		return 0;
 	/* Half the transitions carry nothing we use (SYN_RECV, CLOSE_WAIT, FIN_WAIT2, LISTEN, ...). */
 	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_FIN_WAIT1 &&
 	    newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
-		return 0;
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-	if (!tp)
 		return 0;
 	__u64 cookie = tcp_sock_id(sk);
 	struct nf_sock *s;
@@ -206,7 +213,7 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 		} else {
 			return 0;
 		}
-		tcp_established(&n, sk, tp);
+		tcp_established(&n, sk, tp, trusted);
 		if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
 			count_stat(NF_STAT_SOCK_FULL);
 		return 0;
@@ -239,7 +246,10 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 		}
 		struct tcp_now now;
 
-		READ_TCP_NOW(now, tp, TRUSTED);
+		if (trusted)
+			READ_TCP_NOW(now, tp, TRUSTED);
+		else
+			READ_TCP_NOW(now, tp, BPF_CORE_READ);
 		now.ino = 0; /* the socket is being released: its owner was learnt before, if at all */
 		__builtin_memset(r, 0, sizeof(*r));
 		fill_rec(r, cookie, &copy);
@@ -250,6 +260,47 @@ int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	}
+}
+
+/* The state tracepoint, best first: BTF-typed (plain loads), raw (helper reads: a kernel that refuses
+ * tp_btf), classic (through tracefs). Raw and classic ones cannot ask for a socket's cookie, so with them
+ * the collector keys connections by address (cookie_helper = false). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(nf_state, struct sock *sk, int oldstate, int newstate)
+{
+	return tcp_state(sk, bpf_skc_to_tcp_sock(sk), oldstate, newstate, true);
+}
+
+static __always_inline struct tcp_sock *as_tcp_sock(struct sock *sk)
+{
+	return sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP ? (struct tcp_sock *)sk : NULL;
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(nf_state_raw, struct sock *sk, int oldstate, int newstate)
+{
+	return tcp_state(sk, as_tcp_sock(sk), oldstate, newstate, false);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int nf_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, skaddr);
+
+	return tcp_state(sk, as_tcp_sock(sk), BPF_CORE_READ(ctx, oldstate), BPF_CORE_READ(ctx, newstate), false);
+}
+
+/* The live record of one tracked connection (s is its nf_socks entry; the socket is read through helpers:
+ * the pointer was kept in a map). */
+static __always_inline void live_rec(struct nf_tcp_rec *r, __u64 key, const struct nf_sock *s)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)s->sk;
+	struct tcp_now now;
+
+	READ_TCP_NOW(now, tp, BPF_CORE_READ);
+	now.ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
+	fill_rec(r, key, s);
+	tcp_counters(&now, s, r);
 }
 
 /* Run by the collector once per interval over nf_socks: live counters of every tracked TCP connection. */
@@ -265,14 +316,43 @@ int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 		return 0;
 	struct nf_tcp_rec r = {};
 
-	const struct tcp_sock *tp = (const struct tcp_sock *)s->sk;
-	struct tcp_now now;
-
-	READ_TCP_NOW(now, tp, BPF_CORE_READ);
-	now.ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
-	fill_rec(&r, *key, s);
-	tcp_counters(&now, s, &r);
+	live_rec(&r, *key, s);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* The same without map iterators (a kernel that refuses them): the collector walks nf_socks' keys itself
+ * and runs this program (BPF_PROG_TEST_RUN, never attached) on up to NF_LIVE_BATCH of them at a time,
+ * passed as its arguments (0 ends a batch); the records go to nf_live_out, which it drains after each run. */
+#define NF_LIVE_BATCH 12 /* the most arguments a raw tracepoint program takes */
+#define NF_LIVE_BYTES (1 << 16)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, NF_LIVE_BYTES);
+} nf_live_out SEC(".maps");
+
+SEC("raw_tp")
+int nf_live(__u64 *ctx)
+{
+	if (floor_only)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < NF_LIVE_BATCH; i++) {
+		__u64 key = ctx[i];
+
+		if (!key)
+			break;
+		struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &key);
+
+		if (!s || !s->established)
+			continue;
+		struct nf_tcp_rec r = {};
+
+		live_rec(&r, key, s);
+		if (bpf_ringbuf_output(&nf_live_out, &r, sizeof(r), BPF_RB_NO_WAKEUP))
+			count_stat(NF_STAT_RB_LOST);
+	}
 	return 0;
 }
 
@@ -310,7 +390,7 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	struct nf_sock n = {};
 	__u64 cookie = tcp_sock_id(sk);
 
-	tcp_established(&n, sk, tp);
+	tcp_established(&n, sk, tp, true);
 	n.preexisting = 1;
 	n.dir = bpf_map_lookup_elem(&nf_listen, &lk) ? NF_DIR_IN : NF_DIR_OUT;
 	/* NOEXIST: a connection the state tracepoint already tracks keeps its exact bases. */
@@ -366,6 +446,35 @@ int BPF_PROG(nf_udp_recv, struct sock *sk, int ret, int flags)
 	if (floor_only)
 		return 0;
 	return udp_owner_tp(sk);
+}
+
+/* A kernel that refuses tp_btf: the same tracepoints raw, reading through helpers. Raw tracepoints
+ * cannot ask for a cookie: they read the one cgroup_skb generated at the socket's first packet. */
+static __always_inline int udp_owner_raw(struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	return udp_owner(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter));
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(nf_udp_send_raw, struct sock *sk, int ret, int flags)
+{
+	if (floor_only)
+		return 0;
+	return udp_owner_raw(sk);
+}
+
+SEC("raw_tp/sock_recv_length")
+int BPF_PROG(nf_udp_recv_raw, struct sock *sk, int ret, int flags)
+{
+	if (floor_only)
+		return 0;
+	return udp_owner_raw(sk);
 }
 
 /* Older kernels with kprobes: the UDP send/receive entry points. kprobes cannot ask for a cookie, so they

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,12 +24,21 @@ var (
 
 func main() {
 	cmd, err := cli.Parse(os.Args[1:], os.Stderr)
+	if errors.Is(err, cli.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "datakit-ebpf:", err)
 		os.Exit(2)
 	}
 	if cmd.Name == "version" {
 		fmt.Printf("datakit-ebpf version %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, buildDate)
+		return
+	}
+	if cmd.Name == "check" {
+		if !run.Check(os.Stdout) {
+			os.Exit(1)
+		}
 		return
 	}
 	level := slog.LevelInfo

@@ -41,13 +41,18 @@ else the directory of the datakit executable.
 // errUsage marks errors caused by bad command-line arguments (exit code 2).
 var errUsage = errors.New("usage")
 
+// errHelp: a command's --help printed its flags (exit code 0).
+var errHelp = errors.New("help")
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		cmd, args = "help", args[1:]
+	} else if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -68,6 +73,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "datakit %s: %v\n\n%s", cmd, err, usage)
 		return 2
@@ -86,7 +94,9 @@ func flagSet(name string) (*pflag.FlagSet, *string) {
 }
 
 func parse(fs *pflag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, pflag.ErrHelp) {
+		return errHelp
+	} else if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil

@@ -20,6 +20,15 @@ func runCLI(args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
+func TestHelpExitsZeroWithUsage(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"run", "--help"}, {"query", "--help"}, {"install", "--help"}} {
+		code, stdout, stderr := runCLI(args...)
+		if code != 0 || !strings.Contains(stdout+stderr, "usage") && !strings.Contains(stdout+stderr, "--dir") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 0 and the usage", args, code, stdout, stderr)
+		}
+	}
+}
+
 func TestBadFlagsExitNonZeroWithMessage(t *testing.T) {
 	tests := []struct {
 		args []string

@@ -21,7 +21,10 @@ const (
 // tells the collector at once when a bash starts, so a binary it has not seen yet is probed before the
 // user types (without it, the collector's periodic /proc scan finds new binaries).
 var BashHooks = []Hook{
-	{Prog: "bash_exec", Kind: TPBTF, Target: "sched_process_exec", Part: "exec", Since: "5.5"},
+	{Prog: "bash_readline", Kind: Uprobe, Target: "readline(ret)", Part: "readline", Required: true},
+	{Prog: "bash_exec", Kind: TPBTF, Target: "sched_process_exec", Part: "exec", Required: true, Since: "5.5", Group: "exec"},
+	{Prog: "bash_exec_raw", Kind: RawTP, Target: "sched_process_exec", Part: "exec", Required: true, Since: "4.17", Group: "exec", Alt: 1},
+	{Prog: "bash_exec_tp", Kind: Tracepoint, Target: "sched/sched_process_exec", Part: "exec", Required: true, Since: "3.4", Group: "exec", Alt: 2},
 }
 
 // Bash is the loaded bash probe.
@@ -40,26 +43,26 @@ func OpenBash(opts Options) (_ *Bash, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := openModule("bash", obj)
-	if err != nil {
-		return nil, err
-	}
-	b := &Bash{m: m}
+	b := &Bash{}
 	defer func() {
 		if err != nil {
 			b.Close()
 		}
 	}()
-	if b.att, err = preload(m, BashHooks); err != nil {
+	b.m, b.att, err = loadHooked("bash", obj, BashHooks, func(m *libbpfgo.Module, _ *attachment) error {
+		if err := m.InitGlobalVariable("floor_only", opts.Floor); err != nil {
+			return fmt.Errorf("set floor_only: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	if err := m.InitGlobalVariable("floor_only", opts.Floor); err != nil {
-		return nil, fmt.Errorf("set floor_only: %w", err)
-	}
-	if err := m.BPFLoadObject(); err != nil {
-		return nil, fmt.Errorf("load bash programs: %w", err)
-	}
+	m := b.m
 	b.att.attach(m, BashHooks, cgroup2Root)
+	if !b.att.On("readline") {
+		return nil, fmt.Errorf("bash: %s", b.att.off["readline"])
+	}
 	if b.stats, err = m.GetMap("bash_stats"); err != nil {
 		return nil, fmt.Errorf("map bash_stats: %w", err)
 	}
@@ -77,6 +80,12 @@ func OpenBash(opts Options) (_ *Bash, err error) {
 
 // Report is one line per part: its hooks and whether each attached.
 func (b *Bash) Report() []string { return b.att.Report("bash") }
+
+// Parts is each part's status on this kernel.
+func (b *Bash) Parts() []PartStatus { return b.att.Parts("bash") }
+
+// Refused is how many of its hooks the kernel refused to load.
+func (b *Bash) Refused() int { return b.att.Refused() }
 
 // Execs says whether bash execs are reported (the exec tracepoint attached).
 func (b *Bash) Execs() bool { return b.att.On("exec") }

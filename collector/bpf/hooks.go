@@ -3,6 +3,7 @@ package bpf
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
@@ -13,21 +14,25 @@ type Kind int
 
 const (
 	TPBTF         Kind = iota // BTF-typed raw tracepoint: needs no tracefs
+	RawTP                     // raw tracepoint: needs no tracefs, reads through helpers
+	Tracepoint                // classic tracepoint (Target "category/name"): needs tracefs
 	Kprobe                    // kprobe on a kernel function (kernels built with kprobes)
+	Uprobe                    // uprobe or uretprobe, attached later per file by the plugin
 	MapIter                   // iterator over a map's elements, run on demand
 	Iter                      // iterator over a kernel object (iter/tcp), run on demand
+	TestRun                   // raw_tp program never attached: the collector runs it (BPF_PROG_TEST_RUN)
 	CgroupIngress             // cgroup_skb on the cgroup v2 root
 	CgroupEgress
 )
 
 // Hook is one program of an object and where it attaches. Hooks sharing a Part are needed together:
-// if a Required hook of a part cannot attach, the whole part is off and the reason is reported.
-// Hooks of one Group are alternatives: the hooks with the lowest Alt that this kernel has are used
-// (Alt 0 is preferred), the others are not loaded.
+// if a Required hook of a part cannot load or attach, the whole part is off and the reason is reported.
+// Hooks of one Group are alternatives, a ladder: the hooks with the lowest Alt that this kernel offers
+// and accepts are used (Alt 0 is preferred), the others are not loaded.
 type Hook struct {
 	Prog     string
 	Kind     Kind
-	Target   string // tracepoint or function name, or the map an iterator walks
+	Target   string // tracepoint or function name, the map an iterator walks, the symbol a uprobe takes
 	Part     string
 	Required bool
 	Since    string // first kernel with this hook, for the message when it is missing
@@ -35,21 +40,66 @@ type Hook struct {
 	Alt      int
 }
 
-func (h Hook) String() string {
+// Name is the hook as DKEBPF_REFUSE_HOOKS and the reports name it, like a libbpf section:
+// "tp_btf/inet_sock_set_state", "iter/bpf_map_elem", "raw_tp" (a program the collector runs).
+func (h Hook) Name() string {
 	switch h.Kind {
 	case TPBTF:
 		return "tp_btf/" + h.Target
+	case RawTP:
+		return "raw_tp/" + h.Target
+	case Tracepoint:
+		return "tracepoint/" + h.Target
 	case Kprobe:
 		return "kprobe/" + h.Target
+	case Uprobe:
+		return "uprobe/" + h.Target
 	case MapIter:
-		return "iter/bpf_map_elem(" + h.Target + ")"
+		return "iter/bpf_map_elem"
 	case Iter:
 		return "iter/" + h.Target
+	case TestRun:
+		return "raw_tp"
 	case CgroupIngress:
 		return "cgroup_skb/ingress"
 	default:
 		return "cgroup_skb/egress"
 	}
+}
+
+func (h Hook) String() string {
+	switch h.Kind {
+	case MapIter:
+		return h.Name() + "(" + h.Target + ")"
+	case TestRun:
+		return "raw_tp(" + h.Prog + ", run by the collector)"
+	}
+	return h.Name()
+}
+
+// refuseEnv names hooks the collector treats exactly as a kernel that refuses them: their programs are
+// handed to the kernel in a form it refuses, so the load fails and the fallback logic runs as it would
+// on such a kernel. Comma-separated Hook.Name()s, program names, or "kind/*" (every tp_btf/...). Tests only.
+const refuseEnv = "DKEBPF_REFUSE_HOOKS"
+
+// forcedRefusal says whether DKEBPF_REFUSE_HOOKS (spec) names h.
+func forcedRefusal(spec string, h Hook) bool {
+	for _, e := range strings.Split(spec, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if kind, ok := strings.CutSuffix(e, "/*"); ok {
+			if before, _, _ := strings.Cut(h.Name(), "/"); before == kind {
+				return true
+			}
+			continue
+		}
+		if e == h.Name() || e == h.Prog {
+			return true
+		}
+	}
+	return false
 }
 
 // HookStatus says whether a hook attached, and why not.
@@ -61,9 +111,11 @@ type HookStatus struct {
 // attachment is the set of hooks of one loaded object.
 type attachment struct {
 	statuses  []HookStatus
-	off       map[string]string // part -> reason it is off
-	fallbacks map[string]string // part -> which preferred hooks a fallback replaces, and why
-	unused    map[string]bool   // programs of alternatives not chosen
+	off       map[string]string   // part -> reason it is off
+	fallbacks map[string][]string // part -> preferred hooks a fallback stands in for, each with its reason
+	unused    map[string]bool     // programs of alternatives not chosen
+	refused   map[string]error    // programs the kernel (or DKEBPF_REFUSE_HOOKS) refused to load
+	parts     []string            // in the order of the hook table
 	links     map[string]*libbpfgo.BPFLink
 	iters     map[string]*iterLink
 }
@@ -72,8 +124,10 @@ type attachment struct {
 // object if one tp_btf or kprobe target is missing.
 func available(h Hook) error {
 	switch h.Kind {
-	case TPBTF:
-		ok, err := kernelHasType("btf_trace_"+h.Target, btfKindTypedef)
+	case TPBTF, RawTP, Tracepoint:
+		// Every tracepoint, raw or classic, has a btf_trace_<name> typedef in the kernel's BTF.
+		name := h.Target[strings.LastIndex(h.Target, "/")+1:]
+		ok, err := kernelHasType("btf_trace_"+name, btfKindTypedef)
 		if err != nil {
 			return err
 		}
@@ -91,32 +145,38 @@ func available(h Hook) error {
 		if !ok {
 			return fmt.Errorf("%w: no function %s", ErrNotSupported, h.Target)
 		}
+	case Uprobe:
+		if _, err := os.Stat("/sys/bus/event_source/devices/uprobe"); err != nil {
+			return fmt.Errorf("%w: kernel built without uprobes", ErrNotSupported)
+		}
 	}
 	return nil
 }
 
 // preload chooses among alternatives and disables, before the object is loaded, every program that
-// will not be attached.
-func preload(m *libbpfgo.Module, hooks []Hook) (*attachment, error) {
-	a := &attachment{off: map[string]string{}, fallbacks: map[string]string{}, unused: map[string]bool{},
-		links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
+// will not be attached. refused holds the programs a previous load attempt saw refused.
+func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attachment, error) {
+	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{},
+		refused: refused, links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
 	errs := map[string]error{}
 	defer releaseKernelBTF()
 	for _, h := range hooks {
-		if err := available(h); err != nil {
+		if !slices.Contains(a.parts, h.Part) {
+			a.parts = append(a.parts, h.Part)
+		}
+		if err := refused[h.Prog]; err != nil {
+			errs[h.Prog] = err
+		} else if err := available(h); err != nil {
 			errs[h.Prog] = err
 		}
 	}
 	chosen := chooseAlternatives(hooks, errs)
-	replaced := map[string][]string{} // part -> preferred hooks a fallback stands in for
-	var why error
 	for _, h := range hooks {
 		if h.Group != "" && h.Alt != chosen[h.Group] {
 			if chosen[h.Group] >= 0 || h.Alt != 0 {
-				a.unused[h.Prog] = true // a fallback, or a preferred hook replaced by one
-				if h.Alt == 0 {
-					replaced[h.Part] = append(replaced[h.Part], h.String())
-					why = cmpOr(why, errs[h.Prog])
+				a.unused[h.Prog] = true // a fallback not needed, or a hook a fallback replaces
+				if h.Alt < chosen[h.Group] && errs[h.Prog] != nil {
+					a.fallbacks[h.Part] = append(a.fallbacks[h.Part], fmt.Sprintf("%s (%v)", h, errs[h.Prog]))
 				}
 				continue
 			}
@@ -125,19 +185,24 @@ func preload(m *libbpfgo.Module, hooks []Hook) (*attachment, error) {
 			a.fail(h, errs[h.Prog])
 		}
 	}
-	for part, hs := range replaced {
-		a.fallbacks[part] = fmt.Sprintf(" (fallback for %s: %v)", strings.Join(hs, ", "), why)
-	}
+	spec := os.Getenv(refuseEnv)
 	for _, h := range hooks {
-		if !a.unused[h.Prog] && errs[h.Prog] == nil {
-			continue
-		}
 		p, err := m.GetProgram(h.Prog)
 		if err != nil {
 			return nil, fmt.Errorf("program %s: %w", h.Prog, err)
 		}
-		if err := p.SetAutoload(false); err != nil {
-			return nil, fmt.Errorf("disable program %s: %w", h.Prog, err)
+		if a.unused[h.Prog] || errs[h.Prog] != nil {
+			if err := p.SetAutoload(false); err != nil {
+				return nil, fmt.Errorf("disable program %s: %w", h.Prog, err)
+			}
+		} else if forcedRefusal(spec, h) {
+			// Retyped and naming no kernel function, the kernel refuses it at load (EINVAL): what a
+			// kernel refusing this hook does.
+			if p.GetType() == libbpfgo.BPFProgTypeTracing {
+				p.SetProgramType(libbpfgo.BPFProgTypeExt)
+			} else {
+				p.SetProgramType(libbpfgo.BPFProgTypeTracing)
+			}
 		}
 	}
 	return a, nil
@@ -190,10 +255,13 @@ func (a *attachment) failed(prog string) bool {
 	return false
 }
 
+// uses says whether a program is loaded and not ruled out.
+func (a *attachment) uses(prog string) bool { return !a.unused[prog] && !a.failed(prog) }
+
 // attach attaches every hook not already ruled out. cgroupRoot is the cgroup v2 mount for cgroup hooks.
 func (a *attachment) attach(m *libbpfgo.Module, hooks []Hook, cgroupRoot func() (string, error)) {
 	for _, h := range hooks {
-		if a.unused[h.Prog] || a.failed(h.Prog) {
+		if !a.uses(h.Prog) {
 			continue
 		}
 		if _, off := a.off[h.Part]; off {
@@ -230,8 +298,21 @@ func (a *attachment) attachOne(m *libbpfgo.Module, h Hook, cgroupRoot func() (st
 	switch h.Kind {
 	case TPBTF:
 		link, err = p.AttachGeneric()
+	case RawTP:
+		link, err = p.AttachRawTracepoint(h.Target)
+	case Tracepoint:
+		if err := ensureTracefs(); err != nil {
+			return err
+		}
+		category, name, _ := strings.Cut(h.Target, "/")
+		link, err = p.AttachTracepoint(category, name)
 	case Kprobe:
 		link, err = p.AttachKprobe(h.Target)
+	case Uprobe:
+		return nil // the plugin attaches it per file
+	case TestRun:
+		// A kernel may load the program and still refuse to run it: find out now, with an empty batch.
+		return testRun(p.FileDescriptor(), make([]uint64, testRunArgs))
 	case MapIter, Iter:
 		mapFD := -1
 		if h.Kind == MapIter {
@@ -260,40 +341,81 @@ func (a *attachment) attachOne(m *libbpfgo.Module, h Hook, cgroupRoot func() (st
 	return nil
 }
 
+// Mode is how a part runs on this kernel.
+type Mode string
+
+const (
+	Preferred Mode = "preferred" // every hook it prefers
+	Fallback  Mode = "fallback"  // on at least one fallback hook
+	Off       Mode = "off"       // a required hook has neither
+)
+
+// PartStatus is one part of a plugin as it runs on this kernel.
+type PartStatus struct {
+	Plugin, Part string
+	Mode         Mode
+	Hooks        []string // each hook used and its state
+	Replaced     []string // preferred hooks a fallback stands in for, each with why
+	Why          string   // when Off
+}
+
+func (p PartStatus) String() string {
+	head := fmt.Sprintf("%s/%s: on", p.Plugin, p.Part)
+	if p.Mode == Fallback {
+		head += " (fallback)"
+	}
+	if p.Mode == Off {
+		head = fmt.Sprintf("%s/%s: OFF, %s", p.Plugin, p.Part, p.Why)
+	}
+	s := head + "; hooks: " + strings.Join(p.Hooks, ", ")
+	if len(p.Replaced) > 0 {
+		s += " (fallback for " + strings.Join(p.Replaced, ", ") + ")"
+	}
+	return s
+}
+
+// Parts is each part's status, in the order of the hook table.
+func (a *attachment) Parts(plugin string) []PartStatus {
+	parts := make([]PartStatus, len(a.parts))
+	for i, part := range a.parts {
+		parts[i] = PartStatus{Plugin: plugin, Part: part, Mode: Preferred, Replaced: a.fallbacks[part]}
+		if len(parts[i].Replaced) > 0 {
+			parts[i].Mode = Fallback
+		}
+		if reason, off := a.off[part]; off {
+			parts[i].Mode, parts[i].Why = Off, reason
+		}
+	}
+	for _, st := range a.statuses {
+		i := slices.Index(a.parts, st.Part)
+		state := "attached"
+		switch {
+		case st.Err != nil && st.Required:
+			state = "FAILED (" + st.Err.Error() + ")"
+		case st.Err != nil:
+			state = "missing, optional (" + st.Err.Error() + ")"
+			if parts[i].Mode == Preferred {
+				parts[i].Mode = Fallback // runs, without something it prefers
+			}
+		case st.Kind == Uprobe || st.Kind == TestRun:
+			state = "loaded"
+		}
+		parts[i].Hooks = append(parts[i].Hooks, st.Hook.String()+" "+state)
+	}
+	return parts
+}
+
 // Report is one line per part: each hook and whether it attached, or why the part is off.
 func (a *attachment) Report(plugin string) []string {
-	parts := []string{}
-	byPart := map[string][]string{}
-	for _, st := range a.statuses {
-		if _, seen := byPart[st.Part]; !seen {
-			parts = append(parts, st.Part)
-		}
-		state := "attached"
-		if st.Err != nil {
-			state = "FAILED (" + st.Err.Error() + ")"
-			if !st.Required {
-				state = "missing, optional (" + st.Err.Error() + ")"
-			}
-		}
-		byPart[st.Part] = append(byPart[st.Part], st.Hook.String()+" "+state)
-	}
 	var lines []string
-	for _, p := range parts {
-		head := fmt.Sprintf("%s/%s: on", plugin, p)
-		if reason, off := a.off[p]; off {
-			head = fmt.Sprintf("%s/%s: OFF, %s", plugin, p, reason)
-		}
-		lines = append(lines, head+"; hooks: "+strings.Join(byPart[p], ", ")+a.fallbacks[p])
+	for _, p := range a.Parts(plugin) {
+		lines = append(lines, p.String())
 	}
 	return lines
 }
 
+// Refused is how many hooks the kernel (or DKEBPF_REFUSE_HOOKS) refused to load.
+func (a *attachment) Refused() int { return len(a.refused) }
+
 // On says whether a part has all its required hooks.
 func (a *attachment) On(part string) bool { _, off := a.off[part]; return !off }
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}

@@ -43,6 +43,13 @@ static int iter_link(int prog_fd, int map_fd)
 	}
 	return bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, &opts);
 }
+
+// Runs a raw_tp program once with args as its arguments (BPF_PROG_TEST_RUN). 0 or a negative errno.
+static int run_raw_tp(int prog_fd, void *args, unsigned int size)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = size);
+	return bpf_prog_test_run_opts(prog_fd, &opts);
+}
 */
 import "C"
 
@@ -50,6 +57,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"unsafe"
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
@@ -60,14 +69,39 @@ import (
 var ErrNotSupported = errors.New("not supported by this kernel")
 
 func init() {
-	// libbpf prints through libbpfgo's logger; keep only warnings and errors.
+	// libbpf prints through libbpfgo's logger ("libbpf: ..."); keep only warnings and errors, and while
+	// an object loads, keep them for loadHooked instead (a refused program is reported, not dumped).
 	libbpfgo.SetLoggerCbs(libbpfgo.Callbacks{
 		Log: func(level int, msg string) {
-			if level <= libbpfgo.LibbpfWarnLevel {
-				fmt.Fprint(os.Stderr, "libbpf: ", msg)
+			if level > libbpfgo.LibbpfWarnLevel {
+				return
 			}
+			libbpfLog.Lock()
+			defer libbpfLog.Unlock()
+			if libbpfLog.capture != nil {
+				libbpfLog.capture.WriteString(msg)
+				return
+			}
+			fmt.Fprint(os.Stderr, msg)
 		},
 	})
+}
+
+// libbpfLog is where libbpf's messages go while an object loads.
+var libbpfLog struct {
+	sync.Mutex
+	capture *strings.Builder
+}
+
+// testRunArgs is how many arguments a raw_tp program run by the collector takes (NF_LIVE_BATCH).
+const testRunArgs = 12
+
+// testRun runs a raw_tp program once with args (testRunArgs of them) as its arguments.
+func testRun(progFD int, args []uint64) error {
+	if rc := C.run_raw_tp(C.int(progFD), unsafe.Pointer(&args[0]), C.uint(len(args)*8)); rc < 0 {
+		return fmt.Errorf("run program: %w", unix.Errno(-rc))
+	}
+	return nil
 }
 
 const (

@@ -22,22 +22,36 @@ const (
 	netflowStatMax
 )
 
-// NetflowHooks: TCP needs only the state tracepoint and an iterator run once per interval (no probe on
-// any send or receive), plus a walk of the TCP sockets at start for connections already open; UDP
-// counts datagrams at the cgroup v2 root and learns owners in process context, from the socket
-// tracepoints (6.3+) or, on older kernels, kprobes on the UDP send/receive functions.
+// NetflowHooks: TCP needs only the state tracepoint and a read of live connections once per interval
+// (no probe on any send or receive), plus a walk of the TCP sockets at start for connections already
+// open; UDP counts datagrams at the cgroup v2 root and learns owners in process context, from the socket
+// tracepoints (6.3+) or, on older kernels, kprobes on the UDP send/receive functions. Each group is a
+// ladder, best first (README "Fallbacks" has the table); httpflow-tls' uprobes are loaded here and
+// attached per libssl file.
 var NetflowHooks = []Hook{
-	{Prog: "nf_state", Kind: TPBTF, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16"},
-	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9"},
+	{Prog: "nf_state", Kind: TPBTF, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16", Group: "tcp-state"},
+	{Prog: "nf_state_raw", Kind: RawTP, Target: "inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16", Group: "tcp-state", Alt: 1},
+	{Prog: "nf_state_tp", Kind: Tracepoint, Target: "sock/inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16", Group: "tcp-state", Alt: 2},
+	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9", Group: "tcp-live"},
+	{Prog: "nf_live", Kind: TestRun, Part: "tcp", Required: true, Since: "5.10", Group: "tcp-live", Alt: 1},
 	{Prog: "nf_seed", Kind: Iter, Target: "tcp", Part: "tcp", Since: "5.9"},
 	{Prog: "nf_skb_egress", Kind: CgroupEgress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_skb_ingress", Kind: CgroupIngress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3", Group: "udp-owner"},
 	{Prog: "nf_udp_recv", Kind: TPBTF, Target: "sock_recv_length", Part: "udp", Since: "6.3", Group: "udp-owner"},
-	{Prog: "nf_kp_udp_send", Kind: Kprobe, Target: "udp_sendmsg", Part: "udp", Group: "udp-owner", Alt: 1},
-	{Prog: "nf_kp_udp6_send", Kind: Kprobe, Target: "udpv6_sendmsg", Part: "udp", Group: "udp-owner", Alt: 1},
-	{Prog: "nf_kp_udp_recv", Kind: Kprobe, Target: "udp_recvmsg", Part: "udp", Group: "udp-owner", Alt: 1},
-	{Prog: "nf_kp_udp6_recv", Kind: Kprobe, Target: "udpv6_recvmsg", Part: "udp", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_udp_send_raw", Kind: RawTP, Target: "sock_send_length", Part: "udp", Since: "6.3", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_udp_recv_raw", Kind: RawTP, Target: "sock_recv_length", Part: "udp", Since: "6.3", Group: "udp-owner", Alt: 1},
+	{Prog: "nf_kp_udp_send", Kind: Kprobe, Target: "udp_sendmsg", Part: "udp", Group: "udp-owner", Alt: 2},
+	{Prog: "nf_kp_udp6_send", Kind: Kprobe, Target: "udpv6_sendmsg", Part: "udp", Group: "udp-owner", Alt: 2},
+	{Prog: "nf_kp_udp_recv", Kind: Kprobe, Target: "udp_recvmsg", Part: "udp", Group: "udp-owner", Alt: 2},
+	{Prog: "nf_kp_udp6_recv", Kind: Kprobe, Target: "udpv6_recvmsg", Part: "udp", Group: "udp-owner", Alt: 2},
+	{Prog: "hf_ssl_write", Kind: Uprobe, Target: "SSL_write", Part: "tls", Required: true},
+	{Prog: "hf_ssl_write_ex", Kind: Uprobe, Target: "SSL_write_ex", Part: "tls", Required: true},
+	{Prog: "hf_ssl_read", Kind: Uprobe, Target: "SSL_read", Part: "tls", Required: true},
+	{Prog: "hf_ssl_read_ex", Kind: Uprobe, Target: "SSL_read_ex", Part: "tls", Required: true},
+	{Prog: "hf_ssl_write_ret", Kind: Uprobe, Target: "SSL_write(ret)", Part: "tls", Required: true},
+	{Prog: "hf_ssl_read_ret", Kind: Uprobe, Target: "SSL_read(ret)", Part: "tls", Required: true},
+	{Prog: "hf_ssl_free", Kind: Uprobe, Target: "SSL_free", Part: "tls", Required: true},
 }
 
 // Netflow is the loaded and attached netflow probe.
@@ -49,6 +63,7 @@ type Netflow struct {
 	udp      *libbpfgo.BPFMap
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
+	live     *Ring      // nf_live's records, when it stands in for nf_iter
 	http     *httpProbe // nil unless Options.HTTP or TLS
 	dns      *dnsProbe  // nil unless Options.DNS
 }
@@ -82,34 +97,30 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := openModule("netflow", obj)
-	if err != nil {
-		return nil, err
-	}
-	n := &Netflow{m: m}
+	n := &Netflow{}
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
-	if n.att, err = preload(m, NetflowHooks); err != nil {
+	n.m, n.att, err = loadHooked("netflow", obj, NetflowHooks, func(m *libbpfgo.Module, a *attachment) error {
+		// Raw and classic tracepoints cannot ask for a socket's cookie: then every TCP program keys by address.
+		knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12) && a.uses("nf_state"), "floor_only": opts.Floor,
+			"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
+		for name, v := range knobs {
+			if err := m.InitGlobalVariable(name, v); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+		if opts.DNS {
+			return setDNSPorts(m, opts.DNSPorts)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12), "floor_only": opts.Floor,
-		"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
-	for name, v := range knobs {
-		if err := m.InitGlobalVariable(name, v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
-		}
-	}
-	if opts.DNS {
-		if err := setDNSPorts(m, opts.DNSPorts); err != nil {
-			return nil, err
-		}
-	}
-	if err := m.BPFLoadObject(); err != nil {
-		return nil, fmt.Errorf("load netflow programs: %w", err)
-	}
+	m := n.m
 	n.att.attach(m, NetflowHooks, cgroup2Root)
 	if !n.TCP() && !n.UDP() {
 		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
@@ -125,6 +136,15 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	}
 	if n.ring, err = newRing(events.FileDescriptor(), events.MaxEntries()); err != nil {
 		return nil, err
+	}
+	if n.att.uses("nf_live") {
+		live, err := m.GetMap("nf_live_out")
+		if err != nil {
+			return nil, fmt.Errorf("map nf_live_out: %w", err)
+		}
+		if n.live, err = newRing(live.FileDescriptor(), live.MaxEntries()); err != nil {
+			return nil, err
+		}
 	}
 	if (opts.HTTP || opts.TLS) && n.UDP() {
 		if err := n.openHTTP(); err != nil {
@@ -147,14 +167,26 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 // Report is one line per part: its hooks and whether each attached.
 func (n *Netflow) Report() []string { return n.att.Report("netflow") }
 
+// Parts is each part's status on this kernel.
+func (n *Netflow) Parts() []PartStatus { return n.att.Parts("netflow") }
+
+// Refused is how many of its hooks the kernel refused to load.
+func (n *Netflow) Refused() int { return n.att.Refused() }
+
+// TLS says whether httpflow-tls' uprobe programs loaded (they are attached per libssl file).
+func (n *Netflow) TLS() bool { return n.att.On("tls") }
+
 func (n *Netflow) TCP() bool { return n.att.On("tcp") }
 func (n *Netflow) UDP() bool { return n.att.On("udp") }
 
 // DrainClosed hands over the records of TCP connections closed since the last call.
 func (n *Netflow) DrainClosed(fn func([]byte)) int { return n.ring.Drain(fn) }
 
-// ReadLive runs the interval iterator: one record per live TCP connection.
+// ReadLive reads every live tracked TCP connection's counters: one record each.
 func (n *Netflow) ReadLive() ([]byte, error) {
+	if n.live != nil {
+		return n.readLiveByRuns()
+	}
 	it := n.att.iters["nf_iter"]
 	if it == nil {
 		return nil, nil
@@ -164,6 +196,48 @@ func (n *Netflow) ReadLive() ([]byte, error) {
 		return nil, fmt.Errorf("nf_iter: %w", err)
 	}
 	return b, nil
+}
+
+// readLiveByRuns is ReadLive without map iterators: it walks nf_socks' keys and runs nf_live on them,
+// testRunArgs at a time, draining nf_live_out after each run (a run writes at most testRunArgs records).
+func (n *Netflow) readLiveByRuns() ([]byte, error) {
+	prog, err := n.m.GetProgram("nf_live")
+	if err != nil {
+		return nil, fmt.Errorf("program nf_live: %w", err)
+	}
+	var out []byte
+	batch := make([]uint64, 0, testRunArgs)
+	run := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		args := make([]uint64, testRunArgs)
+		copy(args, batch)
+		batch = batch[:0]
+		if err := testRun(prog.FileDescriptor(), args); err != nil {
+			return fmt.Errorf("nf_live: %w", err)
+		}
+		n.live.Drain(func(b []byte) { out = append(out, b...) })
+		return nil
+	}
+	seen := map[uint64]bool{} // a key deleted during the walk restarts it
+	it := n.socks.Iterator()
+	for it.Next() {
+		k := binary.NativeEndian.Uint64(it.Key())
+		if k == 0 || seen[k] {
+			continue
+		}
+		seen[k] = true
+		if batch = append(batch, k); len(batch) == testRunArgs {
+			if err := run(); err != nil {
+				return out, err
+			}
+		}
+	}
+	if err := run(); err != nil {
+		return out, err
+	}
+	return out, it.Err()
 }
 
 // ReadUDP calls fn with every (key, value) of nf_udp, the value summed over CPUs (nf_udp is per CPU and
@@ -223,8 +297,10 @@ func (n *Netflow) Close() {
 	if n.dns != nil {
 		n.dns.close()
 	}
-	if n.ring != nil {
-		n.ring.Close()
+	for _, r := range []*Ring{n.ring, n.live} {
+		if r != nil {
+			r.Close()
+		}
 	}
 	if n.att != nil {
 		for _, it := range n.att.iters {

@@ -19,9 +19,12 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// ErrUsage is returned, after the usage has been written to stderr, when the command line asks for help or
-// names no known command.
+// ErrUsage is returned, after the usage has been written to stderr, when the command line names no known
+// command.
 var ErrUsage = errors.New("usage error")
+
+// ErrHelp is returned, after the usage has been written, when the command line asks for help (exit 0).
+var ErrHelp = errors.New("help requested")
 
 // Plugin names accepted by --enabled (DataKit's allow-list).
 var plugins = []string{"ebpf-net", "ebpf-bash", "ebpf-conntrack", "ebpf-trace", "bpf-netlog"}
@@ -160,9 +163,14 @@ func Parse(args []string, stderr io.Writer) (Command, error) {
 			return Command{}, fmt.Errorf("version: unexpected arguments %q", args[1:])
 		}
 		return Command{Name: "version"}, nil
+	case "check":
+		if len(args) > 1 {
+			return Command{}, fmt.Errorf("check: unexpected arguments %q", args[1:])
+		}
+		return Command{Name: "check"}, nil
 	case "help", "-h", "--help":
 		printUsage(stderr)
-		return Command{}, ErrUsage
+		return Command{}, ErrHelp
 	default:
 		printUsage(stderr)
 		return Command{}, fmt.Errorf("unknown command %q: %w", args[0], ErrUsage)
@@ -174,6 +182,8 @@ func printUsage(w io.Writer) {
 
 commands:
   run       run the collector (datakit-ebpf run --help lists its flags)
+  check     load every plugin's programs and say, per plugin and part, what runs on this kernel
+            (preferred hooks, a fallback, or off, and why), without collecting; exit 0 if any plugin can run
   version   print the version
 `)
 }
@@ -252,7 +262,7 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 
 	if err := fs.Parse(joinLegacyBoolValues(args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return nil, ErrUsage
+			return nil, ErrHelp
 		}
 		return nil, err
 	}

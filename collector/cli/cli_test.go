@@ -186,15 +186,19 @@ func TestParseCommands(t *testing.T) {
 		args      []string
 		wantName  string
 		wantUsage bool // error is ErrUsage and usage was printed
+		wantHelp  bool // error is ErrHelp (exit 0) and usage was printed
 		wantErr   bool
 	}{
 		{args: []string{"version"}, wantName: "version"},
+		{args: []string{"check"}, wantName: "check"},
 		{args: nil, wantUsage: true},
-		{args: []string{"help"}, wantUsage: true},
-		{args: []string{"--help"}, wantUsage: true},
+		{args: []string{"help"}, wantHelp: true},
+		{args: []string{"--help"}, wantHelp: true},
+		{args: []string{"-h"}, wantHelp: true},
 		{args: []string{"bogus"}, wantUsage: true},
-		{args: []string{"run", "--help"}, wantUsage: true},
+		{args: []string{"run", "--help"}, wantHelp: true},
 		{args: []string{"version", "x"}, wantErr: true},
+		{args: []string{"check", "x"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -204,6 +208,10 @@ func TestParseCommands(t *testing.T) {
 			case tt.wantUsage:
 				if !errors.Is(err, ErrUsage) || !strings.Contains(stderr.String(), "usage:") {
 					t.Errorf("got %v and stderr %q, want ErrUsage and the usage", err, stderr.String())
+				}
+			case tt.wantHelp:
+				if !errors.Is(err, ErrHelp) || !strings.Contains(stderr.String(), "usage:") {
+					t.Errorf("got %v and stderr %q, want ErrHelp and the usage", err, stderr.String())
 				}
 			case tt.wantErr:
 				if err == nil {

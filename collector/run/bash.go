@@ -146,3 +146,6 @@ func (p *bashPlugin) Close() {
 	<-p.done
 	p.probe.Close()
 }
+
+func (p *bashPlugin) probeParts() []bpf.PartStatus { return p.probe.Parts() }
+func (p *bashPlugin) probeRefused() int            { return p.probe.Refused() }

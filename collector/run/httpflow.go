@@ -48,7 +48,12 @@ func openHTTPFlow(cfg *cli.RunConfig, probe *bpf.Netflow, log *slog.Logger) *htt
 	if cfg.L7("httpflow") {
 		log.Info("httpflow: on; hooks: cgroup_skb/egress attached, cgroup_skb/ingress attached")
 	}
-	if cfg.L7("httpflow-tls") {
+	tls := cfg.L7("httpflow-tls")
+	if tls && !probe.TLS() {
+		log.Error("httpflow-tls disabled: its uprobe programs (netflow/tls) are off")
+		tls = false
+	}
+	if tls {
 		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl, found at start and every %s",
 			strings.Join(bpf.SSLSymbols, ", "), cfg.SSLRescan))
 		p.tls = &sslWatcher{probe: probe, log: log}

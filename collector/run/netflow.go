@@ -117,3 +117,6 @@ func (p *netflowPlugin) Counters() Counters {
 }
 
 func (p *netflowPlugin) Close() { p.probe.Close() }
+
+func (p *netflowPlugin) probeParts() []bpf.PartStatus { return p.probe.Parts() }
+func (p *netflowPlugin) probeRefused() int            { return p.probe.Refused() }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"dkebpf/collector/bpf"
 	"dkebpf/collector/cli"
 	"dkebpf/collector/point"
 	"dkebpf/collector/sender"
@@ -90,8 +91,9 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	defer drain.Stop()
 	interval := time.NewTicker(cfg.Interval)
 	defer interval.Stop()
-	// tp_btf, iterators and cgroup_skb attach without tracefs, so the collector never needs to mount it.
-	log.Info("collector running", "tracefs", "not needed", "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
+	// tp_btf, raw tracepoints, iterators and cgroup_skb attach without tracefs; only a classic tracepoint
+	// (a kernel refusing the others) needs it, and then the collector mounts it if the host has not.
+	log.Info("collector running", "tracefs", bpf.TracefsNote(), "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
 	for {
 		select {
 		case <-ctx.Done():

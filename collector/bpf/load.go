@@ -1,0 +1,149 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	libbpfgo "github.com/aquasecurity/libbpfgo"
+	"golang.org/x/sys/unix"
+)
+
+// loadHooked opens an embedded object and loads every program of its hook table that this kernel offers
+// and accepts. libbpf refuses a whole object when the kernel refuses one program, so when a load fails
+// the refused program (libbpf names it) is recorded with the kernel's errno and the end of the verifier
+// log, the object is opened again without it (its fallback, if it has one, in its place) and loaded
+// again. setup sets the object's knobs once the programs are chosen. Only a failure that names no
+// program of the table, or a second refusal of one, is an error.
+func loadHooked(name string, obj []byte, hooks []Hook, setup func(*libbpfgo.Module, *attachment) error) (*libbpfgo.Module, *attachment, error) {
+	refused := map[string]error{}
+	for {
+		m, err := openModule(name, obj)
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := preload(m, hooks, refused)
+		if err == nil {
+			err = setup(m, a)
+		}
+		if err != nil {
+			m.Close()
+			return nil, nil, err
+		}
+		log, err := loadCapturing(m)
+		if err == nil {
+			return m, a, nil
+		}
+		m.Close()
+		prog, why := refusal(log, err)
+		if prog == "" || refused[prog] != nil || !inTable(hooks, prog) {
+			return nil, nil, fmt.Errorf("load %s programs: %w%s", name, err, indent(log))
+		}
+		if forcedRefusal(os.Getenv(refuseEnv), hookOf(hooks, prog)) {
+			why = fmt.Errorf("%w (forced by %s)", why, refuseEnv)
+		}
+		refused[prog] = why
+	}
+}
+
+// loadCapturing loads the object and returns what libbpf said meanwhile.
+func loadCapturing(m *libbpfgo.Module) (string, error) {
+	var log strings.Builder
+	libbpfLog.Lock()
+	libbpfLog.capture = &log
+	libbpfLog.Unlock()
+	err := m.BPFLoadObject()
+	libbpfLog.Lock()
+	libbpfLog.capture = nil
+	libbpfLog.Unlock()
+	return log.String(), err
+}
+
+var (
+	loadFailedRE = regexp.MustCompile(`prog '([^']+)': BPF program load failed: ([^\n]*)`)
+	verifierRE   = regexp.MustCompile(`(?s)prog '[^']+': -- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --`)
+)
+
+// refusedError is a program the kernel refused to load.
+type refusedError struct {
+	errno    unix.Errno
+	verifier []string // the last lines of the verifier log
+}
+
+func (e *refusedError) Error() string {
+	s := "refused by the kernel: " + unix.ErrnoName(e.errno)
+	if s == "refused by the kernel: " {
+		s += e.errno.Error()
+	}
+	if len(e.verifier) > 0 {
+		s += "; verifier: " + strings.Join(e.verifier, " | ")
+	}
+	return s
+}
+
+// refusal reads from libbpf's log which program the kernel refused, with its errno and the last lines
+// of the verifier log.
+func refusal(log string, err error) (string, error) {
+	m := loadFailedRE.FindStringSubmatch(log)
+	if m == nil {
+		return "", nil
+	}
+	r := &refusedError{}
+	if !errors.As(err, &r.errno) {
+		r.errno = unix.EINVAL
+	}
+	if v := verifierRE.FindStringSubmatch(log); v != nil {
+		var lines []string
+		for _, l := range strings.Split(v[1], "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "processed ") && !strings.HasPrefix(l, "verification time") {
+				lines = append(lines, l)
+			}
+		}
+		r.verifier = lines[max(0, len(lines)-3):]
+	}
+	return m[1], r
+}
+
+func inTable(hooks []Hook, prog string) bool { return hookOf(hooks, prog).Prog != "" }
+
+func hookOf(hooks []Hook, prog string) Hook {
+	for _, h := range hooks {
+		if h.Prog == prog {
+			return h
+		}
+	}
+	return Hook{}
+}
+
+func indent(log string) string {
+	log = strings.TrimSpace(log)
+	if log == "" {
+		return ""
+	}
+	return "\n\t" + strings.ReplaceAll(log, "\n", "\n\t")
+}
+
+// tracefsNote says what the collector did about tracefs, for its start-up line.
+var tracefsNote = "not needed"
+
+// TracefsNote is "not needed" unless a classic tracepoint needed tracefs: then where it was found or mounted.
+func TracefsNote() string { return tracefsNote }
+
+// ensureTracefs makes tracefs reachable for classic tracepoints (libbpf looks in /sys/kernel/tracing,
+// then /sys/kernel/debug/tracing), mounting it when the host has not.
+func ensureTracefs() error {
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/events"); err == nil {
+			tracefsNote = "found at " + dir
+			return nil
+		}
+	}
+	const dir = "/sys/kernel/tracing"
+	if err := unix.Mount("tracefs", dir, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("classic tracepoints need tracefs, and mounting it at %s failed: %w", dir, err)
+	}
+	tracefsNote = "mounted at " + dir + " (a classic tracepoint needs it)"
+	return nil
+}

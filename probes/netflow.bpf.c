@@ -22,6 +22,10 @@ char LICENSE[] SEC("license") = "GPL";
  * address (unique while the socket lives: entries are deleted at close). Set by the collector. */
 const volatile bool cookie_helper = true;
 
+/* A kernel with no hook of the udp-owner ladder: learn a UDP socket's owner at its first datagram sent,
+ * in cgroup_skb egress, which runs in the sender's call (sockets that only receive stay unowned). */
+const volatile bool udp_owner_at_egress = false;
+
 /* Benchmark "floor": every program returns at once, so `make bench` can measure what the hooks alone cost. */
 const volatile bool floor_only = false;
 
@@ -399,7 +403,17 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 }
 
 /* UDP sockets: learn the owner in process context. The cookie is the one cgroup_skb sees. */
-static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
+/* The owner from the task, for cgroup_skb programs (which may not call bpf_get_current_pid_tgid before 6.x). */
+static __always_inline void bind_task(struct nf_sock *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	s->pid = BPF_CORE_READ(task, tgid);
+	bpf_probe_read_kernel_str(s->comm, sizeof(s->comm), BPF_CORE_READ(task, group_leader, comm));
+}
+
+/* from_skb: called by cgroup_skb egress (the last rung: a kernel with no socket hook for UDP). */
+static __always_inline int udp_owner_of(struct sock *sk, __u64 cookie, const bool from_skb)
 {
 	if (!cookie || bpf_map_lookup_elem(&nf_udp_socks, &cookie))
 		return 0;
@@ -413,10 +427,18 @@ static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
 	__u8 locks = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks);
 
 	n.dir = (locks & (SOCK_BINDPORT_LOCK | SOCK_BINDADDR_LOCK)) && !n.t.dport ? NF_DIR_IN : NF_DIR_OUT;
-	bind_current(&n);
+	if (from_skb)
+		bind_task(&n);
+	else
+		bind_current(&n);
 	if (bpf_map_update_elem(&nf_udp_socks, &cookie, &n, BPF_ANY))
 		count_stat(NF_STAT_SOCK_FULL);
 	return 0;
+}
+
+static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
+{
+	return udp_owner_of(sk, cookie, false);
 }
 
 /* Linux 6.3+: every socket send/receive, in process context; TCP and others return at once. */
@@ -594,6 +616,21 @@ static __always_inline void udp_count(struct __sk_buff *skb, int egress, const s
 	}
 }
 
+/* The last rung of udp-owner (udp_owner_at_egress). */
+static __always_inline void udp_owner_skb(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct bpf_sock *bsk = skb->sk;
+	__u64 sk = 0;
+
+	if (!bsk || bpf_map_lookup_elem(&nf_udp_socks, &cookie))
+		return;
+	/* The verifier allows no arithmetic on a socket pointer: read the struct sock through helpers, from
+	 * its address copied out as a number. */
+	bpf_probe_read_kernel(&sk, sizeof(sk), &bsk);
+	udp_owner_of((struct sock *)sk, cookie, true);
+}
+
 #include "httpflow.bpf.h"
 #include "dnsflow.bpf.h"
 
@@ -609,6 +646,8 @@ static __always_inline int skb_hook(struct __sk_buff *skb, int egress)
 		if (bpf_skb_load_bytes(skb, p.l4off, &uh, sizeof(uh)))
 			return 1;
 		udp_count(skb, egress, &p, &uh);
+		if (udp_owner_at_egress && egress)
+			udp_owner_skb(skb);
 		if (dns_enabled)
 			df_udp(skb, egress, &p, &uh);
 	} else if (p.proto == IPPROTO_TCP && (http_enabled || tls_enabled || dns_enabled)) {

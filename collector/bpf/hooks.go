@@ -116,6 +116,7 @@ type attachment struct {
 	unused    map[string]bool     // programs of alternatives not chosen
 	refused   map[string]error    // programs the kernel (or DKEBPF_REFUSE_HOOKS) refused to load
 	parts     []string            // in the order of the hook table
+	notes     map[string]string   // part -> what it does instead, or loses, on this kernel
 	links     map[string]*libbpfgo.BPFLink
 	iters     map[string]*iterLink
 }
@@ -156,7 +157,7 @@ func available(h Hook) error {
 // preload chooses among alternatives and disables, before the object is loaded, every program that
 // will not be attached. refused holds the programs a previous load attempt saw refused.
 func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attachment, error) {
-	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{},
+	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{}, notes: map[string]string{},
 		refused: refused, links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
 	errs := map[string]error{}
 	defer releaseKernelBTF()
@@ -357,6 +358,7 @@ type PartStatus struct {
 	Hooks        []string // each hook used and its state
 	Replaced     []string // preferred hooks a fallback stands in for, each with why
 	Why          string   // when Off
+	Note         string   // what it does instead, or loses, on this kernel
 }
 
 func (p PartStatus) String() string {
@@ -371,6 +373,9 @@ func (p PartStatus) String() string {
 	if len(p.Replaced) > 0 {
 		s += " (fallback for " + strings.Join(p.Replaced, ", ") + ")"
 	}
+	if p.Note != "" {
+		s += "; " + p.Note
+	}
 	return s
 }
 
@@ -378,8 +383,8 @@ func (p PartStatus) String() string {
 func (a *attachment) Parts(plugin string) []PartStatus {
 	parts := make([]PartStatus, len(a.parts))
 	for i, part := range a.parts {
-		parts[i] = PartStatus{Plugin: plugin, Part: part, Mode: Preferred, Replaced: a.fallbacks[part]}
-		if len(parts[i].Replaced) > 0 {
+		parts[i] = PartStatus{Plugin: plugin, Part: part, Mode: Preferred, Replaced: a.fallbacks[part], Note: a.notes[part]}
+		if len(parts[i].Replaced) > 0 || parts[i].Note != "" {
 			parts[i].Mode = Fallback
 		}
 		if reason, off := a.off[part]; off {

@@ -105,7 +105,13 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	}()
 	n.m, n.att, err = loadHooked("netflow", obj, NetflowHooks, func(m *libbpfgo.Module, a *attachment) error {
 		// Raw and classic tracepoints cannot ask for a socket's cookie: then every TCP program keys by address.
+		// With no rung of udp-owner left, cgroup_skb egress learns owners instead.
+		udpOwnerless := !a.uses("nf_udp_send") && !a.uses("nf_udp_send_raw") && !a.uses("nf_kp_udp_send")
+		if udpOwnerless {
+			a.notes["udp"] = "no socket hook for UDP owners: learnt at a socket's first datagram sent (cgroup_skb egress); sockets that only receive report no process"
+		}
 		knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12) && a.uses("nf_state"), "floor_only": opts.Floor,
+			"udp_owner_at_egress": udpOwnerless,
 			"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
 		for name, v := range knobs {
 			if err := m.InitGlobalVariable(name, v); err != nil {

@@ -45,6 +45,9 @@ func Check(w io.Writer) bool {
 		for _, r := range p.Replaced {
 			fmt.Fprintf(w, "%-26s instead of %s\n", "", r)
 		}
+		if p.Note != "" {
+			fmt.Fprintf(w, "%-26s %s\n", "", p.Note)
+		}
 		if p.Mode == bpf.Off {
 			fmt.Fprintf(w, "%-26s off: %s\n", "", p.Why)
 		}

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # make test-kernels: one datakit-ebpf binary, built once here, run on Debian 5.10, 6.1, 6.1-rt and 6.12
-# under qemu and on this host. Prints one line per kernel: the hooks each netflow part attached, pass or
-# fail per test case, and kernel warnings in the serial log. Exits non-zero if any case fails.
+# under qemu and on this host, twice each: with the preferred hooks, and with every hook that has a
+# fallback refused (DKEBPF_REFUSE_HOOKS, as a refusing kernel would), so each fallback is proven exact.
+# Prints one line per kernel and run: the hooks each part used, pass or fail per test case, and kernel
+# warnings in the serial log. Exits non-zero if any case fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
 tests=${TESTS:-TestNetflow|TestHTTPFlowGoClientAndServer|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets}
 interval=${GUEST_INTERVAL:-1s}
+modes=${MODES:-preferred fallbacks}
+# Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):
+# tracepoints classic, live TCP counters by nf_live, UDP owners from cgroup_skb egress.
+refuse=${FALLBACK_REFUSE:-tp_btf/*,raw_tp/inet_sock_set_state,raw_tp/sock_send_length,raw_tp/sock_recv_length,raw_tp/sched_process_exec,kprobe/*,iter/bpf_map_elem}
 mkdir -p "$out"
 
 "$here/install-deps.sh"
@@ -23,7 +29,8 @@ cp "$here/init.sh" "$stage/init"
 cp "$root/datakit" "$stage/test/datakit"
 cp "$root/externals/datakit-ebpf" "$stage/test/externals/datakit-ebpf"
 cp "$out/integration.test" "$stage/test/integration.test"
-printf 'INTERVAL=%s\nTESTS="%s"\nTEST_TIMEOUT=%s\n' "$interval" "$tests" "${TEST_TIMEOUT:-480}" >"$stage/test/env"
+printf 'INTERVAL=%s\nTESTS="%s"\nTEST_TIMEOUT=%s\nMODES="%s"\nFALLBACK_REFUSE="%s"\n' \
+	"$interval" "$tests" "${TEST_TIMEOUT:-480}" "$modes" "$refuse" >"$stage/test/env"
 for b in "$stage/test/datakit" "$stage/test/externals/datakit-ebpf" "$stage/test/integration.test"; do
 	if ! file "$b" | grep -q 'statically linked'; then
 		echo "kernel-matrix: $b is not statically linked" >&2
@@ -32,15 +39,27 @@ for b in "$stage/test/datakit" "$stage/test/externals/datakit-ebpf" "$stage/test
 done
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$out/initramfs.cpio.gz"
 
-# summarize <kernel> <log> <rc>: one line for the table.
+# summarize <kernel> <mode> <log>: one line for the table, from the lines "@@<mode> ..." of the log.
 summarize() {
-	local kernel=$1 log=$2 rc=$3 hooks cases warnings
-	hooks=$(grep -ao 'msg="\(netflow/[a-z]*\|httpflow[a-z-]*\|dnsflow\|bash/[a-z]*\): [^"]*' "$log" | sort -u | sed -E 's/msg="(netflow\/)?//; s/; hooks: / [/; s/ attached//g; s/ \(fallback for /] instead of /; s/: not supported by this kernel//; s/\)$//' |
-		sed -E '/instead of/!s/$/]/' | paste -sd' ')
-	cases=$(grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' "$log" | sort -u |
+	local kernel=$1 mode=$2 log=$3 hooks cases warnings rc
+	# Each part and the hooks it used: "tcp[tp_btf/inet_sock_set_state raw_tp(nf_live) iter/tcp]".
+	hooks=$(grep -a "^@@$mode HOOKS " "$log" | grep -ao 'msg="\(netflow/[a-z]*\|bash/[a-z]*\): [^"]*' |
+		awk '{
+			sub(/^msg="/, ""); part = $0; sub(/:.*/, "", part); sub(/^netflow\//, "", part)
+			if ($0 ~ /: OFF/) { printf "%s[OFF] ", part; next }
+			h = $0; sub(/.*; hooks: /, "", h); sub(/ \(fallback for .*/, "", h); sub(/; no socket hook.*/, "", h)
+			n = split(h, hs, /, /); out = ""
+			for (i = 1; i <= n; i++) if (hs[i] ~ / (attached|loaded)$/) {
+				x = hs[i]; sub(/ (attached|loaded)$/, "", x); sub(/, run by the collector/, "", x); sub(/\(nf_socks\)/, "", x)
+				out = out (out == "" ? "" : " ") x
+			}
+			printf "%s[%s] ", part, out
+		}')
+	cases=$(grep -a "^@@$mode " "$log" | grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' | sort -u |
 		sed -E 's/--- (PASS|FAIL): Test(.*)/\2=\1/' | paste -sd' ')
+	rc=$(grep -ao "^@@$mode TEST-EXIT=[0-9]*" "$log" | tail -1 | cut -d= -f2)
 	warnings=$(grep -acE 'WARNING:|BUG:|Oops|Kernel panic|general protection|double fault' "$log" || true)
-	printf '%-34s rc=%-3s %s | %s | kernel warnings: %s\n' "$kernel" "$rc" "$hooks" "${cases:-no cases ran}" "$warnings"
+	printf '%-26s %-9s rc=%-3s %s| %s | kernel warnings: %s\n' "$kernel" "$mode" "${rc:-none}" "$hooks" "${cases:-no cases ran}" "$warnings"
 }
 
 fail=0
@@ -54,26 +73,36 @@ for line in "${kernels[@]}"; do
 	rc=$?
 	set -e
 	[ "$rc" -eq 0 ] || fail=1
-	results+=("$(summarize "${pkg#linux-image-}" "$log" "$rc") ($(($(date +%s) - start))s)")
-	echo "${results[-1]}"
+	[ "$rc" -eq 0 ] || echo "${pkg#linux-image-}: guest exit $rc (124: timeout, 125: no result)"
+	for mode in $modes; do
+		results+=("$(summarize "${pkg#linux-image-}" "$mode" "$log")")
+		echo "${results[-1]}"
+	done
+	echo "  ($(($(date +%s) - start))s)"
 done
 
 # The host, with the same binaries and tests (HOST=0 skips it).
 [ "${HOST:-1}" = 1 ] || { printf '%s\n' "${results[@]}"; exit $fail; }
 log="$out/host.log"
-set +e
-{
-	"$root/externals/datakit-ebpf" run --enabled ebpf-net --interval 60s --datakit-apiserver 127.0.0.1:9 2>&1 &
-	pid=$!
-	sleep 2
-	kill $pid
-	wait $pid
-	DKEBPF_ROOT=$root "$out/integration.test" -test.v -test.count=1 -test.run "$tests"
-} >"$log" 2>&1
-rc=$?
-set -e
-[ "$rc" -eq 0 ] || fail=1
-results+=("$(summarize "host $(uname -r)" "$log" "$rc")")
+: >"$log"
+for mode in $modes; do
+	set +e
+	(
+		if [ "$mode" = fallbacks ]; then export DKEBPF_REFUSE_HOOKS="$refuse"; else unset DKEBPF_REFUSE_HOOKS; fi
+		{
+			"$root/externals/datakit-ebpf" run --enabled ebpf-net,ebpf-bash --l7net-enabled httpflow,httpflow-tls --interval 60s --datakit-apiserver 127.0.0.1:9 2>&1 &
+			pid=$!
+			sleep 2
+			kill $pid
+			wait $pid
+		} | sed 's/^/HOOKS /'
+		DKEBPF_ROOT=$root "$out/integration.test" -test.v -test.count=1 -test.run "$tests" 2>&1
+		echo "TEST-EXIT=$?"
+	) | sed "s/^/@@$mode /" >>"$log"
+	set -e
+	grep -q "^@@$mode TEST-EXIT=0" "$log" || fail=1
+	results+=("$(summarize "host $(uname -r)" "$mode" "$log")")
+done
 
 echo
 echo "kernel matrix ($(date -u +%F), logs in $out):"

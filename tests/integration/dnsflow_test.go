@@ -465,8 +465,8 @@ func runGoDNSWorkload(t *testing.T, s *goDNSServer) *dnsTruth {
 	return truth
 }
 
-// dnsflowSelf is the latest datakit_ebpf point's dnsflow counters (cumulative since the collector started).
-func dnsflowSelf(a *agent) (lpPoint, bool) {
+// latestSelfPoint is the latest datakit_ebpf point: the collector's counters, cumulative since it started.
+func latestSelfPoint(a *agent) (lpPoint, bool) {
 	var last lpPoint
 	found := false
 	for _, p := range a.query("datakit_ebpf", "15m") {
@@ -512,7 +512,7 @@ func TestDNSFlowSurvivesMalformedPackets(t *testing.T) {
 	s := startGoDNSServer(t)
 	a := startAgent(t, fmt.Sprintf("  dnsflow_ports = [53, %d]", s.port))
 	before := a.collector()
-	self0, _ := dnsflowSelf(a)
+	self0, _ := latestSelfPoint(a)
 	process := selfComm(t)
 	netns := netnsInode(t, "/proc/self/ns/net")
 	cli := newDNSTruth(dnsDefaultTimeout, 53, s.port)
@@ -557,7 +557,7 @@ func TestDNSFlowSurvivesMalformedPackets(t *testing.T) {
 	if after.PID != before.PID || after.Starts != before.Starts {
 		t.Errorf("the collector restarted: before %+v, after %+v", before, after)
 	}
-	self1, ok := dnsflowSelf(a)
+	self1, ok := latestSelfPoint(a)
 	if !ok || !self1.Time.After(self0.Time) {
 		t.Fatalf("no datakit_ebpf point after the garbage (before %v, after %v)", self0.Time, self1.Time)
 	}

@@ -133,132 +133,139 @@ func settle(t *testing.T, a *agent, what string, want totals, got func() flowSum
 
 func TestNetflowCountsEveryByteAndConnectionOfTCP(t *testing.T) {
 	a := startAgent(t, "")
-	pid, comm := strconv.Itoa(os.Getpid()), selfComm(t)
-
 	for _, tc := range []struct{ network, host, family string }{
 		{"tcp4", "127.0.0.1", "IPv4"},
 		{"tcp6", "::1", "IPv6"},
 	} {
-		t.Run(tc.family, func(t *testing.T) {
-			const short = 5
-			// Short connections: K exchanges of known sizes, each on a fresh connection.
-			port, srv, srvWG := tcpServer(t, tc.network, tc.host)
-			cli := &counted{}
-			for i := 0; i < short; i++ {
-				c, err := net.Dial(tc.network, net.JoinHostPort(tc.host, strconv.Itoa(port)))
-				must(t, err)
-				must(t, exchange(c, cli, 1000+i*111, 5000+i*333))
-				c.Close()
-			}
-			// One connection living across several intervals, one exchange every 1.5 intervals.
-			lport, lsrv, lsrvWG := tcpServer(t, tc.network, tc.host)
-			lcli := &counted{}
-			lc, err := net.Dial(tc.network, net.JoinHostPort(tc.host, strconv.Itoa(lport)))
-			must(t, err)
-			const rounds = 4
-			for i := 0; i < rounds; i++ {
-				must(t, exchange(lc, lcli, 3000, 7000))
-				time.Sleep(interval * 3 / 2)
-			}
-			lc.Close()
-			srvWG.Wait()
-			lsrvWG.Wait()
+		t.Run(tc.family, func(t *testing.T) { checkTCPFlows(t, a, tc.network, tc.host, tc.family) })
+	}
+}
 
-			common := []string{"pid:" + pid, "transport:tcp", "family:" + tc.family, "run:" + pid}
-			query := func(dirTag, portTag string) func() flowSum {
-				return func() flowSum {
-					return sumFlows(a.query("netflow", "5m", append(common, dirTag, portTag)...))
-				}
-			}
-			p := strconv.Itoa(port)
-			settle(t, a, "short client side", totals{written: cli.wrote.Load(), read: cli.read.Load(), established: short, closed: short},
-				query("direction:outgoing", "dst_port:"+p))
-			settle(t, a, "short server side", totals{written: srv.wrote.Load(), read: srv.read.Load(), established: short, closed: short},
-				query("direction:incoming", "src_port:"+p))
+// checkTCPFlows runs short connections and one living across intervals, and checks both sides' netflow
+// points against the bytes really written and read, and the connections opened and closed.
+func checkTCPFlows(t *testing.T, a *agent, network, host, family string) {
+	pid, comm := strconv.Itoa(os.Getpid()), selfComm(t)
+	const short = 5
+	// Short connections: K exchanges of known sizes, each on a fresh connection.
+	port, srv, srvWG := tcpServer(t, network, host)
+	cli := &counted{}
+	for i := 0; i < short; i++ {
+		c, err := net.Dial(network, net.JoinHostPort(host, strconv.Itoa(port)))
+		must(t, err)
+		must(t, exchange(c, cli, 1000+i*111, 5000+i*333))
+		c.Close()
+	}
+	// One connection living across several intervals, one exchange every 1.5 intervals.
+	lport, lsrv, lsrvWG := tcpServer(t, network, host)
+	lcli := &counted{}
+	lc, err := net.Dial(network, net.JoinHostPort(host, strconv.Itoa(lport)))
+	must(t, err)
+	const rounds = 4
+	for i := 0; i < rounds; i++ {
+		must(t, exchange(lc, lcli, 3000, 7000))
+		time.Sleep(interval * 3 / 2)
+	}
+	lc.Close()
+	srvWG.Wait()
+	lsrvWG.Wait()
 
-			lp := strconv.Itoa(lport)
-			out := settle(t, a, "long client side", totals{written: lcli.wrote.Load(), read: lcli.read.Load(), established: 1, closed: 1},
-				query("direction:outgoing", "dst_port:"+lp))
-			settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
-				query("direction:incoming", "src_port:"+lp))
+	common := []string{"pid:" + pid, "transport:tcp", "family:" + family, "run:" + pid}
+	query := func(dirTag, portTag string) func() flowSum {
+		return func() flowSum {
+			return sumFlows(a.query("netflow", "5m", append(common, dirTag, portTag)...))
+		}
+	}
+	p := strconv.Itoa(port)
+	settle(t, a, "short client side", totals{written: cli.wrote.Load(), read: cli.read.Load(), established: short, closed: short},
+		query("direction:outgoing", "dst_port:"+p))
+	settle(t, a, "short server side", totals{written: srv.wrote.Load(), read: srv.read.Load(), established: short, closed: short},
+		query("direction:incoming", "src_port:"+p))
 
-			// Each interval reports that interval's delta, never a running total. In time order, the sums so far
-			// are whole requests and whole responses, with at most the last request still unanswered: a flush
-			// may fall between a request and its response (slow emulated guests), never inside one of them.
-			// Together with the exact totals above, a running total or a doubled delta fails this.
-			sort.Slice(out.points, func(i, j int) bool { return out.points[i].Time.Before(out.points[j].Time) })
-			var withBytes int
-			var sumW, sumR int64
-			for _, pt := range out.points {
-				w, r := intField(pt, "bytes_written"), intField(pt, "bytes_read")
-				if w == 0 && r == 0 {
-					continue
-				}
-				withBytes++
-				sumW, sumR = sumW+w, sumR+r
-				if sumW%3000 != 0 || sumR%7000 != 0 || sumR/7000 > sumW/3000 || sumW/3000 > sumR/7000+1 {
-					t.Errorf("long connection: after a point of %d/%d bytes the sums are %d/%d, want whole 3000/7000 exchanges with at most one unanswered: %v",
-						w, r, sumW, sumR, pt.Fields)
-				}
-			}
-			if withBytes < 3 {
-				t.Errorf("long connection reported in %d intervals, want at least 3 of its %d", withBytes, rounds)
-			}
-			for _, pt := range out.points {
-				if pt.Tags["process_name"] != comm || pt.Tags["src_ip"] != tc.host || pt.Tags["dst_ip"] != tc.host ||
-					pt.Tags["src_port"] != "*" || pt.Tags["src_ip_type"] != "loopback" || pt.Tags["conn_side"] != "client" {
-					t.Errorf("client point tags: %v (want process_name=%s, loopback %s, src_port=*)", pt.Tags, comm, tc.host)
-				}
-				if _, ok := pt.Fields["rtt"]; !ok {
-					t.Errorf("client point has no rtt: %v", pt.Fields)
-				}
-			}
-		})
+	lp := strconv.Itoa(lport)
+	out := settle(t, a, "long client side", totals{written: lcli.wrote.Load(), read: lcli.read.Load(), established: 1, closed: 1},
+		query("direction:outgoing", "dst_port:"+lp))
+	settle(t, a, "long server side", totals{written: lsrv.wrote.Load(), read: lsrv.read.Load(), established: 1, closed: 1},
+		query("direction:incoming", "src_port:"+lp))
+
+	// Each interval reports that interval's delta, never a running total. In time order, the sums so far
+	// are whole requests and whole responses, with at most the last request still unanswered: a flush
+	// may fall between a request and its response (slow emulated guests), never inside one of them.
+	// Together with the exact totals above, a running total or a doubled delta fails this.
+	sort.Slice(out.points, func(i, j int) bool { return out.points[i].Time.Before(out.points[j].Time) })
+	var withBytes int
+	var sumW, sumR int64
+	for _, pt := range out.points {
+		w, r := intField(pt, "bytes_written"), intField(pt, "bytes_read")
+		if w == 0 && r == 0 {
+			continue
+		}
+		withBytes++
+		sumW, sumR = sumW+w, sumR+r
+		if sumW%3000 != 0 || sumR%7000 != 0 || sumR/7000 > sumW/3000 || sumW/3000 > sumR/7000+1 {
+			t.Errorf("long connection: after a point of %d/%d bytes the sums are %d/%d, want whole 3000/7000 exchanges with at most one unanswered: %v",
+				w, r, sumW, sumR, pt.Fields)
+		}
+	}
+	if withBytes < 3 {
+		t.Errorf("long connection reported in %d intervals, want at least 3 of its %d", withBytes, rounds)
+	}
+	for _, pt := range out.points {
+		if pt.Tags["process_name"] != comm || pt.Tags["src_ip"] != host || pt.Tags["dst_ip"] != host ||
+			pt.Tags["src_port"] != "*" || pt.Tags["src_ip_type"] != "loopback" || pt.Tags["conn_side"] != "client" {
+			t.Errorf("client point tags: %v (want process_name=%s, loopback %s, src_port=*)", pt.Tags, comm, host)
+		}
+		if _, ok := pt.Fields["rtt"]; !ok {
+			t.Errorf("client point has no rtt: %v", pt.Fields)
+		}
 	}
 }
 
 func TestNetflowCountsEveryUDPDatagram(t *testing.T) {
 	a := startAgent(t, "")
-	pid := strconv.Itoa(os.Getpid())
 	for _, tc := range []struct{ network, host, family string }{
 		{"udp4", "127.0.0.1", "IPv4"},
 		{"udp6", "::1", "IPv6"},
 	} {
-		t.Run(tc.family, func(t *testing.T) {
-			// The server is unconnected (ReadFrom/WriteTo), the client connected: the two common shapes.
-			srv, err := net.ListenUDP(tc.network, &net.UDPAddr{IP: net.ParseIP(tc.host)})
-			must(t, err)
-			defer srv.Close()
-			port := srv.LocalAddr().(*net.UDPAddr).Port
-			cli, err := net.DialUDP(tc.network, nil, srv.LocalAddr().(*net.UDPAddr))
-			must(t, err)
-			defer cli.Close()
-
-			const n = 7
-			var sent, replied int64
-			buf := make([]byte, 65536)
-			for i := 0; i < n; i++ {
-				w, err := cli.Write(make([]byte, 100+i*17))
-				must(t, err)
-				sent += int64(w)
-				r, from, err := srv.ReadFromUDP(buf)
-				must(t, err)
-				w2, err := srv.WriteToUDP(buf[:2*r], from)
-				must(t, err)
-				replied += int64(w2)
-				_, err = cli.Read(buf)
-				must(t, err)
-			}
-			p := strconv.Itoa(port)
-			common := []string{"pid:" + pid, "transport:udp", "family:" + tc.family}
-			settle(t, a, "udp client side", totals{written: sent, read: replied, datagramsW: n, datagramsR: n}, func() flowSum {
-				return sumFlows(a.query("netflow", "5m", append(common, "direction:outgoing", "dst_port:"+p)...))
-			})
-			settle(t, a, "udp server side", totals{written: replied, read: sent, datagramsW: n, datagramsR: n}, func() flowSum {
-				return sumFlows(a.query("netflow", "5m", append(common, "direction:incoming", "src_port:"+p)...))
-			})
-		})
+		t.Run(tc.family, func(t *testing.T) { checkUDPFlows(t, a, tc.network, tc.host, tc.family) })
 	}
+}
+
+// checkUDPFlows exchanges datagrams between a connected client and an unconnected server and checks
+// both sides' netflow points against the bytes and datagrams really sent and received.
+func checkUDPFlows(t *testing.T, a *agent, network, host, family string) {
+	pid := strconv.Itoa(os.Getpid())
+	// The server is unconnected (ReadFrom/WriteTo), the client connected: the two common shapes.
+	srv, err := net.ListenUDP(network, &net.UDPAddr{IP: net.ParseIP(host)})
+	must(t, err)
+	defer srv.Close()
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+	cli, err := net.DialUDP(network, nil, srv.LocalAddr().(*net.UDPAddr))
+	must(t, err)
+	defer cli.Close()
+
+	const n = 7
+	var sent, replied int64
+	buf := make([]byte, 65536)
+	for i := 0; i < n; i++ {
+		w, err := cli.Write(make([]byte, 100+i*17))
+		must(t, err)
+		sent += int64(w)
+		r, from, err := srv.ReadFromUDP(buf)
+		must(t, err)
+		w2, err := srv.WriteToUDP(buf[:2*r], from)
+		must(t, err)
+		replied += int64(w2)
+		_, err = cli.Read(buf)
+		must(t, err)
+	}
+	p := strconv.Itoa(port)
+	common := []string{"pid:" + pid, "transport:udp", "family:" + family}
+	settle(t, a, "udp client side", totals{written: sent, read: replied, datagramsW: n, datagramsR: n}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", append(common, "direction:outgoing", "dst_port:"+p)...))
+	})
+	settle(t, a, "udp server side", totals{written: replied, read: sent, datagramsW: n, datagramsR: n}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", append(common, "direction:incoming", "src_port:"+p)...))
+	})
 }
 
 // tcpRound runs one short exchange and returns its client-side truth, for tests that need fresh traffic.

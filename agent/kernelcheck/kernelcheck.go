@@ -158,7 +158,7 @@ func CheckBPFSyscall() Result {
 // CheckTracefs looks for a tracefs mount in the given mounts file. It is a
 // warning only: the collector mounts tracefs itself when it is missing.
 func CheckTracefs(mountsFile string) Result {
-	r := Result{Name: "tracefs", Fix: "mount -t tracefs nodev /sys/kernel/tracing (netflow does not need it: it attaches through BTF tracepoints, iterators and cgroup programs)"}
+	r := Result{Name: "tracefs", Fix: "mount -t tracefs nodev /sys/kernel/tracing (only a classic tracepoint, the last fallback of a few hooks, needs it, and the collector mounts it then)"}
 	f, err := os.Open(mountsFile)
 	if err != nil {
 		r.Detail = err.Error()

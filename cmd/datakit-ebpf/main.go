@@ -16,6 +16,10 @@ import (
 	"dkebpf/collector/run"
 )
 
+// exitUnfit says no plugin can run on this kernel: the agent then retries at its backoff cap, not in a
+// tight loop (the same number as inputs/ebpf.UnfitExit; the agent does not link collector code).
+const exitUnfit = 3
+
 // Set at build time with -ldflags -X.
 var (
 	version   = "dev"
@@ -47,7 +51,9 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run.Main(ctx, cmd.Run, log); err != nil {
+	if err := run.Main(ctx, cmd.Run, log); errors.Is(err, run.ErrNothingRuns) {
+		os.Exit(exitUnfit)
+	} else if err != nil {
 		os.Exit(1)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -272,6 +273,14 @@ func install(args []string, stdout io.Writer) error {
 	}
 	if kernelcheck.Failed(results) {
 		return errors.New("this kernel lacks a hard requirement of the eBPF collector (see MISSING above)")
+	}
+	// What will really run: the collector loads every program and says, per plugin and part, whether it
+	// takes its preferred hooks, a fallback, or is off, and why.
+	fmt.Fprintf(stdout, "\n%s check:\n", dst)
+	check := exec.Command(dst, "check")
+	check.Stdout, check.Stderr = stdout, stdout
+	if err := check.Run(); err != nil {
+		return fmt.Errorf("the eBPF collector can run no plugin on this kernel (%v; see above)", err)
 	}
 	return nil
 }

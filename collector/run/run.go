@@ -4,6 +4,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -110,6 +111,9 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	}
 }
 
+// ErrNothingRuns: no enabled plugin can run on this host (every one lacks a required hook).
+var ErrNothingRuns = errors.New("no plugin could start")
+
 // startPlugins opens what --enabled asks for. Plugins not built yet are named and skipped; if nothing can
 // run, it is an error.
 func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
@@ -150,7 +154,7 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
 		}
 	}
 	if len(plugins) == 0 {
-		return nil, fmt.Errorf("no plugin could start (enabled: %s): %s", strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
+		return nil, fmt.Errorf("%w (enabled: %s): %s", ErrNothingRuns, strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
 	}
 	return plugins, nil
 }

@@ -344,11 +344,15 @@ func (i *Input) Init() error {
 		Args:        args,
 		Env:         env,
 		InstallHint: "datakit install --ebpf",
+		UnfitExit:   UnfitExit,
 		GracePeriod: i.grace,
 		Log:         i.env.Log,
 	})
 	return nil
 }
+
+// UnfitExit is datakit-ebpf's exit code when no plugin can run on this kernel (cmd/datakit-ebpf).
+const UnfitExit = 3
 
 var hostnameArg = regexp.MustCompile(`--hostname`)
 

@@ -42,6 +42,7 @@ type Config struct {
 	Args        []string // arguments, without the program name
 	Env         []string // KEY=VALUE appended to os.Environ(); later entries win
 	InstallHint string   // command to suggest when Path is missing, e.g. "datakit install --ebpf"
+	UnfitExit   int      // exit code by which the child says it cannot run on this host: retry at the cap
 
 	GracePeriod  time.Duration // SIGTERM → SIGKILL delay (default 10s)
 	BackoffMin   time.Duration // first restart delay (default 1s)
@@ -132,9 +133,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if ran >= s.cfg.ResetAfter {
 			backoff = s.cfg.BackoffMin
 		}
-		if err != nil {
+		unfit := s.cfg.UnfitExit != 0 && status == fmt.Sprintf("exit status %d", s.cfg.UnfitExit)
+		if unfit {
+			// Nothing will change soon (a kernel refusing every hook): retry rarely, not in a tight loop.
+			backoff = s.cfg.BackoffMax
+		}
+		switch {
+		case err != nil:
 			s.cfg.Log.Printf("%s: start %s: %v; retrying in %s", s.cfg.Name, s.cfg.Path, err, backoff)
-		} else {
+		case unfit:
+			s.cfg.Log.Printf("%s: child cannot run on this host (%s; its reason is logged above); retrying in %s", s.cfg.Name, status, backoff)
+		default:
 			s.cfg.Log.Printf("%s: child exited (%s) after %s; restarting in %s", s.cfg.Name, status, ran.Round(time.Millisecond), backoff)
 		}
 		if !sleep(ctx, backoff) {

@@ -121,6 +121,24 @@ func TestCrashedChildIsRestartedWithGrowingBackoff(t *testing.T) {
 	}
 }
 
+// A child that says it cannot run here (UnfitExit) is retried at the cap at once, and the log says why.
+func TestUnfitChildIsRetriedAtTheCap(t *testing.T) {
+	s, logs := newSupervisor(t, "crash", Config{
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 300 * time.Millisecond,
+		UnfitExit:  3, // the fake "crash" child exits 3
+	})
+	cancel, done := runInBackground(s)
+	waitFor(t, "2 starts", func() bool { return s.State().Starts >= 2 })
+	cancel()
+	<-done
+	out := logs.String()
+	delays := regexp.MustCompile(`child cannot run on this host \(exit status 3; its reason is logged above\); retrying in (\S+)`).FindAllStringSubmatch(out, -1)
+	if len(delays) == 0 || delays[0][1] != "300ms" {
+		t.Errorf("want the first retry at the cap (300ms), got %v:\n%s", delays, out)
+	}
+}
+
 func TestChildIgnoringSIGTERMIsKilledAfterGracePeriod(t *testing.T) {
 	grace := 300 * time.Millisecond
 	s, logs := newSupervisor(t, "ignore-term", Config{GracePeriod: grace})

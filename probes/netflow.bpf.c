@@ -402,6 +402,61 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
+/* The same without iterators (a kernel that refuses them): the collector runs this program
+ * (BPF_PROG_TEST_RUN, never attached) over the established-socket hash table of its own network namespace,
+ * which is the one table of every namespace unless tcp_child_ehash_entries gave some their own,
+ * NF_SEED_BUCKETS buckets from ctx[0] per run. It returns the number of buckets. The collector fills
+ * nf_listen from /proc first. The table is read through helpers under RCU: a socket moving meanwhile may be
+ * missed, as a connection opening at that moment would be by iter/tcp. */
+#define NF_SEED_BUCKETS 16
+#define NF_SEED_CHAIN 8 /* sockets followed per bucket; chains are ~1 long (the table is sized to the sockets) */
+
+static __always_inline void seed_one(struct sock *sk)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
+		return; /* TIME_WAIT and request sockets share the table */
+	struct nf_sock n = {};
+	struct nf_listen_key lk = {};
+	__u64 key = tcp_sock_id(sk);
+
+	tcp_established(&n, sk, (struct tcp_sock *)sk, false);
+	n.preexisting = 1;
+	lk.netns = n.netns;
+	lk.port = n.t.sport;
+	n.dir = bpf_map_lookup_elem(&nf_listen, &lk) ? NF_DIR_IN : NF_DIR_OUT;
+	bpf_map_update_elem(&nf_socks, &key, &n, BPF_NOEXIST);
+}
+
+SEC("raw_tp")
+int nf_seed_walk(__u64 *ctx)
+{
+	if (floor_only)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inet_hashinfo *h = BPF_CORE_READ(task, nsproxy, net_ns, ipv4.tcp_death_row.hashinfo);
+	struct inet_ehash_bucket *ehash = BPF_CORE_READ(h, ehash);
+	__u32 mask = BPF_CORE_READ(h, ehash_mask);
+	__u32 start = ctx[0];
+	unsigned long node_off = bpf_core_field_offset(struct sock_common, skc_nulls_node);
+
+	for (int b = 0; b < NF_SEED_BUCKETS; b++) {
+		__u32 i = start + b;
+
+		if (!ehash || i > mask)
+			break;
+		unsigned long node = 0;
+
+		bpf_probe_read_kernel(&node, sizeof(node), &ehash[i].chain.first);
+		for (int c = 0; c < NF_SEED_CHAIN; c++) {
+			if (!node || (node & 1)) /* a nulls marker ends the chain */
+				break;
+			seed_one((struct sock *)(node - node_off));
+			bpf_probe_read_kernel(&node, sizeof(node), (void *)node);
+		}
+	}
+	return ehash ? mask + 1 : 0;
+}
+
 /* UDP sockets: learn the owner in process context. The cookie is the one cgroup_skb sees. */
 /* The owner from the task, for cgroup_skb programs (which may not call bpf_get_current_pid_tgid before 6.x). */
 static __always_inline void bind_task(struct nf_sock *s)

@@ -312,8 +312,10 @@ func (a *attachment) attachOne(m *libbpfgo.Module, h Hook, cgroupRoot func() (st
 	case Uprobe:
 		return nil // the plugin attaches it per file
 	case TestRun:
-		// A kernel may load the program and still refuse to run it: find out now, with an empty batch.
-		return testRun(p.FileDescriptor(), make([]uint64, testRunArgs))
+		// A kernel may load the program and still refuse to run it: find out now, with all-zero arguments
+		// (an empty batch, or the first buckets of a walk).
+		_, err := testRun(p.FileDescriptor(), make([]uint64, testRunArgs))
+		return err
 	case MapIter, Iter:
 		mapFD := -1
 		if h.Kind == MapIter {

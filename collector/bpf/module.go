@@ -44,11 +44,14 @@ static int iter_link(int prog_fd, int map_fd)
 	return bpf_link_create(prog_fd, 0, BPF_TRACE_ITER, &opts);
 }
 
-// Runs a raw_tp program once with args as its arguments (BPF_PROG_TEST_RUN). 0 or a negative errno.
-static int run_raw_tp(int prog_fd, void *args, unsigned int size)
+// Runs a raw_tp program once with args as its arguments (BPF_PROG_TEST_RUN). 0 or a negative errno;
+// the program's return value in *retval.
+static int run_raw_tp(int prog_fd, void *args, unsigned int size, unsigned int *retval)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = size);
-	return bpf_prog_test_run_opts(prog_fd, &opts);
+	int err = bpf_prog_test_run_opts(prog_fd, &opts);
+	*retval = opts.retval;
+	return err;
 }
 */
 import "C"
@@ -96,12 +99,14 @@ var libbpfLog struct {
 // testRunArgs is how many arguments a raw_tp program run by the collector takes (NF_LIVE_BATCH).
 const testRunArgs = 12
 
-// testRun runs a raw_tp program once with args (testRunArgs of them) as its arguments.
-func testRun(progFD int, args []uint64) error {
-	if rc := C.run_raw_tp(C.int(progFD), unsafe.Pointer(&args[0]), C.uint(len(args)*8)); rc < 0 {
-		return fmt.Errorf("run program: %w", unix.Errno(-rc))
+// testRun runs a raw_tp program once with args (testRunArgs of them) as its arguments and returns what
+// the program returned.
+func testRun(progFD int, args []uint64) (uint32, error) {
+	var ret C.uint
+	if rc := C.run_raw_tp(C.int(progFD), unsafe.Pointer(&args[0]), C.uint(len(args)*8), &ret); rc < 0 {
+		return 0, fmt.Errorf("run program: %w", unix.Errno(-rc))
 	}
-	return nil
+	return uint32(ret), nil
 }
 
 const (

@@ -3,12 +3,15 @@ package bpf
 import (
 	_ "embed"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"unsafe"
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
+
+	"dkebpf/collector/procfs"
 )
 
 //go:embed obj/netflow.bpf.o
@@ -34,7 +37,8 @@ var NetflowHooks = []Hook{
 	{Prog: "nf_state_tp", Kind: Tracepoint, Target: "sock/inet_sock_set_state", Part: "tcp", Required: true, Since: "4.16", Group: "tcp-state", Alt: 2},
 	{Prog: "nf_iter", Kind: MapIter, Target: "nf_socks", Part: "tcp", Required: true, Since: "5.9", Group: "tcp-live"},
 	{Prog: "nf_live", Kind: TestRun, Part: "tcp", Required: true, Since: "5.10", Group: "tcp-live", Alt: 1},
-	{Prog: "nf_seed", Kind: Iter, Target: "tcp", Part: "tcp", Since: "5.9"},
+	{Prog: "nf_seed", Kind: Iter, Target: "tcp", Part: "tcp", Since: "5.9", Group: "tcp-seed"},
+	{Prog: "nf_seed_walk", Kind: TestRun, Part: "tcp", Since: "5.10", Group: "tcp-seed", Alt: 1},
 	{Prog: "nf_skb_egress", Kind: CgroupEgress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_skb_ingress", Kind: CgroupIngress, Part: "udp", Required: true, Since: "4.10"},
 	{Prog: "nf_udp_send", Kind: TPBTF, Target: "sock_send_length", Part: "udp", Since: "6.3", Group: "udp-owner"},
@@ -104,13 +108,14 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 		}
 	}()
 	n.m, n.att, err = loadHooked("netflow", obj, NetflowHooks, func(m *libbpfgo.Module, a *attachment) error {
-		// Raw and classic tracepoints cannot ask for a socket's cookie: then every TCP program keys by address.
+		// Raw and classic tracepoints, and the seed walk, cannot ask for a socket's cookie: then every TCP
+		// program keys by address.
 		// With no rung of udp-owner left, cgroup_skb egress learns owners instead.
 		udpOwnerless := !a.uses("nf_udp_send") && !a.uses("nf_udp_send_raw") && !a.uses("nf_kp_udp_send")
 		if udpOwnerless {
 			a.notes["udp"] = "no socket hook for UDP owners: learnt at a socket's first datagram sent (cgroup_skb egress); sockets that only receive report no process"
 		}
-		knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12) && a.uses("nf_state"), "floor_only": opts.Floor,
+		knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12) && a.uses("nf_state") && !a.uses("nf_seed_walk"), "floor_only": opts.Floor,
 			"udp_owner_at_egress": udpOwnerless,
 			"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
 		for name, v := range knobs {
@@ -127,6 +132,12 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 		return nil, err
 	}
 	m := n.m
+	if n.att.uses("nf_seed_walk") {
+		// The walk learns directions from listening ports, as nf_seed does from the listeners it meets first.
+		if err := n.fillListeners(); err != nil {
+			return nil, err
+		}
+	}
 	n.att.attach(m, NetflowHooks, cgroup2Root)
 	if !n.TCP() && !n.UDP() {
 		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
@@ -166,6 +177,10 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 		if _, err := seed.read(); err != nil {
 			return nil, fmt.Errorf("walk tcp sockets open at start: %w", err)
 		}
+	} else if n.att.uses("nf_seed_walk") && n.TCP() {
+		if err := n.seedByWalk(); err != nil {
+			n.att.notes["tcp"] = "connections open at start are not tracked: " + err.Error()
+		}
 	}
 	return n, nil
 }
@@ -204,6 +219,47 @@ func (n *Netflow) ReadLive() ([]byte, error) {
 	return b, nil
 }
 
+// fillListeners puts every listening TCP port of every network namespace into nf_listen.
+func (n *Netflow) fillListeners() error {
+	listen, err := n.m.GetMap("nf_listen")
+	if err != nil {
+		return fmt.Errorf("map nf_listen: %w", err)
+	}
+	one := uint8(1)
+	for _, l := range procfs.Listeners("/proc") {
+		var k [8]byte // struct nf_listen_key
+		binary.NativeEndian.PutUint32(k[0:], l.Netns)
+		binary.NativeEndian.PutUint16(k[4:], l.Port)
+		listen.Update(unsafe.Pointer(&k[0]), unsafe.Pointer(&one)) // full: that port's direction is guessed
+	}
+	return nil
+}
+
+// seedByWalk is nf_seed without iterators: nf_seed_walk over the established-socket table, a few buckets
+// per run (the first run says how many there are).
+func (n *Netflow) seedByWalk() error {
+	prog, err := n.m.GetProgram("nf_seed_walk")
+	if err != nil {
+		return fmt.Errorf("program nf_seed_walk: %w", err)
+	}
+	args := make([]uint64, testRunArgs)
+	for start, buckets := uint64(0), uint64(1); start < buckets; start += seedBuckets {
+		args[0] = start
+		b, err := testRun(prog.FileDescriptor(), args)
+		if err != nil {
+			return fmt.Errorf("walk tcp sockets open at start: %w", err)
+		}
+		if start == 0 && b == 0 {
+			return errors.New("nf_seed_walk found no established-socket table")
+		}
+		buckets = uint64(b)
+	}
+	return nil
+}
+
+// seedBuckets is how many buckets one run of nf_seed_walk reads (NF_SEED_BUCKETS).
+const seedBuckets = 16
+
 // readLiveByRuns is ReadLive without map iterators: it walks nf_socks' keys and runs nf_live on them,
 // testRunArgs at a time, draining nf_live_out after each run (a run writes at most testRunArgs records).
 func (n *Netflow) readLiveByRuns() ([]byte, error) {
@@ -220,7 +276,7 @@ func (n *Netflow) readLiveByRuns() ([]byte, error) {
 		args := make([]uint64, testRunArgs)
 		copy(args, batch)
 		batch = batch[:0]
-		if err := testRun(prog.FileDescriptor(), args); err != nil {
+		if _, err := testRun(prog.FileDescriptor(), args); err != nil {
 			return fmt.Errorf("nf_live: %w", err)
 		}
 		n.live.Drain(func(b []byte) { out = append(out, b...) })

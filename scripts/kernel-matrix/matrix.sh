@@ -12,8 +12,9 @@ tests=${TESTS:-TestNetflow|TestHTTPFlowGoClientAndServer|TestDNSFlowGoResolverAn
 interval=${GUEST_INTERVAL:-1s}
 modes=${MODES:-preferred fallbacks}
 # Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):
-# tracepoints classic, live TCP counters by nf_live, UDP owners from cgroup_skb egress.
-refuse=${FALLBACK_REFUSE:-tp_btf/*,raw_tp/inet_sock_set_state,raw_tp/sock_send_length,raw_tp/sock_recv_length,raw_tp/sched_process_exec,kprobe/*,iter/bpf_map_elem}
+# tracepoints classic, TCP live counters and start-up walk by programs the collector runs (nf_live,
+# nf_seed_walk), UDP owners from cgroup_skb egress.
+refuse=${FALLBACK_REFUSE:-tp_btf/*,raw_tp/inet_sock_set_state,raw_tp/sock_send_length,raw_tp/sock_recv_length,raw_tp/sched_process_exec,kprobe/*,iter/*}
 mkdir -p "$out"
 
 "$here/install-deps.sh"

@@ -57,6 +57,8 @@ func TestHookTablesFallBackRungByRung(t *testing.T) {
 		{NetflowHooks, []string{"nf_state", "nf_state_raw", "nf_state_tp"}, "tcp-state", -1, nil},
 		{NetflowHooks, nil, "tcp-live", 0, []string{"nf_iter"}},
 		{NetflowHooks, []string{"nf_iter"}, "tcp-live", 1, []string{"nf_live"}},
+		{NetflowHooks, nil, "tcp-seed", 0, []string{"nf_seed"}},
+		{NetflowHooks, []string{"nf_seed"}, "tcp-seed", 1, []string{"nf_seed_walk"}},
 		{NetflowHooks, nil, "udp-owner", 0, []string{"nf_udp_send", "nf_udp_recv"}},
 		{NetflowHooks, []string{"nf_udp_recv"}, "udp-owner", 1, []string{"nf_udp_send_raw", "nf_udp_recv_raw"}},
 		{NetflowHooks, []string{"nf_udp_send", "nf_udp_recv_raw"}, "udp-owner", 2,

@@ -49,17 +49,16 @@ func OpenBash(opts Options) (_ *Bash, err error) {
 			b.Close()
 		}
 	}()
-	b.m, b.att, err = loadHooked("bash", obj, BashHooks, func(m *libbpfgo.Module, _ *attachment) error {
+	b.m, b.att, err = loadHooked("bash", obj, BashHooks, hooked{setup: func(m *libbpfgo.Module, _ *attachment) error {
 		if err := m.InitGlobalVariable("floor_only", opts.Floor); err != nil {
 			return fmt.Errorf("set floor_only: %w", err)
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
 	m := b.m
-	b.att.attach(m, BashHooks, cgroup2Root)
 	if !b.att.On("readline") {
 		return nil, fmt.Errorf("bash: %s", b.att.off["readline"])
 	}

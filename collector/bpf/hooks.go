@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -102,6 +103,9 @@ func forcedRefusal(spec string, h Hook) bool {
 	return false
 }
 
+// errPartOff: a hook not attached because its part lost another required hook.
+var errPartOff = errors.New("is off")
+
 // HookStatus says whether a hook attached, and why not.
 type HookStatus struct {
 	Hook
@@ -114,6 +118,7 @@ type attachment struct {
 	off       map[string]string   // part -> reason it is off
 	fallbacks map[string][]string // part -> preferred hooks a fallback stands in for, each with its reason
 	unused    map[string]bool     // programs of alternatives not chosen
+	ruledOut  map[string]bool     // programs not loaded: missing from this kernel, or refused
 	refused   map[string]error    // programs the kernel (or DKEBPF_REFUSE_HOOKS) refused to load
 	parts     []string            // in the order of the hook table
 	notes     map[string]string   // part -> what it does instead, or loses, on this kernel
@@ -157,7 +162,7 @@ func available(h Hook) error {
 // preload chooses among alternatives and disables, before the object is loaded, every program that
 // will not be attached. refused holds the programs a previous load attempt saw refused.
 func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attachment, error) {
-	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{}, notes: map[string]string{},
+	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{}, notes: map[string]string{}, ruledOut: map[string]bool{},
 		refused: refused, links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
 	errs := map[string]error{}
 	defer releaseKernelBTF()
@@ -193,6 +198,7 @@ func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attac
 			return nil, fmt.Errorf("program %s: %w", h.Prog, err)
 		}
 		if a.unused[h.Prog] || errs[h.Prog] != nil {
+			a.ruledOut[h.Prog] = errs[h.Prog] != nil
 			if err := p.SetAutoload(false); err != nil {
 				return nil, fmt.Errorf("disable program %s: %w", h.Prog, err)
 			}
@@ -266,7 +272,7 @@ func (a *attachment) attach(m *libbpfgo.Module, hooks []Hook, cgroupRoot func() 
 			continue
 		}
 		if _, off := a.off[h.Part]; off {
-			a.statuses = append(a.statuses, HookStatus{Hook: h, Err: fmt.Errorf("part %s is off", h.Part)})
+			a.statuses = append(a.statuses, HookStatus{Hook: h, Err: fmt.Errorf("part %s %w", h.Part, errPartOff)})
 			continue
 		}
 		if err := a.attachOne(m, h, cgroupRoot); err != nil {
@@ -342,6 +348,37 @@ func (a *attachment) attachOne(m *libbpfgo.Module, h Hook, cgroupRoot func() (st
 	}
 	a.links[h.Prog] = link
 	return nil
+}
+
+// attachRefusal returns the first hook that loaded but did not attach while its ladder has a lower rung,
+// and why: loadHooked then treats it as refused.
+func (a *attachment) attachRefusal(hooks []Hook) (string, error) {
+	for _, st := range a.statuses {
+		if st.Err == nil || errors.Is(st.Err, errPartOff) || st.Group == "" || !a.loaded(st.Prog) {
+			continue
+		}
+		for _, h := range hooks {
+			if h.Group == st.Group && h.Alt > st.Alt {
+				return st.Prog, fmt.Errorf("refused at attach: %w", st.Err)
+			}
+		}
+	}
+	return "", nil
+}
+
+// loaded says whether a program was handed to the kernel and accepted.
+func (a *attachment) loaded(prog string) bool { return !a.unused[prog] && !a.ruledOut[prog] }
+
+// detach destroys every link and iterator.
+func (a *attachment) detach() {
+	for p, l := range a.links {
+		l.Destroy()
+		delete(a.links, p)
+	}
+	for p, it := range a.iters {
+		it.Destroy()
+		delete(a.iters, p)
+	}
 }
 
 // Mode is how a part runs on this kernel.

@@ -179,3 +179,30 @@ func TestRefusalNamesTheProgramErrnoAndVerifierTail(t *testing.T) {
 		t.Errorf("a failure naming no program was read as a refusal of %q", prog)
 	}
 }
+
+// A hook that loaded but did not attach is treated as refused only when its ladder has a lower rung,
+// and never for a hook skipped because its part was already off.
+func TestAttachRefusalOnlyWhereALowerRungExists(t *testing.T) {
+	hooks := []Hook{
+		{Prog: "state", Group: "state", Part: "tcp"},
+		{Prog: "state_raw", Group: "state", Alt: 1, Part: "tcp"},
+		{Prog: "alone", Part: "udp"},
+		{Prog: "last", Group: "owner", Alt: 1, Part: "udp"},
+	}
+	failed := errors.New("attach failed")
+	for _, tc := range []struct {
+		statuses []HookStatus
+		want     string
+	}{
+		{[]HookStatus{{Hook: hooks[0]}, {Hook: hooks[2]}}, ""},
+		{[]HookStatus{{Hook: hooks[0], Err: failed}}, "state"},
+		{[]HookStatus{{Hook: hooks[2], Err: failed}}, ""},                                // no ladder
+		{[]HookStatus{{Hook: hooks[3], Err: failed}}, ""},                                // the last rung
+		{[]HookStatus{{Hook: hooks[0], Err: fmt.Errorf("part tcp %w", errPartOff)}}, ""}, // skipped, not refused
+	} {
+		a := &attachment{statuses: tc.statuses, unused: map[string]bool{}, ruledOut: map[string]bool{}}
+		if got, _ := a.attachRefusal(hooks); got != tc.want {
+			t.Errorf("%+v: got %q, want %q", tc.statuses, got, tc.want)
+		}
+	}
+}

@@ -11,13 +11,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// loadHooked opens an embedded object and loads every program of its hook table that this kernel offers
-// and accepts. libbpf refuses a whole object when the kernel refuses one program, so when a load fails
-// the refused program (libbpf names it) is recorded with the kernel's errno and the end of the verifier
-// log, the object is opened again without it (its fallback, if it has one, in its place) and loaded
-// again. setup sets the object's knobs once the programs are chosen. Only a failure that names no
-// program of the table, or a second refusal of one, is an error.
-func loadHooked(name string, obj []byte, hooks []Hook, setup func(*libbpfgo.Module, *attachment) error) (*libbpfgo.Module, *attachment, error) {
+// hooked is what a plugin's object needs from loadHooked: knobs set before the load, work between the
+// load and the attach (filling maps), both optional.
+type hooked struct {
+	setup  func(*libbpfgo.Module, *attachment) error
+	loaded func(*libbpfgo.Module, *attachment) error
+}
+
+// loadHooked opens an embedded object, loads every program of its hook table that this kernel offers and
+// accepts, and attaches them. libbpf refuses a whole object when the kernel refuses one program, so when a
+// load fails the refused program (libbpf names it) is recorded with the kernel's errno and the end of the
+// verifier log, the object is opened again without it (its fallback, if it has one, in its place) and
+// loaded again. A hook that loads but fails to attach while its ladder has a lower rung is handled the
+// same way. Only a load failure that names no program of the table, or a second refusal of one, is an
+// error; a part left without a required hook is off (attachment.off).
+func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Module, *attachment, error) {
 	refused := map[string]error{}
 	for {
 		m, err := openModule(name, obj)
@@ -25,26 +33,41 @@ func loadHooked(name string, obj []byte, hooks []Hook, setup func(*libbpfgo.Modu
 			return nil, nil, err
 		}
 		a, err := preload(m, hooks, refused)
-		if err == nil {
-			err = setup(m, a)
+		if err == nil && cb.setup != nil {
+			err = cb.setup(m, a)
 		}
 		if err != nil {
 			m.Close()
 			return nil, nil, err
 		}
 		log, err := loadCapturing(m)
-		if err == nil {
-			return m, a, nil
+		if err != nil {
+			m.Close()
+			prog, why := refusal(log, err)
+			if prog == "" || refused[prog] != nil || !inTable(hooks, prog) {
+				return nil, nil, fmt.Errorf("load %s programs: %w%s", name, err, indent(log))
+			}
+			if forcedRefusal(os.Getenv(refuseEnv), hookOf(hooks, prog)) {
+				why = fmt.Errorf("%w (forced by %s)", why, refuseEnv)
+			}
+			refused[prog] = why
+			continue
 		}
-		m.Close()
-		prog, why := refusal(log, err)
-		if prog == "" || refused[prog] != nil || !inTable(hooks, prog) {
-			return nil, nil, fmt.Errorf("load %s programs: %w%s", name, err, indent(log))
+		if cb.loaded != nil {
+			if err := cb.loaded(m, a); err != nil {
+				a.detach()
+				m.Close()
+				return nil, nil, err
+			}
 		}
-		if forcedRefusal(os.Getenv(refuseEnv), hookOf(hooks, prog)) {
-			why = fmt.Errorf("%w (forced by %s)", why, refuseEnv)
+		a.attach(m, hooks, cgroup2Root)
+		if prog, why := a.attachRefusal(hooks); prog != "" && refused[prog] == nil {
+			a.detach()
+			m.Close()
+			refused[prog] = why
+			continue
 		}
-		refused[prog] = why
+		return m, a, nil
 	}
 }
 

@@ -107,38 +107,41 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 			n.Close()
 		}
 	}()
-	n.m, n.att, err = loadHooked("netflow", obj, NetflowHooks, func(m *libbpfgo.Module, a *attachment) error {
-		// Raw and classic tracepoints, and the seed walk, cannot ask for a socket's cookie: then every TCP
-		// program keys by address.
-		// With no rung of udp-owner left, cgroup_skb egress learns owners instead.
-		udpOwnerless := !a.uses("nf_udp_send") && !a.uses("nf_udp_send_raw") && !a.uses("nf_kp_udp_send")
-		if udpOwnerless {
-			a.notes["udp"] = "no socket hook for UDP owners: learnt at a socket's first datagram sent (cgroup_skb egress); sockets that only receive report no process"
-		}
-		knobs := map[string]bool{"cookie_helper": kernelAtLeast(5, 12) && a.uses("nf_state") && !a.uses("nf_seed_walk"), "floor_only": opts.Floor,
-			"udp_owner_at_egress": udpOwnerless,
-			"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
-		for name, v := range knobs {
-			if err := m.InitGlobalVariable(name, v); err != nil {
-				return fmt.Errorf("set %s: %w", name, err)
+	n.m, n.att, err = loadHooked("netflow", obj, NetflowHooks, hooked{
+		setup: func(m *libbpfgo.Module, a *attachment) error {
+			// With no rung of udp-owner left, cgroup_skb egress learns owners instead.
+			udpOwnerless := !a.uses("nf_udp_send") && !a.uses("nf_udp_send_raw") && !a.uses("nf_kp_udp_send")
+			if udpOwnerless {
+				a.notes["udp"] = "no socket hook for UDP owners: learnt at a socket's first datagram sent (cgroup_skb egress); sockets that only receive report no process"
 			}
-		}
-		if opts.DNS {
-			return setDNSPorts(m, opts.DNSPorts)
-		}
-		return nil
+			// Raw and classic tracepoints, and the seed walk, cannot ask for a socket's cookie: then every
+			// TCP program keys by address.
+			cookies := kernelAtLeast(5, 12) && a.uses("nf_state") && !a.uses("nf_seed_walk")
+			knobs := map[string]bool{"cookie_helper": cookies, "udp_owner_at_egress": udpOwnerless, "floor_only": opts.Floor,
+				"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
+			for name, v := range knobs {
+				if err := m.InitGlobalVariable(name, v); err != nil {
+					return fmt.Errorf("set %s: %w", name, err)
+				}
+			}
+			if opts.DNS {
+				return setDNSPorts(m, opts.DNSPorts)
+			}
+			return nil
+		},
+		loaded: func(m *libbpfgo.Module, a *attachment) error {
+			if a.uses("nf_seed_walk") {
+				// The walk learns directions from listening ports, as nf_seed does from the listeners it
+				// meets first; before the attach, whose trial run walks the first buckets.
+				return fillListeners(m)
+			}
+			return nil
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	m := n.m
-	if n.att.uses("nf_seed_walk") {
-		// The walk learns directions from listening ports, as nf_seed does from the listeners it meets first.
-		if err := n.fillListeners(); err != nil {
-			return nil, err
-		}
-	}
-	n.att.attach(m, NetflowHooks, cgroup2Root)
 	if !n.TCP() && !n.UDP() {
 		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
 	}
@@ -220,8 +223,8 @@ func (n *Netflow) ReadLive() ([]byte, error) {
 }
 
 // fillListeners puts every listening TCP port of every network namespace into nf_listen.
-func (n *Netflow) fillListeners() error {
-	listen, err := n.m.GetMap("nf_listen")
+func fillListeners(m *libbpfgo.Module) error {
+	listen, err := m.GetMap("nf_listen")
 	if err != nil {
 		return fmt.Errorf("map nf_listen: %w", err)
 	}

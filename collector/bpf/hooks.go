@@ -203,7 +203,7 @@ func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attac
 				return nil, fmt.Errorf("disable program %s: %w", h.Prog, err)
 			}
 		} else if forcedRefusal(spec, h) {
-			// Retyped and naming no kernel function, the kernel refuses it at load (EINVAL): what a
+			// Retyped and naming no kernel function, the kernel refuses it at load (EINVAL or EPERM): what a
 			// kernel refusing this hook does.
 			if p.GetType() == libbpfgo.BPFProgTypeTracing {
 				p.SetProgramType(libbpfgo.BPFProgTypeExt)

@@ -49,11 +49,15 @@ summarize() {
 			sub(/^msg="/, ""); part = $0; sub(/:.*/, "", part); sub(/^netflow\//, "", part)
 			if ($0 ~ /: OFF/) { printf "%s[OFF] ", part; next }
 			h = $0; sub(/.*; hooks: /, "", h); sub(/ \(fallback for .*/, "", h); sub(/; no socket hook.*/, "", h)
-			n = split(h, hs, /, /); out = ""
+			gsub(/, run by the collector/, "", h); gsub(/\(nf_socks\)/, "", h)
+			n = split(h, hs, /, /); out = ""; uprobes = 0
 			for (i = 1; i <= n; i++) if (hs[i] ~ / (attached|loaded)$/) {
-				x = hs[i]; sub(/ (attached|loaded)$/, "", x); sub(/, run by the collector/, "", x); sub(/\(nf_socks\)/, "", x)
+				x = hs[i]; sub(/ (attached|loaded)$/, "", x)
+				if (x ~ /^uprobe\//) { uprobes++; continue }
 				out = out (out == "" ? "" : " ") x
 			}
+			if (uprobes) out = out (out == "" ? "" : " ") uprobes " uprobes"
+			if ($0 ~ /no socket hook for UDP owners/) out = out " owners-at-egress"
 			printf "%s[%s] ", part, out
 		}')
 	cases=$(grep -a "^@@$mode " "$log" | grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' | sort -u |

@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench fmt vet clean
+.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -80,6 +80,12 @@ bench: build
 	$(Q)./scripts/install-bench-deps.sh
 	$(Q)$(GO) build -o build/bench ./bench
 	$(Q)./build/bench $(if $(filter 1,$(QUICK)),-quick) $(BENCH_ARGS)
+
+# What each fallback hook costs against the preferred one: the kernel's own per-program run time
+# (kernel.bpf_stats_enabled) under the same loopback workload, preferred / raw_tp / deepest rungs (~1 min).
+bench-hooks: build
+	$(Q)$(GO) build -o build/hookcost ./bench/hookcost
+	$(Q)./build/hookcost $(HOOKCOST_ARGS)
 
 fmt:
 	$(Q)gofmt -w $$(git ls-files '*.go')

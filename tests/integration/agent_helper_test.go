@@ -105,6 +105,11 @@ func ebpfConf(extra string) string {
 `, filepath.Join(repoRoot, "externals", "datakit-ebpf"), interval.String(), extra, os.Getpid())
 }
 
+// firstPointTimeout bounds the collector's start: loading is slow in an emulated guest, and slower still
+// when it refuses several hooks, each costing one more load of the object (the kernel matrix's fallbacks
+// run took 25 s on 5.10 under TCG).
+var firstPointTimeout = 60*time.Second + 5*interval
+
 // startAgent runs datakit on a fresh install dir and waits until the collector posts its first points.
 func startAgent(t *testing.T, extraConf string) *agent {
 	t.Helper()
@@ -115,7 +120,7 @@ func startAgent(t *testing.T, extraConf string) *agent {
 	must(t, a.cmd.Start())
 	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
-	a.waitFor("the collector's first datakit_ebpf point", 20*time.Second+5*interval, func() bool {
+	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
 		return len(a.query("datakit_ebpf", "1m")) > 0
 	})
 	return a

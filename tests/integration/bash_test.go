@@ -49,7 +49,7 @@ func startBashAgent(t *testing.T) *agent {
 	must(t, a.cmd.Start())
 	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
-	a.waitFor("the collector's first datakit_ebpf point", 20*time.Second+5*interval, func() bool {
+	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
 		return len(a.query("datakit_ebpf", "1m")) > 0
 	})
 	return a

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -159,20 +160,28 @@ func available(h Hook) error {
 	return nil
 }
 
+// availability says, per program, why this kernel does not offer its hook (nil: it does).
+func availability(hooks []Hook) map[string]error {
+	defer releaseKernelBTF()
+	missing := map[string]error{}
+	for _, h := range hooks {
+		missing[h.Prog] = available(h)
+	}
+	return missing
+}
+
 // preload chooses among alternatives and disables, before the object is loaded, every program that
-// will not be attached. refused holds the programs a previous load attempt saw refused.
-func preload(m *libbpfgo.Module, hooks []Hook, refused map[string]error) (*attachment, error) {
+// will not be attached. missing is availability(hooks); refused holds the programs a previous load
+// attempt saw refused.
+func preload(m *libbpfgo.Module, hooks []Hook, missing, refused map[string]error) (*attachment, error) {
 	a := &attachment{off: map[string]string{}, fallbacks: map[string][]string{}, unused: map[string]bool{}, notes: map[string]string{}, ruledOut: map[string]bool{},
 		refused: refused, links: map[string]*libbpfgo.BPFLink{}, iters: map[string]*iterLink{}}
 	errs := map[string]error{}
-	defer releaseKernelBTF()
 	for _, h := range hooks {
 		if !slices.Contains(a.parts, h.Part) {
 			a.parts = append(a.parts, h.Part)
 		}
-		if err := refused[h.Prog]; err != nil {
-			errs[h.Prog] = err
-		} else if err := available(h); err != nil {
+		if err := cmp.Or(refused[h.Prog], missing[h.Prog]); err != nil {
 			errs[h.Prog] = err
 		}
 	}

@@ -26,13 +26,13 @@ type hooked struct {
 // same way. Only a load failure that names no program of the table, or a second refusal of one, is an
 // error; a part left without a required hook is off (attachment.off).
 func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Module, *attachment, error) {
-	refused := map[string]error{}
+	missing, refused := availability(hooks), map[string]error{}
 	for {
 		m, err := openModule(name, obj)
 		if err != nil {
 			return nil, nil, err
 		}
-		a, err := preload(m, hooks, refused)
+		a, err := preload(m, hooks, missing, refused)
 		if err == nil && cb.setup != nil {
 			err = cb.setup(m, a)
 		}

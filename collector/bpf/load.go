@@ -47,10 +47,17 @@ func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Mod
 			if prog == "" || refused[prog] != nil || !inTable(hooks, prog) {
 				return nil, nil, fmt.Errorf("load %s programs: %w%s", name, err, indent(log))
 			}
-			if forcedRefusal(os.Getenv(refuseEnv), hookOf(hooks, prog)) {
-				why = fmt.Errorf("%w (forced by %s)", why, refuseEnv)
-			}
 			refused[prog] = why
+			if spec := os.Getenv(refuseEnv); forcedRefusal(spec, hookOf(hooks, prog)) {
+				refused[prog] = fmt.Errorf("%w (forced by %s)", why, refuseEnv)
+				// The kernel refused one forced program through the path any refusal takes; the other
+				// forced ones would each cost one more load of the object: refuse them now.
+				for _, h := range hooks {
+					if forcedRefusal(spec, h) && refused[h.Prog] == nil && missing[h.Prog] == nil {
+						refused[h.Prog] = fmt.Errorf("refused (forced by %s, as the kernel refused %s)", refuseEnv, prog)
+					}
+				}
+			}
 			continue
 		}
 		if cb.loaded != nil {

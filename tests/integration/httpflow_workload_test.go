@@ -695,11 +695,16 @@ func startSClient(t *testing.T, launch func(t *testing.T, root string, args []st
 	var err error
 	s.in, err = cmd.StdinPipe()
 	must(t, err)
-	stdout, err := cmd.StdoutPipe()
+	// Our own pipe, not StdoutPipe: Wait closes a StdoutPipe when the process exits, and s_client exits as
+	// soon as nginx closes the connection, maybe before the last response has been read from the pipe.
+	stdout, w, err := os.Pipe()
 	must(t, err)
+	t.Cleanup(func() { stdout.Close() })
 	s.out = bufio.NewReader(stdout)
-	cmd.Stderr = s.stderr
-	must(t, cmd.Start())
+	cmd.Stdout, cmd.Stderr = w, s.stderr
+	err = cmd.Start()
+	w.Close()
+	must(t, err)
 	go func() { cmd.Wait(); close(s.done) }()
 	watchdog := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
 	t.Cleanup(func() {

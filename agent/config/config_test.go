@@ -94,7 +94,7 @@ func TestConfigErrorsNameFileKeyAndValue(t *testing.T) {
 		{"unknown key", map[string]string{"conf.d/host/ebpf.conf": "[[inputs.ebpf]]\nintervall = \"1m\"\n"}, nil,
 			[]string{`conf.d/host/ebpf.conf: inputs.ebpf.intervall: unknown key`}},
 		{"wrong type", map[string]string{"conf.d/host/ebpf.conf": "[[inputs.ebpf]]\nipv6_disabled = \"yes\"\n"}, nil,
-			[]string{`conf.d/host/ebpf.conf: inputs.ebpf:`, `ipv6_disabled`}},
+			[]string{`conf.d/host/ebpf.conf: inputs.ebpf.ipv6_disabled: want a boolean (true or false), got the string "yes"`}},
 		{"syntax", map[string]string{"conf.d/host/ebpf.conf": "[[inputs.ebpf]\n"}, nil,
 			[]string{`conf.d/host/ebpf.conf: toml:`}},
 		{"twice", map[string]string{"conf.d/host/ebpf.conf": "[[inputs.ebpf]]\n", "conf.d/x/more.conf": "[[inputs.ebpf]]\n"}, nil,

@@ -14,11 +14,8 @@ import (
 
 	"dkebpf/collector/cli"
 	"dkebpf/collector/run"
+	"dkebpf/options"
 )
-
-// exitUnfit says no plugin can run on this kernel: the agent then retries at its backoff cap, not in a
-// tight loop (the same number as inputs/ebpf.UnfitExit; the agent does not link collector code).
-const exitUnfit = 3
 
 // Set at build time with -ldflags -X.
 var (
@@ -52,7 +49,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run.Main(ctx, cmd.Run, log); errors.Is(err, run.ErrNothingRuns) {
-		os.Exit(exitUnfit)
+		os.Exit(options.ExitUnfit) // the agent retries at its backoff cap
 	} else if err != nil {
 		os.Exit(1)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -120,5 +121,18 @@ func TestInstallCopiesAtomicallyAndReportsSameFile(t *testing.T) {
 	code, _, stderr := runCLI("install", "--ebpf", "--dir", t.TempDir())
 	if code != 1 || !strings.Contains(stderr, "run `make build` first") {
 		t.Errorf("missing build: exit %d stderr %q", code, stderr)
+	}
+}
+
+// The agent speaks to the collector through the options table only: it links no collector code.
+func TestAgentLinksNoCollectorPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "dkebpf/collector") {
+			t.Errorf("datakit imports %s", pkg)
+		}
 	}
 }

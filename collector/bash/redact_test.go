@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"dkebpf/options"
 )
 
 func defaultRedactor(t *testing.T) *Redactor {
@@ -168,6 +170,9 @@ func TestBadUserRulesAreErrorsNamingTheRule(t *testing.T) {
 func TestDefaultRulesAreListedInOrderAndCompile(t *testing.T) {
 	want := []string{"password", "password-flag", "mysql-p", "authorization", "bearer", "aws-secret",
 		"token-env", "token-flag", "secret-header", "url-password", "curl-user"}
+	if !reflect.DeepEqual(options.BuiltinRedactRules, want) {
+		t.Errorf("options.BuiltinRedactRules = %q, want %q: the agent refuses user rules by these names", options.BuiltinRedactRules, want)
+	}
 	var names []string
 	for _, r := range DefaultRules() {
 		names = append(names, r.Name)

@@ -4,10 +4,13 @@ import (
 	"fmt"
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
+
+	"dkebpf/options"
 )
 
-// DNSPortsMax is how many DNS server ports the kernel can watch (DF_PORTS_MAX).
-const DNSPortsMax = 8
+// DNSPortsMax is how many DNS server ports the kernel can watch (DF_PORTS_MAX, the length of dns_ports:
+// tested against the object's BTF).
+const DNSPortsMax = options.DNSPortsMax
 
 // Stat indexes of df_stats (probes/dnsflow.h DF_STAT_*).
 const (

@@ -8,15 +8,15 @@ import (
 	"io"
 	"maps"
 	"net/netip"
-	"net/url"
 	"os"
-	"regexp"
+	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"dkebpf/options"
 )
 
 // ErrUsage is returned, after the usage has been written to stderr, when the command line names no known
@@ -26,86 +26,71 @@ var ErrUsage = errors.New("usage error")
 // ErrHelp is returned, after the usage has been written, when the command line asks for help (exit 0).
 var ErrHelp = errors.New("help requested")
 
-// Plugin names accepted by --enabled (DataKit's allow-list).
-var plugins = []string{"ebpf-net", "ebpf-bash", "ebpf-conntrack", "ebpf-trace", "bpf-netlog"}
-
-// Values accepted by --l7net-enabled and --l7net-disabled; others are ignored with a warning.
-var l7Protocols = []string{"httpflow", "httpflow-tls"}
-
-var logLevels = []string{"debug", "info", "warn", "error"}
-
-// Flags DataKit may pass that this collector accepts but does not implement yet: setting one adds a warning.
-var unsupportedFlags = []string{
-	"trace-server", "trace-protos", "trace-protos-blacklist", "trace-env-list", "trace-name-list",
-	"trace-env-blacklist", "trace-name-blacklist", "conv-to-ddtrace",
-	"res-cpu", "res-mem", "res-bandwidth", "sampling-rate", "sampling-rate-ptsperminute",
-	"netlog-log", "netlog-protocols", "container-endpoints", // not netlog-metric: DataKit always passes it
-	"pprof-host", "pprof-port",
-}
-
-// Boolean flags that older DataKit versions passed with a separate value word (`--ipv6-disabled true`).
-var legacyBoolFlags = []string{"--ipv6-disabled"}
-
 // Command is a parsed command line.
 type Command struct {
 	Name string     // "run" or "version"
 	Run  *RunConfig // set when Name is "run"
 }
 
-// RunConfig is the configuration of `datakit-ebpf run`. Empty strings and nil lists mean "not set".
+// RunConfig is the configuration of `datakit-ebpf run`. Each field tagged `flag` is filled from that row of
+// options.Table (its default when the flag is absent). Empty strings and nil lists mean "not set".
 type RunConfig struct {
-	APIServer   string            // base URL of the parent datakit, with scheme, e.g. "http://0.0.0.0:9529"
-	TraceServer string            // base URL for eBPF spans (not supported yet)
-	Hostname    string            // --hostname; see GlobalTags
-	Service     string            // value of the service tag on every point
-	Tags        map[string]string // custom global tags from --tags
-	Interval    time.Duration     // aggregation and flush period
-	PidFile     string            // "" = caller's default
-	Log         string            // "" = caller's default
-	LogLevel    string            // debug, info, warn or error
+	APIServer   string            `flag:"datakit-apiserver"` // base URL of the parent datakit, e.g. "http://0.0.0.0:9529"
+	TraceServer string            `flag:"trace-server"`      // base URL for eBPF spans (not supported yet)
+	Hostname    string            `flag:"hostname"`          // see GlobalTags
+	Service     string            `flag:"service"`           // value of the service tag on every point
+	Tags        map[string]string `flag:"tags"`              // custom global tags
+	Interval    time.Duration     `flag:"interval"`          // aggregation and flush period
+	PidFile     string            `flag:"pidfile"`           // "" = none
+	Log         string            `flag:"log"`               // "" = stderr only
+	LogLevel    string            `flag:"log-level"`         // debug, info, warn or error
 
-	Enabled       []string // plugins to run; see Plugin
-	EphemeralPort uint16   // first ephemeral port, 0 = read from the kernel
-	L7NetEnabled  []string // known values of --l7net-enabled
-	L7NetDisabled []string // known values of --l7net-disabled
-	IPv6Disabled  bool
+	Enabled       []string `flag:"enabled"`        // plugins to run; see Plugin
+	EphemeralPort uint16   `flag:"ephemeral_port"` // first ephemeral port, 0 = read from the kernel
+	L7NetEnabled  []string `flag:"l7net-enabled"`  // known values of --l7net-enabled
+	L7NetDisabled []string `flag:"l7net-disabled"` // known values of --l7net-disabled
+	IPv6Disabled  bool     `flag:"ipv6-disabled"`
+	PprofHost     string   `flag:"pprof-host"` // Go's pprof server, when PprofPort is set
+	PprofPort     int      `flag:"pprof-port"`
+	ResCPU        float64  `flag:"res-cpu"` // CPU limit in cores, 0 = none
+	ResMem        int64    `flag:"res-mem"` // memory limit in bytes, 0 = none
 
 	// Accepted for compatibility with DataKit, not used yet.
-	ContainerEndpoints       []string
-	NetlogMetric, NetlogLog  bool
-	NetlogProtocols          []string
-	PprofHost, PprofPort     string
-	TraceProtos              []string
-	TraceProtosBlacklist     []string
-	TraceEnvList             []string
-	TraceNameList            []string
-	TraceEnvBlacklist        []string
-	TraceNameBlacklist       []string
-	ConvToDDTrace            bool
-	ResCPU                   float64
-	ResMem, ResBandwidth     string
-	SamplingRate             string
-	SamplingRatePtsPerMinute string
+	ContainerEndpoints       []string `flag:"container-endpoints"`
+	NetlogMetric             bool     `flag:"netlog-metric"`
+	NetlogLog                bool     `flag:"netlog-log"`
+	NetlogProtocols          []string `flag:"netlog-protocols"`
+	TraceProtos              []string `flag:"trace-protos"`
+	TraceProtosBlacklist     []string `flag:"trace-protos-blacklist"`
+	TraceEnvList             []string `flag:"trace-env-list"`
+	TraceNameList            []string `flag:"trace-name-list"`
+	TraceEnvBlacklist        []string `flag:"trace-env-blacklist"`
+	TraceNameBlacklist       []string `flag:"trace-name-blacklist"`
+	ConvToDDTrace            bool     `flag:"conv-to-ddtrace"`
+	ResBandwidth             string   `flag:"res-bandwidth"`
+	ResNet                   string   `flag:"res-net"` // DataKit's input passes it for --res-bandwidth
+	TraceAllProcess          bool     `flag:"trace-allprocess"`
+	SamplingRate             string   `flag:"sampling-rate"`
+	SamplingRatePtsPerMinute string   `flag:"sampling-rate-ptsperminute"`
 
 	// Ours.
-	IgnoreCIDRs       []netip.Prefix // flows whose remote address is inside one of these are not reported
-	HTTPMaxPaths      int            // httpflow: distinct paths per (process, Host) per interval before folding
-	SSLRescan         time.Duration  // httpflow-tls: how often /proc is searched for new libssl files
-	DNSPorts          []uint16       // dnsflow: server ports that mark DNS (default 53)
-	DNSTimeout        time.Duration  // dnsflow: a query without an answer this long is reported with rcode -1
-	BashRescan        time.Duration  // ebpf-bash: how often /proc is searched for new bash binaries
-	BashRedact        []RedactRule   // ebpf-bash: the user's redaction rules, after the defaults
-	MaxBufferedPoints int            // bound of the sender's buffer
-	BPFObjects        string         // directory of BPF objects; "" = the objects embedded in the binary
-	BPFFloor          bool           // benchmark only: attach every hook with programs that return at once
+	IgnoreCIDRs       []netip.Prefix `flag:"netflow-ignore-cidrs"` // flows whose remote address is inside one are not reported
+	HTTPMaxPaths      int            `flag:"httpflow-max-paths"`   // httpflow: distinct paths per (process, Host) per interval
+	SSLRescan         time.Duration  `flag:"httpflow-tls-rescan"`  // httpflow-tls: how often /proc is searched for libssl
+	DNSPorts          []uint16       `flag:"dnsflow-ports"`        // dnsflow: server ports that mark DNS
+	DNSTimeout        time.Duration  `flag:"dnsflow-timeout"`      // dnsflow: unanswered this long = rcode -1
+	BashRescan        time.Duration  `flag:"bash-rescan"`          // ebpf-bash: how often /proc is searched for bash
+	BashRedact        []RedactRule   `flag:"bash-redact"`          // ebpf-bash: the user's redaction rules
+	MaxBufferedPoints int            `flag:"max-buffered-points"`  // bound of the sender's buffer
+	BPFObjects        string         `flag:"bpf-objects"`          // directory of BPF objects; "" = embedded
+	BPFFloor          bool           `flag:"bpf-floor"`            // benchmark only: programs that return at once
 
 	// Warnings about accepted but ignored flags and values, for the caller to log once.
 	Warnings []string
 }
 
-// RedactRule is a user's bash redaction rule: the text its regexp's group "secret" (or group 1, or the
-// whole match) matches is replaced with ***.
-type RedactRule struct{ Name, Pattern string }
+// RedactRule is a user's bash redaction rule.
+type RedactRule = options.RedactRule
 
 // L7 reports whether an L7 tracer (httpflow, httpflow-tls) is on: listed in --l7net-enabled, or, when
 // only --l7net-disabled is given, not listed there.
@@ -189,77 +174,35 @@ commands:
 }
 
 func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
-	c := &RunConfig{}
-	var (
-		config, apiServer, traceServer string
-		tags, ignoreCIDRs, dnsPorts    []string
-		bashRedact                     []string
-		ephemeralPort                  int
-		resNet                         string
-		traceAllProcess                bool
-	)
-
 	fs := pflag.NewFlagSet("datakit-ebpf run", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.SortFlags = false
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: datakit-ebpf run [flags]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-
-	// DataKit's flags, same names and defaults.
-	fs.StringVar(&config, "config", "", "TOML configuration file (not supported yet)")
-	fs.StringVar(&apiServer, "datakit-apiserver", "0.0.0.0:9529", "address of the parent datakit's HTTP API")
-	fs.StringVar(&traceServer, "trace-server", "", "address that receives eBPF spans")
-	fs.StringVar(&c.Hostname, "hostname", "", "value of the host tag (default: host from --tags, else the system host name)")
-	fs.DurationVar(&c.Interval, "interval", 60*time.Second, "aggregation and flush interval (at least 1s)")
-	fs.StringVar(&c.PidFile, "pidfile", "", "pid file")
-	fs.StringVar(&c.Log, "log", "", "log file")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: "+strings.Join(logLevels, ", "))
-	fs.StringArrayVar(&tags, "tags", nil, "global tags k=v, separated by ',' or ';'")
-	fs.StringSliceVar(&c.Enabled, "enabled", nil, "plugins to run (required): "+strings.Join(plugins, ", "))
-	fs.StringSliceVar(&c.ContainerEndpoints, "container-endpoints", nil, "bpf-netlog container runtime endpoints")
-	fs.BoolVar(&c.NetlogMetric, "netlog-metric", false, "bpf-netlog: report metrics")
-	fs.BoolVar(&c.NetlogLog, "netlog-log", false, "bpf-netlog: report logs")
-	fs.StringSliceVar(&c.NetlogProtocols, "netlog-protocols", []string{"http"}, "bpf-netlog: L7 protocols")
-	fs.IntVar(&ephemeralPort, "ephemeral_port", 0, "first ephemeral port (0 = read from the kernel)")
-	fs.IntVar(&ephemeralPort, "ephemeral-port", 0, "same as --ephemeral_port")
-	fs.StringSliceVar(&c.L7NetEnabled, "l7net-enabled", nil, "L7 tracers to enable: "+strings.Join(l7Protocols, ", "))
-	fs.StringSliceVar(&c.L7NetDisabled, "l7net-disabled", nil, "L7 tracers to disable: "+strings.Join(l7Protocols, ", "))
-	fs.BoolVar(&c.IPv6Disabled, "ipv6-disabled", false, "do not trace IPv6")
-	fs.StringVar(&c.PprofHost, "pprof-host", "", "pprof server host")
-	fs.StringVar(&c.PprofPort, "pprof-port", "", "pprof server port")
-	fs.StringVar(&c.Service, "service", "ebpf", "value of the service tag")
-	fs.StringSliceVar(&c.TraceProtos, "trace-protos", nil, "ebpf-trace: protocols to trace")
-	fs.StringSliceVar(&c.TraceProtosBlacklist, "trace-protos-blacklist", nil, "ebpf-trace: protocols not to trace")
-	fs.StringSliceVar(&c.TraceEnvList, "trace-env-list", nil, "ebpf-trace: environment variables selecting processes")
-	fs.StringSliceVar(&c.TraceNameList, "trace-name-list", nil, "ebpf-trace: process names to trace")
-	fs.StringSliceVar(&c.TraceEnvBlacklist, "trace-env-blacklist", nil, "ebpf-trace: environment variables excluding processes")
-	fs.StringSliceVar(&c.TraceNameBlacklist, "trace-name-blacklist", nil, "ebpf-trace: process names not to trace")
-	fs.BoolVar(&c.ConvToDDTrace, "conv-to-ddtrace", false, "ebpf-trace: convert trace ids to ddtrace's")
-	fs.Float64Var(&c.ResCPU, "res-cpu", 0, "CPU limit in cores")
-	fs.StringVar(&c.ResMem, "res-mem", "", "memory limit")
-	fs.StringVar(&c.ResBandwidth, "res-bandwidth", "", "network bandwidth limit")
-	fs.StringVar(&c.SamplingRate, "sampling-rate", "", "sampling rate 0.01..1.00")
-	fs.StringVar(&c.SamplingRatePtsPerMinute, "sampling-rate-ptsperminute", "", "sampling: points per minute")
-
-	// Passed by DataKit's ebpf input although its collector does not define them.
-	fs.StringVar(&resNet, "res-net", "", "deprecated: use --res-bandwidth")
-	fs.BoolVar(&traceAllProcess, "trace-allprocess", false, "deprecated, ignored")
-	_ = fs.MarkHidden("res-net")
-	_ = fs.MarkHidden("trace-allprocess")
-
-	// Ours.
-	fs.StringSliceVar(&ignoreCIDRs, "netflow-ignore-cidrs", nil, "do not report flows whose remote address is in these CIDRs")
-	fs.IntVar(&c.MaxBufferedPoints, "max-buffered-points", 100000, "points buffered while the parent is unreachable")
-	fs.IntVar(&c.HTTPMaxPaths, "httpflow-max-paths", 500, "httpflow: distinct paths per (process, Host) per interval; more fold into path \"*\"")
-	fs.DurationVar(&c.SSLRescan, "httpflow-tls-rescan", 5*time.Second, "httpflow-tls: how often to look for new libssl files in /proc")
-	fs.StringSliceVar(&dnsPorts, "dnsflow-ports", []string{"53"}, fmt.Sprintf("dnsflow: DNS server ports (at most %d)", maxDNSPorts))
-	fs.DurationVar(&c.DNSTimeout, "dnsflow-timeout", 6*time.Second, "dnsflow: a query unanswered this long is reported with rcode -1")
-	fs.DurationVar(&c.BashRescan, "bash-rescan", 5*time.Second, "ebpf-bash: how often to look for new bash binaries in /proc")
-	fs.StringArrayVar(&bashRedact, "bash-redact", nil, "ebpf-bash: redaction rule name=regexp (repeatable); the regexp's group \"secret\" (or group 1) becomes ***")
-	fs.StringVar(&c.BPFObjects, "bpf-objects", "", "directory of BPF objects (default: embedded in the binary)")
-	fs.BoolVar(&c.BPFFloor, "bpf-floor", false, "benchmark only: attach the same hooks with programs that return at once (no data)")
-
+	var order []*flagValue // table order: errors and warnings come in a stable order
+	values := map[*options.Option]*flagValue{}
+	for i := range options.Table {
+		o := &options.Table[i]
+		if o.Flag == "" {
+			continue
+		}
+		v := &flagValue{opt: o}
+		values[o] = v
+		order = append(order, v)
+		for n, name := range append([]string{o.Flag}, o.Aliases...) {
+			u := usage(o)
+			if n > 0 {
+				u = "same as --" + o.Flag
+			}
+			f := fs.VarPF(v, name, "", u)
+			if o.Kind == options.Bool {
+				f.NoOptDefVal = "true"
+			}
+			f.Hidden = o.Hidden
+		}
+	}
 	if err := fs.Parse(joinLegacyBoolValues(args)); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, ErrHelp
@@ -270,93 +213,111 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 		return nil, fmt.Errorf("run: unexpected arguments %q", fs.Args())
 	}
 
+	c := &RunConfig{}
 	warn := func(format string, a ...any) {
 		c.Warnings = append(c.Warnings, fmt.Sprintf(format, a...))
 	}
-
-	if fs.Changed("config") {
-		return nil, fmt.Errorf("--config %q: --config is not supported yet, pass the settings as flags", config)
-	}
-	var err error
-	if c.APIServer, err = baseURL(apiServer); err != nil {
-		return nil, fmt.Errorf("--datakit-apiserver %q: %w", apiServer, err)
-	}
-	if traceServer != "" {
-		if c.TraceServer, err = baseURL(traceServer); err != nil {
-			return nil, fmt.Errorf("--trace-server %q: %w", traceServer, err)
+	parsed := map[string]any{}
+	for _, v := range order {
+		o, words := v.opt, v.words
+		if o.Lenient && len(words) > 0 {
+			list, _ := o.Parse(words)
+			known, unknown := o.Known(list.([]string))
+			for _, u := range unknown {
+				warn("--%s %q: unknown value, ignored (known: %s)", o.Flag, u, strings.Join(o.Allowed, ", "))
+			}
+			words = []string{strings.Join(known, ",")}
+		}
+		val, err := o.Parse(words)
+		if err == nil && v.set { // defaults are checked by the table's tests
+			err = o.Check(val)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--%s %s: %w", o.Flag, strings.Join(v.words, " "), err)
+		}
+		parsed[o.Flag] = val
+		if v.set && o.NotYet != "" && !(o.Kind == options.Bool && o.AgentDefault == strings.Join(v.words, "")) {
+			warn("--%s is accepted but not supported yet (%s is not built), ignored", o.Flag, o.NotYet)
 		}
 	}
-	if c.Interval < time.Second {
-		return nil, fmt.Errorf("--interval %s: must be at least 1s", c.Interval)
-	}
-	if !slices.Contains(logLevels, c.LogLevel) {
-		return nil, fmt.Errorf("--log-level %q: want one of %s", c.LogLevel, strings.Join(logLevels, ", "))
-	}
-	if c.Tags, err = parseTags(tags); err != nil {
+	if err := fill(c, parsed); err != nil {
 		return nil, err
 	}
-	if len(c.Enabled) == 0 {
-		return nil, fmt.Errorf("--enabled is required: want one or more of %s", strings.Join(plugins, ", "))
-	}
-	for _, p := range c.Enabled {
-		if !slices.Contains(plugins, p) {
-			return nil, fmt.Errorf("--enabled %q: unknown plugin, want one of %s", p, strings.Join(plugins, ", "))
-		}
-	}
-	if ephemeralPort < 0 || ephemeralPort > 65535 {
-		return nil, fmt.Errorf("--ephemeral-port/--ephemeral_port %d: want 0..65535", ephemeralPort)
-	}
-	c.EphemeralPort = uint16(ephemeralPort)
-	c.L7NetEnabled = knownL7(c.L7NetEnabled, "--l7net-enabled", warn)
-	c.L7NetDisabled = knownL7(c.L7NetDisabled, "--l7net-disabled", warn)
-	for _, s := range ignoreCIDRs {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fmt.Errorf("--netflow-ignore-cidrs %q: %w", s, err)
-		}
-		c.IgnoreCIDRs = append(c.IgnoreCIDRs, p.Masked())
-	}
-	if c.HTTPMaxPaths < 1 {
-		return nil, fmt.Errorf("--httpflow-max-paths %d: must be at least 1", c.HTTPMaxPaths)
-	}
-	if c.SSLRescan < time.Second {
-		return nil, fmt.Errorf("--httpflow-tls-rescan %s: must be at least 1s", c.SSLRescan)
-	}
-	if c.DNSPorts, err = parsePorts(dnsPorts); err != nil {
-		return nil, fmt.Errorf("--dnsflow-ports %q: %w", strings.Join(dnsPorts, ","), err)
-	}
-	if c.DNSTimeout < 100*time.Millisecond {
-		return nil, fmt.Errorf("--dnsflow-timeout %s: must be at least 100ms", c.DNSTimeout)
-	}
-	if c.BashRescan < time.Second {
-		return nil, fmt.Errorf("--bash-rescan %s: must be at least 1s", c.BashRescan)
-	}
-	for _, r := range bashRedact {
-		rule, err := ParseRedactRule(r)
-		if err != nil {
-			return nil, fmt.Errorf("--bash-redact %q: %w", r, err)
-		}
-		c.BashRedact = append(c.BashRedact, rule)
-	}
-	if c.MaxBufferedPoints < 1 {
-		return nil, fmt.Errorf("--max-buffered-points %d: must be at least 1", c.MaxBufferedPoints)
-	}
 
-	if fs.Changed("res-net") {
-		warn("--res-net is not a datakit-ebpf flag, treated as --res-bandwidth (not supported yet), ignored")
-		if !fs.Changed("res-bandwidth") {
-			c.ResBandwidth = resNet
-		}
+	if config := values[options.ByFlag("config")]; config.set {
+		return nil, fmt.Errorf("--config %q: --config is not supported yet, pass the settings as flags", config.String())
 	}
-	if fs.Changed("trace-allprocess") {
-		warn("--trace-allprocess was removed from datakit-ebpf, ignored")
+	if len(c.Enabled) == 0 {
+		return nil, fmt.Errorf("--enabled is required: want one or more of %s", strings.Join(options.Plugins, ", "))
 	}
-	for _, name := range unsupportedFlags {
-		if fs.Changed(name) {
-			warn("--%s is accepted but not supported yet, ignored", name)
-		}
+	// DataKit's input passes --res-net, which its collector does not define: it means --res-bandwidth.
+	if c.ResBandwidth == "" {
+		c.ResBandwidth = c.ResNet
 	}
 	return c, nil
+}
+
+// usage is a row's line in --help: its text and, for the agent's users, the key that sets it.
+func usage(o *options.Option) string {
+	u := o.Usage
+	if len(o.Allowed) > 0 {
+		u += "; one of " + strings.Join(o.Allowed, ", ")
+	}
+	if o.Default != "" {
+		u += " (default " + o.Default + ")"
+	}
+	return u
+}
+
+// flagValue collects the words given for one row's flag (and its aliases); each is parsed when given, so a
+// malformed one is refused naming the flag.
+type flagValue struct {
+	opt   *options.Option
+	words []string
+	set   bool
+}
+
+func (v *flagValue) String() string { return strings.Join(v.words, ",") }
+func (v *flagValue) Type() string {
+	return [...]string{"bool", "int", "float", "string", "url", "duration", "list", "ports", "cidrs", "k=v", "name=regexp", "strings", "size"}[v.opt.Kind]
+}
+
+func (v *flagValue) Set(word string) error {
+	if _, err := v.opt.Parse([]string{word}); err != nil {
+		return err
+	}
+	switch v.opt.Kind {
+	case options.List, options.Ports, options.CIDRs, options.Tags, options.Rules:
+		v.words = append(v.words, word)
+	default:
+		v.words = []string{word}
+	}
+	v.set = true
+	return nil
+}
+
+// IsBoolFlag lets pflag accept a bare boolean flag.
+func (v *flagValue) IsBoolFlag() bool { return v.opt.Kind == options.Bool }
+
+// fill sets every RunConfig field tagged `flag` from the parsed value of that flag.
+func fill(c *RunConfig, parsed map[string]any) error {
+	rv := reflect.ValueOf(c).Elem()
+	for i := 0; i < rv.NumField(); i++ {
+		name := rv.Type().Field(i).Tag.Get("flag")
+		if name == "" {
+			continue
+		}
+		v, ok := parsed[name]
+		if !ok {
+			return fmt.Errorf("RunConfig.%s: no option --%s", rv.Type().Field(i).Name, name)
+		}
+		pv, f := reflect.ValueOf(v), rv.Field(i)
+		if !pv.Type().ConvertibleTo(f.Type()) {
+			return fmt.Errorf("RunConfig.%s: --%s is a %s", rv.Type().Field(i).Name, name, pv.Type())
+		}
+		f.Set(pv.Convert(f.Type()))
+	}
+	return nil
 }
 
 // joinLegacyBoolValues rewrites `--ipv6-disabled true` as `--ipv6-disabled=true`, the form pflag parses.
@@ -367,96 +328,11 @@ func joinLegacyBoolValues(args []string) []string {
 		if a == "--" {
 			return append(out, args[i:]...)
 		}
-		if slices.Contains(legacyBoolFlags, a) && i+1 < len(args) && (args[i+1] == "true" || args[i+1] == "false") {
+		if a == "--ipv6-disabled" && i+1 < len(args) && (args[i+1] == "true" || args[i+1] == "false") {
 			a += "=" + args[i+1]
 			i++
 		}
 		out = append(out, a)
 	}
 	return out
-}
-
-// baseURL turns a host:port, with or without scheme, into a base URL without a trailing slash.
-func baseURL(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "://") {
-		s = "http://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", err
-	}
-	if u.Host == "" {
-		return "", errors.New("no host")
-	}
-	return strings.TrimRight(s, "/"), nil
-}
-
-// parseTags parses `k=v` items separated by ',' (the flag's documented form) or ';' (how DataKit joins them).
-func parseTags(values []string) (map[string]string, error) {
-	tags := make(map[string]string)
-	for _, v := range values {
-		for item := range strings.FieldsFuncSeq(v, func(r rune) bool { return r == ',' || r == ';' }) {
-			item = strings.TrimSpace(item)
-			if item == "" {
-				continue
-			}
-			k, val, ok := strings.Cut(item, "=")
-			k, val = strings.TrimSpace(k), strings.TrimSpace(val)
-			if !ok || k == "" || strings.Contains(val, "=") {
-				return nil, fmt.Errorf("--tags %q: want k=v", item)
-			}
-			tags[k] = val
-		}
-	}
-	return tags, nil
-}
-
-// knownL7 returns the known values of an --l7net-* list and warns about the others.
-func knownL7(values []string, flag string, warn func(string, ...any)) []string {
-	var known []string
-	for _, v := range values {
-		if slices.Contains(l7Protocols, v) {
-			known = append(known, v)
-		} else {
-			warn("%s %q: unknown value, ignored (known: %s)", flag, v, strings.Join(l7Protocols, ", "))
-		}
-	}
-	return known
-}
-
-// maxDNSPorts is how many DNS ports the kernel side watches (bpf.DNSPortsMax).
-const maxDNSPorts = 8
-
-func parsePorts(list []string) ([]uint16, error) {
-	var ports []uint16
-	for _, s := range list {
-		v, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
-		if err != nil || v == 0 {
-			return nil, fmt.Errorf("%q is not a port (1..65535)", s)
-		}
-		if !slices.Contains(ports, uint16(v)) {
-			ports = append(ports, uint16(v))
-		}
-	}
-	if len(ports) == 0 {
-		return nil, errors.New("no port")
-	}
-	if len(ports) > maxDNSPorts {
-		return nil, fmt.Errorf("at most %d ports", maxDNSPorts)
-	}
-	return ports, nil
-}
-
-// ParseRedactRule parses name=regexp and checks that the regexp compiles.
-func ParseRedactRule(s string) (RedactRule, error) {
-	name, pattern, ok := strings.Cut(s, "=")
-	name = strings.TrimSpace(name)
-	if !ok || name == "" || pattern == "" {
-		return RedactRule{}, errors.New("want name=regexp")
-	}
-	if _, err := regexp.Compile(pattern); err != nil {
-		return RedactRule{}, fmt.Errorf("rule %s: %w", name, err)
-	}
-	return RedactRule{Name: name, Pattern: pattern}, nil
 }

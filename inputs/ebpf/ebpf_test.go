@@ -5,12 +5,14 @@ import (
 	"io"
 	"log"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
 
 	"dkebpf/inputs"
+	"dkebpf/options"
 )
 
 var testEnv = inputs.Env{
@@ -131,7 +133,7 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 	if got := strings.Join(extraEnv, "|"); got != wantEnv {
 		t.Errorf("env = %q, want %q", got, wantEnv)
 	}
-	wantUnsupported := "netlog_blacklist netlog_metric cpu_limit sampling_rate workload_labels"
+	wantUnsupported := "netlog_blacklist netlog_metric sampling_rate workload_labels"
 	if got := strings.Join(in.Unsupported(), " "); got != wantUnsupported {
 		t.Errorf("unsupported = %q, want %q", got, wantUnsupported)
 	}
@@ -179,7 +181,7 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"bad tag", "[inputs.ebpf.tags]\n\"a;b\" = \"c\"", nil, `inputs.ebpf.tags.a;b: invalid tag`},
 		{"dns port range", `dnsflow_ports = [53, 0]`, nil, `inputs.ebpf.dnsflow_ports: 0 out of range (allowed: 1..65535)`},
 		{"too many dns ports", `dnsflow_ports = [1,2,3,4,5,6,7,8,9]`, nil, `inputs.ebpf.dnsflow_ports: 9 ports (allowed: at most 8)`},
-		{"short dns timeout", `dnsflow_timeout = "10ms"`, nil, `inputs.ebpf.dnsflow_timeout: invalid duration "10ms" (want at least 100ms`},
+		{"short dns timeout", `dnsflow_timeout = "10ms"`, nil, `inputs.ebpf.dnsflow_timeout: "10ms" is below the minimum 100ms`},
 		{"bad redact regexp", "[[inputs.ebpf.bash_redact]]\nname = \"ticket\"\npattern = \"(\"", nil,
 			`inputs.ebpf.bash_redact[0].pattern: rule ticket: invalid regexp "(": error parsing regexp: missing closing )`},
 		{"redact rule name taken", "[[inputs.ebpf.bash_redact]]\nname = \"bearer\"\npattern = \"x\"", nil, `inputs.ebpf.bash_redact[0].name: "bearer" is taken by a built-in`},
@@ -204,7 +206,7 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 func TestEnvBoolParsing(t *testing.T) {
 	for v, want := range map[string]bool{"": false, "f": false, "false": false, "FALSE": false,
 		"False": false, "0": false, "1": true, "true": true, "yes": true, "no": true} {
-		if got := parseBool(v); got != want {
+		if got := options.ParseEnvBool(v); got != want {
 			t.Errorf("parseBool(%q) = %v, want %v", v, got, want)
 		}
 	}
@@ -215,8 +217,11 @@ func TestBadEphemeralPortEnvIsIgnored(t *testing.T) {
 	if err := in.ReadEnv(env(map[string]string{"ENV_INPUT_EBPF_EPHEMERAL_PORT": "lots"})); err != nil {
 		t.Fatal(err)
 	}
-	if in.EphemeralPort != -1 {
-		t.Errorf("ephemeral_port = %d, want the default -1", in.EphemeralPort)
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	if _, args, _ := in.Command(); slices.Contains(args, "--ephemeral_port") {
+		t.Errorf("args = %q: want ephemeral_port at its default -1 (no flag)", args)
 	}
 }
 

@@ -12,3 +12,5 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.49.0
 )
+
+require gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect

@@ -66,9 +66,10 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	handler := api.New(api.Options{
-		Store:   st,
-		Version: Version,
-		Log:     logger,
+		Store:      st,
+		Version:    Version,
+		Log:        logger,
+		GlobalTags: cfg.GlobalTags,
 		Externals: func() []external.State {
 			out := make([]external.State, len(states))
 			for i, s := range states {

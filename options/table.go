@@ -51,7 +51,7 @@ var Table = []Option{
 	{Key: "interval", Env: []string{env + "INTERVAL"}, Flag: "interval", Kind: Duration, Default: "60s", MinDur: time.Second,
 		Usage: "aggregation and flush interval"},
 	{Flag: "pidfile", Kind: String, ChildOnly: true, Usage: "write the collector's pid here; refuse to start while another datakit-ebpf holds it"},
-	{Flag: "log", Kind: String, ChildOnly: true, Usage: "also write the log to this file (rotated at 32 MiB, 5 kept); the log always goes to stderr, which the agent copies"},
+	{Flag: "log", Kind: String, ChildOnly: true, Usage: "log file, rotated at 32 MiB with 5 kept (default: datakit-ebpf.log beside the executable, externals/ in an install dir; - for none); the log also goes to stderr, which the agent copies"},
 	{Flag: "log-level", Kind: String, Default: "info", Allowed: []string{"debug", "info", "warn", "error"}, Item: "level", ChildOnly: true, Usage: "log level"},
 	{Flag: "service", Kind: String, Default: "ebpf", ChildOnly: true, Usage: "value of the service tag"},
 	{Key: "netlog_blacklist", Env: []string{env + "NETLOG_BLACKLIST", "ENV_NETLOG_BLACKLIST"}, ChildEnv: "DKE_NETLOG_NET_FILTER", Kind: String, NotYet: "bpf-netlog",

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,6 +45,9 @@ type Options struct {
 	Externals func() []external.State // supervised children; may be nil
 	Log       *log.Logger
 	Now       func() time.Time // default time.Now
+	// GlobalTags are added to every point written, where the point lacks the key, unless the request says
+	// ignore_global_host_tags (or the deprecated ignore_global_tags), as DataKit does.
+	GlobalTags map[string]string
 }
 
 // Server is the API's http.Handler.
@@ -135,6 +139,11 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalidLinePoint", "%v", err)
 		return
 	}
+	if !isTrue(q.Get("ignore_global_host_tags")) && !isTrue(q.Get("ignore_global_tags")) {
+		for i := range points {
+			addTags(&points[i], s.opts.GlobalTags)
+		}
+	}
 	if len(points) == 0 {
 		fail(w, http.StatusBadRequest, "noPoints", "no points in body")
 		return
@@ -145,6 +154,22 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+func isTrue(v string) bool { b, _ := strconv.ParseBool(v); return b }
+
+// addTags adds the tags a point lacks, keeping its tags sorted.
+func addTags(p *store.Point, tags map[string]string) {
+	added := false
+	for k, v := range tags {
+		if !slices.ContainsFunc(p.Tags, func(t store.Tag) bool { return t.Key == k }) {
+			p.Tags = append(p.Tags, store.Tag{Key: k, Value: v})
+			added = true
+		}
+	}
+	if added {
+		sort.Slice(p.Tags, func(i, j int) bool { return p.Tags[i].Key < p.Tags[j].Key })
+	}
 }
 
 func validCategory(c string) bool {

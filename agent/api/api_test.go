@@ -20,6 +20,11 @@ var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func newServer(t *testing.T) (*httptest.Server, *store.Store) {
 	t.Helper()
+	return newServerWith(t, nil)
+}
+
+func newServerWith(t *testing.T, globalTags map[string]string) (*httptest.Server, *store.Store) {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "points.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -27,8 +32,9 @@ func newServer(t *testing.T) (*httptest.Server, *store.Store) {
 	t.Cleanup(func() { st.Close() })
 	s := New(Options{
 		Store: st, Version: "test",
-		Now:       func() time.Time { return now },
-		Externals: func() []external.State { return []external.State{{Name: "ebpf", PID: 42, Starts: 1}} },
+		Now:        func() time.Time { return now },
+		Externals:  func() []external.State { return []external.State{{Name: "ebpf", PID: 42, Starts: 1}} },
+		GlobalTags: globalTags,
 	})
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
@@ -206,5 +212,24 @@ func TestLastErrorPingAndExternals(t *testing.T) {
 	_, body = get(t, ts.URL+"/v1/externals")
 	if !strings.Contains(body, `"name":"ebpf","path":"","pid":42,"starts":1,"last_exit":""`) {
 		t.Errorf("externals = %s", body)
+	}
+}
+
+func TestGlobalHostTagsAreAddedWhereAPointLacksThem(t *testing.T) {
+	ts, _ := newServerWith(t, map[string]string{"cluster": "prod", "host": "node1"})
+	body := "netflow,dst_port=80 bytes_read=10i 1700000000000000000\n" +
+		"netflow,host=pod-a,dst_port=81 bytes_read=20i 1700000001000000000\n"
+	if status, resp := post(t, ts.URL+"/v1/write/network", []byte(body)); status != http.StatusOK {
+		t.Fatalf("status %d %s", status, resp)
+	}
+	if status, resp := post(t, ts.URL+"/v1/write/network?ignore_global_host_tags=true", []byte("netflow,dst_port=82 bytes_read=30i 1700000002000000000\n")); status != http.StatusOK {
+		t.Fatalf("status %d %s", status, resp)
+	}
+	_, out := get(t, ts.URL+"/v1/query?measurement=netflow&since=1000000h")
+	want := "netflow,cluster=prod,dst_port=80,host=node1 bytes_read=10i 1700000000000000000\n" +
+		"netflow,cluster=prod,dst_port=81,host=pod-a bytes_read=20i 1700000001000000000\n" +
+		"netflow,dst_port=82 bytes_read=30i 1700000002000000000\n"
+	if out != want {
+		t.Errorf("stored\n%s\nwant\n%s", out, want)
 	}
 }

@@ -34,7 +34,7 @@ type Main struct {
 		MaxSizeMB int    `toml:"max_size_mb"`
 		MaxAge    string `toml:"max_age"`
 	} `toml:"store"`
-	GlobalHostTags map[string]string `toml:"global_host_tags"` // parsed, not yet applied
+	GlobalHostTags map[string]string `toml:"global_host_tags"` // added to every point the API accepts
 }
 
 // Input is one configured input, ready to run.
@@ -48,11 +48,12 @@ type Input struct {
 type Config struct {
 	Dir        string // absolute install dir
 	Main       Main
-	Hostname   string
-	Listen     string        // [http_api] listen
-	StorePath  string        // absolute
-	MaxSize    int64         // bytes
-	MaxAge     time.Duration //
+	Hostname   string            // ENV_HOSTNAME (in Load), else hostname, else the machine's
+	GlobalTags map[string]string // [global_host_tags], __datakit_hostname replaced by Hostname
+	Listen     string            // [http_api] listen
+	StorePath  string            // absolute
+	MaxSize    int64             // bytes
+	MaxAge     time.Duration     //
 	Inputs     []Input
 	InputNames []string // names of Inputs, in order
 }
@@ -113,7 +114,26 @@ func LoadMain(dir string) (*Config, error) {
 			return nil, fmt.Errorf("hostname: %w", err)
 		}
 	}
+	for k, v := range m.GlobalHostTags {
+		if k == "" || strings.ContainsAny(k, "=,\n") || strings.ContainsAny(v, "\n") {
+			return nil, fmt.Errorf("%s: global_host_tags.%s: invalid tag %q = %q (keys may not be empty or contain = , or a newline)", MainFile, k, k, v)
+		}
+	}
+	c.resolveGlobalTags()
 	return c, nil
+}
+
+// hostnamePlaceholder is DataKit's value of a global tag that stands for the agent's host name.
+const hostnamePlaceholder = "__datakit_hostname"
+
+func (c *Config) resolveGlobalTags() {
+	c.GlobalTags = map[string]string{}
+	for k, v := range c.Main.GlobalHostTags {
+		if v == hostnamePlaceholder {
+			v = c.Hostname
+		}
+		c.GlobalTags[k] = v
+	}
 }
 
 // ClientAddr returns the host:port a local client should dial to reach an
@@ -144,6 +164,11 @@ func Load(dir string, opts Options) (*Config, error) {
 	c, err := LoadMain(dir)
 	if err != nil {
 		return nil, err
+	}
+	// DataKit's ENV_HOSTNAME names the host, over datakit.conf (on Kubernetes, the node's name).
+	if h, ok := opts.Lookup("ENV_HOSTNAME"); ok && h != "" {
+		c.Hostname = h
+		c.resolveGlobalTags()
 	}
 	env := inputs.Env{InstallDir: c.Dir, APIAddr: ClientAddr(c.Listen), Hostname: c.Hostname, Log: opts.Log}
 

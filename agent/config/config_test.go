@@ -161,3 +161,22 @@ func TestClientAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestEnvHostnameAndGlobalHostTags(t *testing.T) {
+	dir := writeFiles(t, map[string]string{MainFile: "hostname = \"from-conf\"\n[global_host_tags]\n  cluster = \"prod\"\n  host = \"__datakit_hostname\"\n"})
+	c, _, err := load(t, dir, map[string]string{"ENV_HOSTNAME": "node-7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Hostname != "node-7" || c.GlobalTags["cluster"] != "prod" || c.GlobalTags["host"] != "node-7" {
+		t.Errorf("hostname %q, global tags %v; want node-7 and {cluster: prod, host: node-7}", c.Hostname, c.GlobalTags)
+	}
+	c, _, err = load(t, dir, nil)
+	if err != nil || c.Hostname != "from-conf" || c.GlobalTags["host"] != "from-conf" {
+		t.Errorf("without ENV_HOSTNAME: %q %v %v", c.Hostname, c.GlobalTags, err)
+	}
+	bad := writeFiles(t, map[string]string{MainFile: "[global_host_tags]\n  \"a=b\" = \"x\"\n"})
+	if _, _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), "conf.d/datakit.conf: global_host_tags.a=b: invalid tag") {
+		t.Errorf("bad tag key: err = %v", err)
+	}
+}

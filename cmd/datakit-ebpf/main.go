@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"dkebpf/collector/cli"
+	"dkebpf/collector/daemon"
 	"dkebpf/collector/run"
 	"dkebpf/options"
 )
@@ -23,34 +26,76 @@ var (
 	buildDate = "unknown"
 )
 
-func main() {
+func main() { os.Exit(mainCode()) }
+
+func mainCode() int {
 	cmd, err := cli.Parse(os.Args[1:], os.Stderr)
 	if errors.Is(err, cli.ErrHelp) {
-		return
+		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "datakit-ebpf:", err)
-		os.Exit(2)
+		return 2
 	}
-	if cmd.Name == "version" {
+	switch cmd.Name {
+	case "version":
 		fmt.Printf("datakit-ebpf version %s %s/%s %s\n", version, runtime.GOOS, runtime.GOARCH, buildDate)
-		return
-	}
-	if cmd.Name == "check" {
+		return 0
+	case "check":
 		if !run.Check(os.Stdout) {
-			os.Exit(1)
+			return 1
 		}
-		return
+		return 0
 	}
+	cfg := cmd.Run
+
+	logFile := cfg.Log
+	if logFile == "" {
+		logFile = daemon.DefaultLogFile()
+	}
+	out, closeLog, logErr := daemon.LogOutput(logFile)
+	defer closeLog()
 	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(cmd.Run.LogLevel))
-	// Logs go to stderr: the agent copies them into its own log, prefixed with the input's name.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	if logErr != nil {
+		log.Warn("logging to stderr only", "err", logErr)
+	}
+	if cfg.PidFile != "" {
+		remove, err := daemon.WritePidFile(cfg.PidFile)
+		if err != nil {
+			log.Error(err.Error())
+			return 1
+		}
+		defer remove()
+	}
+	if cfg.PprofPort > 0 {
+		stop, err := daemon.ServePprof(net.JoinHostPort(cfg.PprofHost, strconv.Itoa(cfg.PprofPort)), log)
+		if err != nil {
+			log.Warn("no pprof server", "err", err)
+		} else {
+			defer stop()
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run.Main(ctx, cmd.Run, log); errors.Is(err, run.ErrNothingRuns) {
-		os.Exit(options.ExitUnfit) // the agent retries at its backoff cap
-	} else if err != nil {
-		os.Exit(1)
+	limits := daemon.Limits{CPU: cfg.ResCPU, Mem: cfg.ResMem}
+	limits.Apply()
+	ctx, breach := context.WithCancelCause(ctx)
+	go func() {
+		if err := limits.Watch(ctx, daemon.ReadUsage); err != nil {
+			log.Error(err.Error() + "; exiting")
+			breach(err)
+		}
+	}()
+
+	err = run.Main(ctx, cfg, log)
+	switch {
+	case errors.Is(err, run.ErrNothingRuns):
+		return options.ExitUnfit // the agent retries at its backoff cap
+	case err != nil, errors.Is(context.Cause(ctx), daemon.ErrLimit):
+		return 1
 	}
+	return 0
 }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ type agent struct {
 	dir  string
 	addr string
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
+	log  *syncBuffer
 	done chan struct{}
 }
 
@@ -113,17 +114,48 @@ var firstPointTimeout = 60*time.Second + 5*interval
 // startAgent runs datakit on a fresh install dir and waits until the collector posts its first points.
 func startAgent(t *testing.T, extraConf string) *agent {
 	t.Helper()
+	return startAgentWith(t, ebpfConf(extraConf))
+}
+
+// startAgentWith is startAgent with a whole ebpf.conf.
+func startAgentWith(t *testing.T, conf string) *agent {
+	t.Helper()
+	a := launchAgent(t, conf)
+	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
+		return len(a.query("datakit_ebpf", "1m")) > 0
+	})
+	return a
+}
+
+// launchAgent runs datakit on a fresh install dir with this ebpf.conf, without waiting for anything.
+func launchAgent(t *testing.T, conf string) *agent {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	a := &agent{t: t, addr: addr, dir: writeInstallDir(t, addr, ebpfConf(extraConf)), log: &bytes.Buffer{}, done: make(chan struct{})}
+	a := &agent{t: t, addr: addr, dir: writeInstallDir(t, addr, conf), log: &syncBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", a.dir)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	must(t, a.cmd.Start())
 	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(a.stop)
-	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
-		return len(a.query("datakit_ebpf", "1m")) > 0
-	})
 	return a
+}
+
+// syncBuffer is the agent's output, written by the process and read by the test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (a *agent) stop() {

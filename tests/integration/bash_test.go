@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,17 +41,7 @@ func bashConf(t *testing.T, extra string) string {
 // startBashAgent is startAgent with ebpf-bash and the user's ticket rule.
 func startBashAgent(t *testing.T) *agent {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	a := &agent{t: t, addr: addr, dir: writeInstallDir(t, addr, bashConf(t, bashUserRules)), log: &bytes.Buffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", a.dir)
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	must(t, a.cmd.Start())
-	go func() { a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(a.stop)
-	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
-		return len(a.query("datakit_ebpf", "1m")) > 0
-	})
-	return a
+	return startAgentWith(t, bashConf(t, bashUserRules))
 }
 
 // bashPoints are the stored bash points of the logging category (the only category they may be in).

@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"dkebpf/collector/flow"
+
 	"encoding/binary"
 	"reflect"
 	"strings"
@@ -19,8 +21,8 @@ func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
 		obj []byte
 		val any
 	}{
-		"nf_tuple":   {nf, netflow.Tuple{}},
-		"nf_sock":    {nf, netflow.Sock{}},
+		"nf_tuple":   {nf, flow.Tuple{}},
+		"nf_sock":    {nf, flow.Sock{}},
 		"nf_tcp_rec": {nf, netflow.TCPRecord{}},
 		"nf_udp_key": {nf, netflow.UDPKey{}},
 		"nf_udp_val": {nf, netflow.UDPVal{}},

@@ -1,9 +1,9 @@
 package dnsflow
 
 import (
-	"slices"
+	"dkebpf/collector/flow"
 
-	"dkebpf/collector/netflow"
+	"slices"
 )
 
 // dirOut is NF_DIR_OUT: a client's flow, the only direction dnsflow reports.
@@ -11,7 +11,7 @@ const dirOut = 1
 
 // aggKey is DataKit's dnsflow aggregation key (the flow's tags and rcode) plus qname and qtype.
 type aggKey struct {
-	flow         netflow.FlowKey
+	flow         flow.Key
 	qname, qtype string
 	rcode        int
 }
@@ -22,8 +22,8 @@ type acc struct {
 
 // flowKey returns the netflow key of a query's flow, with dnsflow's port rule: a port is kept when it is
 // a DNS server port and "*" otherwise (DataKit keeps exactly 53).
-func (t *Tracker) flowKey(tp netflow.Tuple, o owner) netflow.FlowKey {
-	k := netflow.NewFlowKey(tp, dirOut, 0, o.pid, o.comm, o.netns)
+func (t *Tracker) flowKey(tp flow.Tuple, o owner) flow.Key {
+	k := flow.NewKey(tp, dirOut, 0, o.pid, o.comm, o.netns)
 	k.SrcPort, k.DstPort = t.portKey(tp.Sport), t.portKey(tp.Dport)
 	return k
 }
@@ -32,7 +32,7 @@ func (t *Tracker) portKey(p uint16) int32 {
 	if slices.Contains(t.ports, p) {
 		return int32(p)
 	}
-	return netflow.AnyPort
+	return flow.AnyPort
 }
 
 // record adds one finished query to the interval: answered (rcode, latency) or not (-1, 0).

@@ -1,16 +1,16 @@
 package dnsflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"net/netip"
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
-
-	"dkebpf/collector/netflow"
 )
 
 // exchange runs one UDP query and its answer through tr.
-func exchange(t *testing.T, tr *Tracker, tp netflow.Tuple, cookie uint64, flags uint8, qname string) {
+func exchange(t *testing.T, tr *Tracker, tp flow.Tuple, cookie uint64, flags uint8, qname string) {
 	t.Helper()
 	tr.Add(ev(tp, cookie, tQuery, FlagEgress|flags, queryMsg(t, 1, qname, dnsmessage.TypeA)))
 	tr.Add(ev(tp, cookie, tAnswer, 0, answerMsg(t, 1, qname, dnsmessage.TypeA, dnsmessage.RCodeSuccess)))
@@ -109,7 +109,7 @@ func TestFiltersDropQueriesAndTheirAnswers(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		cfg  Config
-		tp   netflow.Tuple
+		tp   flow.Tuple
 		comm string
 		want Stats
 	}{

@@ -1,6 +1,8 @@
 package dnsflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -11,7 +13,6 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"dkebpf/collector/netflow"
 	"dkebpf/collector/point"
 )
 
@@ -30,8 +31,8 @@ const (
 	testNetns = 4026531840
 )
 
-func tuple(c, s netip.AddrPort, proto uint8) netflow.Tuple {
-	t := netflow.Tuple{Sport: c.Port(), Dport: s.Port(), Proto: proto, Family: afInet6}
+func tuple(c, s netip.AddrPort, proto uint8) flow.Tuple {
+	t := flow.Tuple{Sport: c.Port(), Dport: s.Port(), Proto: proto, Family: afInet6}
 	if c.Addr().Is4() {
 		t.Family = afInet
 		ca, sa := c.Addr().As4(), s.Addr().As4()
@@ -44,7 +45,7 @@ func tuple(c, s netip.AddrPort, proto uint8) netflow.Tuple {
 }
 
 // ev builds a kernel record; FlagOwner records carry the test owner.
-func ev(t netflow.Tuple, cookie, ts uint64, flags uint8, payload []byte) *Event {
+func ev(t flow.Tuple, cookie, ts uint64, flags uint8, payload []byte) *Event {
 	e := &Event{T: t, Cookie: cookie, TsNs: ts, Flags: flags, Len: uint32(len(payload))}
 	e.Cap = uint16(copy(e.Msg[:], payload))
 	if flags&FlagOwner != 0 {

@@ -1,9 +1,9 @@
 package dnsflow
 
 import (
-	"strings"
+	"dkebpf/collector/flow"
 
-	"dkebpf/collector/netflow"
+	"strings"
 )
 
 // queryKey identifies a query until its answer: the socket, the server and the DNS ID. The client side is
@@ -20,7 +20,7 @@ type queryKey struct {
 type query struct {
 	key          queryKey
 	ts           uint64 // CLOCK_MONOTONIC when it was sent
-	flow         netflow.FlowKey
+	flow         flow.Key
 	qname, qtype string
 	ignored      bool // from a datakit* process: matched, then dropped unreported
 	prev, next   *query

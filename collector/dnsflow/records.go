@@ -1,10 +1,10 @@
 package dnsflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"encoding/binary"
 	"fmt"
-
-	"dkebpf/collector/netflow"
 )
 
 // Flags of Event.Flags (DF_F_* in probes/dnsflow.h).
@@ -20,15 +20,15 @@ const MsgLen = 512
 // Event mirrors struct df_event (probes/dnsflow.h): one DNS datagram, or one TCP segment with payload of a
 // connection to a DNS port, seen on a client's socket.
 type Event struct {
-	T      netflow.Tuple // local (client) and remote (server) address, in both directions
-	Cookie uint64        // socket cookie
-	TsNs   uint64        // CLOCK_MONOTONIC when the packet passed the socket's hook
-	Pid    uint32        // sender (tgid) if FlagOwner, else 0
-	Netns  uint32        // its network namespace if FlagOwner, else 0
-	Seq    uint32        // TCP: sequence number of the first payload byte
-	Len    uint32        // payload bytes in the packet
-	Cap    uint16        // valid bytes of Msg: min(Len, MsgLen)
-	Flags  uint8         // Flag*
+	T      flow.Tuple // local (client) and remote (server) address, in both directions
+	Cookie uint64     // socket cookie
+	TsNs   uint64     // CLOCK_MONOTONIC when the packet passed the socket's hook
+	Pid    uint32     // sender (tgid) if FlagOwner, else 0
+	Netns  uint32     // its network namespace if FlagOwner, else 0
+	Seq    uint32     // TCP: sequence number of the first payload byte
+	Len    uint32     // payload bytes in the packet
+	Cap    uint16     // valid bytes of Msg: min(Len, MsgLen)
+	Flags  uint8      // Flag*
 	_      [5]byte
 	Comm   [16]byte
 	Msg    [MsgLen]byte // the payload's first bytes
@@ -48,7 +48,7 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("decode df_event: record has %d bytes, want at least %d", len(b), SizeHeader)
 	}
 	n := binary.NativeEndian
-	_ = e.T.UnmarshalBinary(b[:netflow.SizeTuple]) // cannot fail: the length is checked above
+	_ = e.T.UnmarshalBinary(b[:flow.SizeTuple]) // cannot fail: the length is checked above
 	e.Cookie = n.Uint64(b[40:])
 	e.TsNs = n.Uint64(b[48:])
 	e.Pid = n.Uint32(b[56:])

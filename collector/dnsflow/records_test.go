@@ -1,11 +1,11 @@
 package dnsflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"bytes"
 	"encoding/binary"
 	"testing"
-
-	"dkebpf/collector/netflow"
 )
 
 func TestEventMirrorHasTheSizeOfDfEvent(t *testing.T) {
@@ -16,7 +16,7 @@ func TestEventMirrorHasTheSizeOfDfEvent(t *testing.T) {
 
 func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 	e := Event{
-		T: netflow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 53},
+		T: flow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 53},
 			Sport: 40000, Dport: 53, Family: afInet, Proto: protoTCP},
 		Cookie: 1 << 60, TsNs: 123456789012, Pid: 4242, Netns: 4026531840, Seq: 0xfffffff0, Len: 70000,
 		Cap: MsgLen, Flags: FlagEgress | FlagOwner | FlagTCPFin, Comm: [16]byte{'d', 'i', 'g'},
@@ -45,7 +45,7 @@ func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 
 // The kernel sends only the Cap payload bytes a record holds.
 func TestEventDecodesARecordCutAfterItsPayload(t *testing.T) {
-	e := Event{T: netflow.Tuple{Family: afInet, Proto: protoUDP, Dport: 53}, Len: 33, Cap: 33, Flags: FlagEgress}
+	e := Event{T: flow.Tuple{Family: afInet, Proto: protoUDP, Dport: 53}, Len: 33, Cap: 33, Flags: FlagEgress}
 	copy(e.Msg[:], "0123456789abcdefghijklmnopqrstuvw")
 	var buf bytes.Buffer
 	if err := binary.Write(&buf, binary.NativeEndian, &e); err != nil {

@@ -1,11 +1,12 @@
 package dnsflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"net/netip"
 	"slices"
 	"time"
 
-	"dkebpf/collector/netflow"
 	"dkebpf/collector/point"
 )
 
@@ -61,7 +62,7 @@ type Tracker struct {
 	fifo     query // sentinel of the in-flight queries in arrival order (fifo.next is the oldest)
 	conns    map[uint64]*conn
 	names    *NameCache
-	comms    netflow.CommNames
+	comms    flow.CommNames
 	points   map[aggKey]*acc
 	stats    Stats
 	now      func() time.Time // wall clock of name cache TTLs (tests replace it)
@@ -92,7 +93,7 @@ func NewTracker(cfg Config) *Tracker {
 		inflight:  map[queryKey]*query{},
 		conns:     map[uint64]*conn{},
 		names:     newNameCache(cfg.MaxNames),
-		comms:     netflow.CommNames{},
+		comms:     flow.CommNames{},
 		points:    map[aggKey]*acc{},
 		now:       time.Now,
 	}
@@ -116,7 +117,7 @@ type owner struct {
 
 // rec is what a DNS message carries over from its record (or, for TCP, from the segment it started in).
 type rec struct {
-	t        netflow.Tuple
+	t        flow.Tuple
 	cookie   uint64
 	ts       uint64
 	egress   bool
@@ -130,7 +131,7 @@ func (t *Tracker) Add(e *Event) {
 		t.stats.Malformed++
 		return
 	}
-	if t.filtered(netflow.Addr(e.T.Family, e.T.Daddr)) {
+	if t.filtered(flow.Addr(e.T.Family, e.T.Daddr)) {
 		t.stats.Ignored++
 		return
 	}

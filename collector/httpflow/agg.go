@@ -1,7 +1,7 @@
 // Package httpflow turns the kernel's paired HTTP/1.x exchanges (struct hf_event) into DataKit's httpflow
 // points: decode, parse the captured request line and Host header, aggregate per interval.
 //
-// Points carry netflow's tags for the same socket (netflow.FlowKey.Tags) plus HostTag, the request's Host
+// Points carry netflow's tags for the same socket (flow.Key.Tags) plus HostTag, the request's Host
 // header ("N/A" without one); fields are DataKit's (ref §3.3) with these differences: bytes_read/bytes_written
 // are whole message sizes seen from the local side and never swapped, truncated says that a request line did
 // not fit in the capture, and paths_folded appears on folded points (below).
@@ -14,12 +14,13 @@
 package httpflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"hash/maphash"
 	"net/netip"
 	"strings"
 	"time"
 
-	"dkebpf/collector/netflow"
 	"dkebpf/collector/point"
 )
 
@@ -58,7 +59,7 @@ type Aggregator struct {
 	cfg      Config
 	maxPaths int
 	parse    parseCache
-	comms    netflow.CommNames
+	comms    flow.CommNames
 
 	points      map[key]*acc
 	paths       map[pathOwner]map[string]struct{} // paths admitted this interval
@@ -70,7 +71,7 @@ type Aggregator struct {
 
 // key is DataKit's httpflow aggregation key (ref §3.3) plus the Host header.
 type key struct {
-	flow                  netflow.FlowKey
+	flow                  flow.Key
 	host                  string
 	method, path, version string
 	status                uint16
@@ -96,7 +97,7 @@ func NewAggregator(cfg Config) *Aggregator {
 		cfg:      cfg,
 		maxPaths: cfg.MaxPaths,
 		parse:    newParseCache(),
-		comms:    netflow.CommNames{},
+		comms:    flow.CommNames{},
 		points:   map[key]*acc{},
 		paths:    map[pathOwner]map[string]struct{}{},
 		foldSeed: maphash.MakeSeed(),
@@ -127,9 +128,9 @@ func (a *Aggregator) Add(e Event) {
 		a.stats.Ignored++
 		return
 	}
-	fk := netflow.NewFlowKey(e.T, e.Dir, a.cfg.EphemeralPort, e.Pid, process, e.Netns)
+	fk := flow.NewKey(e.T, e.Dir, a.cfg.EphemeralPort, e.Pid, process, e.Netns)
 	fk.Transport = "tcp"
-	if netflow.Ignored(fk, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+	if flow.Ignored(fk, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
 		a.stats.Ignored++
 		return
 	}

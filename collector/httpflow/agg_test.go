@@ -1,6 +1,8 @@
 package httpflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"bytes"
 	"fmt"
 	"maps"
@@ -8,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"dkebpf/collector/netflow"
 	"dkebpf/collector/point"
 )
 
@@ -228,7 +229,7 @@ func TestUnreportableExchangesAreCounted(t *testing.T) {
 	noStatus := client(t, get)
 	noStatus.Status = 0
 	noSocket := client(t, get)
-	noSocket.T = netflow.Tuple{} // a TLS session whose socket was not seen
+	noSocket.T = flow.Tuple{} // a TLS session whose socket was not seen
 	a := NewAggregator(Config{})
 	for _, e := range []Event{client(t, "TRACE / HTTP/1.1\r\n"), client(t, "OPTIONS * HTTP/1.1\r\n"), noDir, noStatus, noSocket} {
 		a.Add(e)

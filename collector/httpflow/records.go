@@ -1,10 +1,10 @@
 package httpflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"encoding/binary"
 	"fmt"
-
-	"dkebpf/collector/netflow"
 )
 
 // Flags of Event.Flags (HF_F_* in probes/httpflow.h).
@@ -28,7 +28,7 @@ const (
 // Event mirrors struct hf_event (probes/httpflow.h): one HTTP/1.x exchange, a request and its final
 // response, paired in the kernel.
 type Event struct {
-	T         netflow.Tuple // local (src) and remote (dst) address of the connection
+	T         flow.Tuple // local (src) and remote (dst) address of the connection
 	Cookie    uint64
 	LatencyNs uint64 // first byte of the final response minus last byte of the request
 	ReqBytes  uint64 // whole request message
@@ -56,7 +56,7 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("decode hf_event: record has %d bytes, want %d", len(b), SizeEvent)
 	}
 	n := binary.NativeEndian
-	_ = e.T.UnmarshalBinary(b[:netflow.SizeTuple]) // cannot fail: the length is checked above
+	_ = e.T.UnmarshalBinary(b[:flow.SizeTuple]) // cannot fail: the length is checked above
 	e.Cookie = n.Uint64(b[40:])
 	e.LatencyNs = n.Uint64(b[48:])
 	e.ReqBytes = n.Uint64(b[56:])

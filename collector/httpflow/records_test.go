@@ -1,11 +1,11 @@
 package httpflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"bytes"
 	"encoding/binary"
 	"testing"
-
-	"dkebpf/collector/netflow"
 )
 
 func TestEventMirrorHasTheSizeOfHfEvent(t *testing.T) {
@@ -16,7 +16,7 @@ func TestEventMirrorHasTheSizeOfHfEvent(t *testing.T) {
 
 func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 	e := Event{
-		T: netflow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 2},
+		T: flow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 2},
 			Sport: 40000, Dport: 8080, Family: afInet, Proto: 6},
 		Cookie: 1 << 60, LatencyNs: 1234567, ReqBytes: 1 << 33, RespBytes: 99,
 		Pid: 4242, Netns: 4026531840, Comm: [16]byte{'c', 'u', 'r', 'l'},

@@ -1,8 +1,9 @@
 package netflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"net/netip"
-	"strconv"
 	"time"
 
 	"dkebpf/collector/point"
@@ -23,7 +24,7 @@ type OwnerLookup interface {
 }
 
 // SockLookup returns the kernel's nf_socks entry of a cookie (the owner of a UDP socket).
-type SockLookup func(cookie uint64) (Sock, bool)
+type SockLookup func(cookie uint64) (flow.Sock, bool)
 
 // udpIdleRounds is how many silent intervals a UDP (socket, peer) entry is kept before it is deleted.
 const udpIdleRounds = 3
@@ -35,9 +36,9 @@ type Aggregator struct {
 
 	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
 	udpLast  map[UDPKey]udpSeen
-	udpSocks map[uint64]Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
-	comms    CommNames
-	flows    map[FlowKey]*flowAcc
+	udpSocks map[uint64]flow.Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
+	comms    flow.CommNames
+	flows    map[flow.Key]*flowAcc
 	flushes  uint64
 	domains  Domains // nil: no dst_domain/server_domain tags
 }
@@ -58,69 +59,6 @@ type udpSeen struct {
 	idle int
 }
 
-// FlowKey is DataKit's aggregation key of a flow (ref §3.1); httpflow extends it with its own fields.
-type FlowKey struct {
-	Transport, Family, Direction string
-	Src, Dst                     netip.Addr
-	SrcPort, DstPort             int32 // AnyPort: aggregated as "*"
-	Pid                          uint32
-	Process                      string
-	Netns                        uint32
-}
-
-// AnyPort is a FlowKey port aggregated as "*".
-const AnyPort = -1
-
-// NewFlowKey builds the key of a socket seen from its local side (src) in direction dir (NF_DIR_IN is
-// incoming, anything else outgoing, as DataKit reports an unknown direction). The client's port is
-// aggregated as "*" when it is at or above ephemeralPort: src_port when outgoing, dst_port when incoming.
-func NewFlowKey(t Tuple, dir uint8, ephemeralPort uint16, pid uint32, process string, netns uint32) FlowKey {
-	src, dst := Addr(t.Family, t.Saddr), Addr(t.Family, t.Daddr)
-	k := FlowKey{Transport: "tcp", Family: "IPv4", Src: src, Dst: dst,
-		SrcPort: int32(t.Sport), DstPort: int32(t.Dport),
-		Pid: pid, Process: process, Netns: netns}
-	if !src.Is4() {
-		k.Family = "IPv6"
-	}
-	if t.Proto == protoUDP {
-		k.Transport = "udp"
-	}
-	if dir == dirIn {
-		k.Direction = "incoming"
-		if t.Dport >= ephemeralPort {
-			k.DstPort = AnyPort
-		}
-	} else {
-		k.Direction = "outgoing"
-		if t.Sport >= ephemeralPort {
-			k.SrcPort = AnyPort
-		}
-	}
-	return k
-}
-
-// Ignored reports whether the user's settings filter a flow out: IPv6 when ipv6Disabled, or a remote
-// (dst) address inside one of ignore.
-func Ignored(k FlowKey, ignore []netip.Prefix, ipv6Disabled bool) bool {
-	if k.Family == "IPv6" && ipv6Disabled {
-		return true
-	}
-	for _, p := range ignore {
-		if p.Contains(k.Dst) {
-			return true
-		}
-	}
-	return false
-}
-
-// PortTag formats a FlowKey port as a tag value.
-func PortTag(p int32) string {
-	if p == AnyPort {
-		return "*"
-	}
-	return strconv.Itoa(int(p))
-}
-
 type flowAcc struct {
 	written, read, retrans  uint64
 	established, closed     uint64
@@ -134,9 +72,9 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		owners:   owners,
 		tcpLast:  map[uint64]tcpSeen{},
 		udpLast:  map[UDPKey]udpSeen{},
-		udpSocks: map[uint64]Sock{},
-		comms:    CommNames{},
-		flows:    map[FlowKey]*flowAcc{},
+		udpSocks: map[uint64]flow.Sock{},
+		comms:    flow.CommNames{},
+		flows:    map[flow.Key]*flowAcc{},
 	}
 }
 
@@ -211,9 +149,9 @@ func (a *Aggregator) AddUDP(k UDPKey, v UDPVal, sock SockLookup) (forget bool) {
 	}
 	dir := s.Dir
 	if dir == 0 {
-		dir = dirOut // DataKit reports an unknown direction as outgoing
+		dir = flow.DirOut // DataKit reports an unknown direction as outgoing
 	}
-	t := Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: protoUDP}
+	t := flow.Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: flow.ProtoUDP}
 	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comms.Name(s.Comm)}, s.Netns)
 	if f == nil {
 		return false
@@ -238,9 +176,9 @@ func (a *Aggregator) forgetIdleUDPSockets() {
 	}
 }
 
-func (a *Aggregator) flow(t Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
-	k := NewFlowKey(t, dir, a.cfg.EphemeralPort, owner.Pid, owner.Comm, netns)
-	if Ignored(k, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
+	k := flow.NewKey(t, dir, a.cfg.EphemeralPort, owner.Pid, owner.Comm, netns)
+	if flow.Ignored(k, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
 		return nil
 	}
 	f := a.flows[k]
@@ -264,7 +202,7 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		}
 		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now})
 	}
-	a.flows = map[FlowKey]*flowAcc{}
+	a.flows = map[flow.Key]*flowAcc{}
 	for c, seen := range a.tcpLast {
 		if a.flushes-seen.flush >= tcpForgetAfter {
 			delete(a.tcpLast, c)
@@ -285,7 +223,7 @@ type Domains interface {
 // the remote and the server address, when the host looked them up.
 func (a *Aggregator) SetDomains(d Domains) { a.domains = d }
 
-func (a *Aggregator) addDomains(tags map[string]string, k FlowKey, now time.Time) {
+func (a *Aggregator) addDomains(tags map[string]string, k flow.Key, now time.Time) {
 	if d, ok := a.domains.Lookup(k.Dst, now); ok {
 		tags["dst_domain"] = d
 	}
@@ -298,47 +236,7 @@ func (a *Aggregator) addDomains(tags map[string]string, k FlowKey, now time.Time
 	}
 }
 
-// IPType is DataKit's classification of an address, checked in this order.
-func IPType(ip netip.Addr) string {
-	switch {
-	case ip.IsPrivate():
-		return "private"
-	case ip.IsLoopback():
-		return "loopback"
-	case ip.IsMulticast():
-		return "multicast"
-	}
-	return "other"
-}
-
-// Tags returns the flow's netflow tags, which httpflow points share.
-func (k FlowKey) Tags() map[string]string {
-	t := map[string]string{
-		"family": k.Family, "transport": k.Transport, "direction": k.Direction,
-		"src_ip": k.Src.String(), "dst_ip": k.Dst.String(), "src_port": PortTag(k.SrcPort), "dst_port": PortTag(k.DstPort),
-		"src_ip_type": IPType(k.Src), "dst_ip_type": IPType(k.Dst),
-		"pid": strconv.FormatUint(uint64(k.Pid), 10), "process_name": k.Process,
-		"netns":      strconv.FormatUint(uint64(k.Netns), 10),
-		"dst_nat_ip": "N/A", "dst_nat_port": "N/A",
-	}
-	// client_*/server_* mirror src/dst by direction (DataKit v1.77+, without its server_ip_type mix-up).
-	cli, srv := "src", "dst"
-	t["conn_side"] = "client"
-	if k.Direction == "incoming" {
-		cli, srv = "dst", "src"
-		t["conn_side"] = "server"
-	}
-	for _, f := range []string{"ip", "port", "ip_type"} {
-		t["client_"+f] = t[cli+"_"+f]
-		t["server_"+f] = t[srv+"_"+f]
-	}
-	if k.Netns == 0 {
-		delete(t, "netns") // unknown for UDP seen only in packets
-	}
-	return t
-}
-
-func (f *flowAcc) fields(k FlowKey) map[string]any {
+func (f *flowAcc) fields(k flow.Key) map[string]any {
 	fl := map[string]any{
 		"bytes_written": int64(f.written),
 		"bytes_read":    int64(f.read),

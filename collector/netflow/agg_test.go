@@ -1,6 +1,8 @@
 package netflow
 
 import (
+	"dkebpf/collector/flow"
+
 	"bytes"
 	"encoding/binary"
 	"net/netip"
@@ -17,22 +19,22 @@ type fakeOwners map[uint64]procfs.Owner
 func (f fakeOwners) Lookup(ino uint64) (procfs.Owner, bool) { o, ok := f[ino]; return o, ok }
 func (f fakeOwners) Refresh()                               {}
 
-func tuple(t *testing.T, src string, sport uint16, dst string, dport uint16, proto uint8) Tuple {
+func tuple(t *testing.T, src string, sport uint16, dst string, dport uint16, proto uint8) flow.Tuple {
 	t.Helper()
 	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
-	tp := Tuple{Sport: sport, Dport: dport, Proto: proto, Family: afInet}
+	tp := flow.Tuple{Sport: sport, Dport: dport, Proto: proto, Family: flow.AFInet}
 	if s.Is4() {
 		a, b := s.As4(), d.As4()
 		copy(tp.Saddr[:], a[:])
 		copy(tp.Daddr[:], b[:])
 	} else {
-		tp.Family = afInet6
+		tp.Family = flow.AFInet6
 		tp.Saddr, tp.Daddr = s.As16(), d.As16()
 	}
 	return tp
 }
 
-func rec(cookie uint64, t Tuple, dir uint8, written, read uint64, closed bool) TCPRecord {
+func rec(cookie uint64, t flow.Tuple, dir uint8, written, read uint64, closed bool) TCPRecord {
 	r := TCPRecord{Cookie: cookie, T: t, Dir: dir, BytesWritten: written, BytesRead: read, Pid: 42, SrttUs: 30, RttvarUs: 10}
 	copy(r.Comm[:], "client")
 	if closed {
@@ -62,9 +64,9 @@ func wantFields(t *testing.T, p point.Point, want map[string]int64) {
 
 func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
 	for _, v := range []any{
-		&TCPRecord{Cookie: 7, T: tuple(t, "10.0.0.1", 1, "10.0.0.2", 2, protoTCP), BytesWritten: 1 << 40, BytesRead: 3, Retrans: 4, SrttUs: 5, RttvarUs: 6, Ino: 8, Pid: 9, Netns: 10, Comm: [16]byte{'n', 'g', 'x'}, Dir: dirIn, Closed: 1, Preexisting: 1},
-		&Sock{T: tuple(t, "::1", 1, "::1", 2, protoUDP), Sk: 11, Pid: 12, Dir: dirOut, Established: 1, FinSent: 1},
-		&UDPKey{Cookie: 13, Lport: 53, Rport: 5353, Family: afInet6},
+		&TCPRecord{Cookie: 7, T: tuple(t, "10.0.0.1", 1, "10.0.0.2", 2, flow.ProtoTCP), BytesWritten: 1 << 40, BytesRead: 3, Retrans: 4, SrttUs: 5, RttvarUs: 6, Ino: 8, Pid: 9, Netns: 10, Comm: [16]byte{'n', 'g', 'x'}, Dir: flow.DirIn, Closed: 1, Preexisting: 1},
+		&flow.Sock{T: tuple(t, "::1", 1, "::1", 2, flow.ProtoUDP), Sk: 11, Pid: 12, Dir: flow.DirOut, Established: 1, FinSent: 1},
+		&UDPKey{Cookie: 13, Lport: 53, Rport: 5353, Family: flow.AFInet6},
 		&UDPVal{BytesOut: 1, BytesIn: 2, PktsOut: 3, PktsIn: 4},
 	} {
 		var buf bytes.Buffer
@@ -72,7 +74,7 @@ func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := reflect.New(reflect.TypeOf(v).Elem()).Interface()
-		if err := Decode(buf.Bytes(), got); err != nil {
+		if err := flow.Decode(buf.Bytes(), got); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(got, v) {
@@ -87,7 +89,7 @@ func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
 				t.Error("UnmarshalBinary of a short record succeeded")
 			}
 		}
-		if err := Decode(buf.Bytes()[:buf.Len()-1], got); err == nil {
+		if err := flow.Decode(buf.Bytes()[:buf.Len()-1], got); err == nil {
 			t.Errorf("decoding a short %T succeeded", v)
 		}
 	}
@@ -98,28 +100,28 @@ func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
 
 func TestLiveConnectionReportsEachIntervalsDelta(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
 
-	a.AddTCP(rec(1, tp, dirOut, 100, 50, false))
+	a.AddTCP(rec(1, tp, flow.DirOut, 100, 50, false))
 	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 100, "bytes_read": 50, "tcp_established": 1, "tcp_closed": 0, "rtt": 30, "rtt_var": 10})
 
-	a.AddTCP(rec(1, tp, dirOut, 300, 50, false))
+	a.AddTCP(rec(1, tp, flow.DirOut, 300, 50, false))
 	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 200, "bytes_read": 0, "tcp_established": 0})
 
-	a.AddTCP(rec(1, tp, dirOut, 300, 50, false)) // idle interval: nothing to report
+	a.AddTCP(rec(1, tp, flow.DirOut, 300, 50, false)) // idle interval: nothing to report
 	if pts := flush(a); len(pts) != 0 {
 		t.Errorf("idle connection produced %v", pts)
 	}
 
-	a.AddTCP(rec(1, tp, dirOut, 350, 60, true))
+	a.AddTCP(rec(1, tp, flow.DirOut, 350, 60, true))
 	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 50, "bytes_read": 10, "tcp_closed": 1, "tcp_established": 0})
 }
 
 func TestShortConnectionCountsOnceFromItsCloseRecord(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
-	a.AddTCP(rec(1, tp, dirOut, 10, 20, true))
-	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, protoTCP), dirOut, 1, 2, true))
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
+	a.AddTCP(rec(1, tp, flow.DirOut, 10, 20, true))
+	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 1, 2, true))
 	p := only(t, flush(a))
 	wantFields(t, p, map[string]int64{"bytes_written": 11, "bytes_read": 22, "tcp_established": 2, "tcp_closed": 2, "client_sent": 11, "server_sent": 22})
 	if p.Tags["src_port"] != "*" || p.Tags["dst_port"] != "80" || p.Tags["direction"] != "outgoing" || p.Tags["conn_side"] != "client" {
@@ -129,16 +131,16 @@ func TestShortConnectionCountsOnceFromItsCloseRecord(t *testing.T) {
 
 func TestCounterReadMidUpdateNeverCountsTwice(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
-	a.AddTCP(rec(1, tp, dirOut, 100, 0, false))
-	a.AddTCP(rec(1, tp, dirOut, 99, 0, false)) // FIN marked, not yet numbered
-	a.AddTCP(rec(1, tp, dirOut, 100, 0, true))
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
+	a.AddTCP(rec(1, tp, flow.DirOut, 100, 0, false))
+	a.AddTCP(rec(1, tp, flow.DirOut, 99, 0, false)) // FIN marked, not yet numbered
+	a.AddTCP(rec(1, tp, flow.DirOut, 100, 0, true))
 	wantFields(t, only(t, flush(a)), map[string]int64{"bytes_written": 100, "tcp_established": 1, "tcp_closed": 1})
 }
 
 func TestPreexistingConnectionIsNotCountedAsEstablished(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	r := rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP), dirOut, 5, 5, true)
+	r := rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 5, 5, true)
 	r.Preexisting = 1
 	wantFields(t, only(t, flush2(a, r)), map[string]int64{"tcp_established": 0, "tcp_closed": 1})
 }
@@ -152,8 +154,8 @@ func flush2(a *Aggregator, rs ...TCPRecord) []point.Point {
 
 func TestPortsAtOrAboveEphemeralAggregateOnTheClientSide(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	in := rec(1, tuple(t, "192.168.1.5", 8080, "10.0.0.9", 50000, protoTCP), dirIn, 1, 1, true)
-	low := rec(2, tuple(t, "192.168.1.5", 1000, "10.0.0.9", 22, protoTCP), dirOut, 1, 1, true)
+	in := rec(1, tuple(t, "192.168.1.5", 8080, "10.0.0.9", 50000, flow.ProtoTCP), flow.DirIn, 1, 1, true)
+	low := rec(2, tuple(t, "192.168.1.5", 1000, "10.0.0.9", 22, flow.ProtoTCP), flow.DirOut, 1, 1, true)
 	pts := flush2(a, in, low)
 	if len(pts) != 2 {
 		t.Fatalf("points: %v", pts)
@@ -181,13 +183,13 @@ func TestFiltersAndAddressForms(t *testing.T) {
 		r    TCPRecord
 		want map[string]string // nil: dropped
 	}{
-		{"loopback kept by default", Config{}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, protoTCP), dirOut, 1, 1, true),
+		{"loopback kept by default", Config{}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"family": "IPv4", "dst_ip_type": "loopback"}},
-		{"ignored CIDR", Config{IgnoreCIDRs: []netip.Prefix{lo}}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, protoTCP), dirOut, 1, 1, true), nil},
-		{"IPv4-mapped reported as IPv4", Config{}, rec(1, tuple(t, "::ffff:10.0.0.1", 1, "::ffff:8.8.8.8", 2, protoTCP), dirOut, 1, 1, true),
+		{"ignored CIDR", Config{IgnoreCIDRs: []netip.Prefix{lo}}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
+		{"IPv4-mapped reported as IPv4", Config{}, rec(1, tuple(t, "::ffff:10.0.0.1", 1, "::ffff:8.8.8.8", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"family": "IPv4", "src_ip": "10.0.0.1", "dst_ip": "8.8.8.8", "dst_ip_type": "other"}},
-		{"IPv6 disabled", Config{IPv6Disabled: true}, rec(1, tuple(t, "::1", 1, "::1", 2, protoTCP), dirOut, 1, 1, true), nil},
-		{"multicast", Config{}, rec(1, tuple(t, "10.0.0.1", 1, "239.1.1.1", 2, protoTCP), dirOut, 1, 1, true),
+		{"IPv6 disabled", Config{IPv6Disabled: true}, rec(1, tuple(t, "::1", 1, "::1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
+		{"multicast", Config{}, rec(1, tuple(t, "10.0.0.1", 1, "239.1.1.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"dst_ip_type": "multicast", "src_ip_type": "private"}},
 	}
 	for _, c := range cases {
@@ -212,8 +214,8 @@ func TestFiltersAndAddressForms(t *testing.T) {
 func TestOwnerFoundByInodeStaysWithTheConnection(t *testing.T) {
 	owners := fakeOwners{77: {Pid: 1234, Comm: "nginx"}}
 	a := NewAggregator(Config{EphemeralPort: 32768}, owners)
-	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, protoTCP)
-	live := rec(1, tp, dirIn, 10, 10, false)
+	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, flow.ProtoTCP)
+	live := rec(1, tp, flow.DirIn, 10, 10, false)
 	live.Pid, live.Comm, live.Ino = 0, [16]byte{}, 77
 	p := only(t, flush2(a, live))
 	if p.Tags["pid"] != "1234" || p.Tags["process_name"] != "nginx" {
@@ -229,11 +231,11 @@ func TestOwnerFoundByInodeStaysWithTheConnection(t *testing.T) {
 
 func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	k := UDPKey{Cookie: 5, Lport: 53, Rport: 45000, Family: afInet}
+	k := UDPKey{Cookie: 5, Lport: 53, Rport: 45000, Family: flow.AFInet}
 	copy(k.Laddr[:], []byte{127, 0, 0, 1})
 	copy(k.Raddr[:], []byte{127, 0, 0, 1})
-	owner := func(uint64) (Sock, bool) {
-		s := Sock{Pid: 99, Dir: dirIn, Netns: 4026531840}
+	owner := func(uint64) (flow.Sock, bool) {
+		s := flow.Sock{Pid: 99, Dir: flow.DirIn, Netns: 4026531840}
 		copy(s.Comm[:], "dnsmasq")
 		return s, true
 	}
@@ -266,8 +268,8 @@ func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {
 
 func TestConnectionsNoLongerReportedAreForgotten(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
-	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP)
-	a.AddTCP(rec(1, tp, dirOut, 100, 0, false))
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
+	a.AddTCP(rec(1, tp, flow.DirOut, 100, 0, false))
 	flush(a)
 	flush(a) // evicted from the kernel map: no live record, no close record
 	flush(a)
@@ -276,10 +278,10 @@ func TestConnectionsNoLongerReportedAreForgotten(t *testing.T) {
 	}
 
 	// A close record that waited one drain is still matched with what was reported.
-	a.AddTCP(rec(2, tp, dirOut, 100, 0, false))
+	a.AddTCP(rec(2, tp, flow.DirOut, 100, 0, false))
 	flush(a)
 	flush(a)
-	wantFields(t, only(t, flush2(a, rec(2, tp, dirOut, 150, 0, true))), map[string]int64{"bytes_written": 50, "tcp_established": 0, "tcp_closed": 1})
+	wantFields(t, only(t, flush2(a, rec(2, tp, flow.DirOut, 150, 0, true))), map[string]int64{"bytes_written": 50, "tcp_established": 0, "tcp_closed": 1})
 }
 
 type fakeDomains map[string]string
@@ -292,17 +294,17 @@ func (f fakeDomains) Lookup(ip netip.Addr, _ time.Time) (string, bool) {
 func TestDomainsNameTheRemoteAndTheServer(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
 	a.SetDomains(fakeDomains{"10.0.0.2": "api.example.com", "10.0.0.9": "client.example.com"})
-	a.AddTCP(rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, protoTCP), dirOut, 1, 1, false))
+	a.AddTCP(rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 1, 1, false))
 	out := only(t, flush(a))
 	if out.Tags["dst_domain"] != "api.example.com" || out.Tags["server_domain"] != "api.example.com" {
 		t.Errorf("outgoing: dst_domain %q, server_domain %q; want both api.example.com", out.Tags["dst_domain"], out.Tags["server_domain"])
 	}
-	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 80, "10.0.0.9", 40000, protoTCP), dirIn, 1, 1, false))
+	a.AddTCP(rec(2, tuple(t, "10.0.0.1", 80, "10.0.0.9", 40000, flow.ProtoTCP), flow.DirIn, 1, 1, false))
 	in := only(t, flush(a))
 	if _, ok := in.Tags["server_domain"]; ok || in.Tags["dst_domain"] != "client.example.com" {
 		t.Errorf("incoming: dst_domain %q, server_domain %q; want the client's name and no server_domain (this host)", in.Tags["dst_domain"], in.Tags["server_domain"])
 	}
-	a.AddTCP(rec(3, tuple(t, "10.0.0.1", 40001, "10.0.0.3", 80, protoTCP), dirOut, 1, 1, false))
+	a.AddTCP(rec(3, tuple(t, "10.0.0.1", 40001, "10.0.0.3", 80, flow.ProtoTCP), flow.DirOut, 1, 1, false))
 	if p := only(t, flush(a)); p.Tags["dst_domain"] != "" || p.Tags["server_domain"] != "" {
 		t.Errorf("unknown address got domains %v", p.Tags)
 	}

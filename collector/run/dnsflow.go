@@ -1,6 +1,8 @@
 package run
 
 import (
+	"dkebpf/collector/flow"
+
 	"log/slog"
 	"time"
 
@@ -9,7 +11,6 @@ import (
 	"dkebpf/collector/bpf"
 	"dkebpf/collector/cli"
 	"dkebpf/collector/dnsflow"
-	"dkebpf/collector/netflow"
 	"dkebpf/collector/point"
 )
 
@@ -36,7 +37,7 @@ func openDNSFlow(cfg *cli.RunConfig, nf *netflowPlugin, log *slog.Logger) *dnsfl
 			if !ok || s.Pid == 0 {
 				return 0, "", 0, false
 			}
-			return s.Pid, netflow.Comm(s.Comm), s.Netns, true
+			return s.Pid, flow.Comm(s.Comm), s.Netns, true
 		},
 	})
 	nf.agg.SetDomains(p.tr.Names())

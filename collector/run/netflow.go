@@ -1,6 +1,8 @@
 package run
 
 import (
+	"dkebpf/collector/flow"
+
 	"log/slog"
 	"time"
 
@@ -77,7 +79,7 @@ func (p *netflowPlugin) Flush(now time.Time) []point.Point {
 			p.c.Events++
 			var k netflow.UDPKey
 			var v netflow.UDPVal
-			if netflow.Decode(kb, &k) != nil || netflow.Decode(vb, &v) != nil {
+			if flow.Decode(kb, &k) != nil || flow.Decode(vb, &v) != nil {
 				p.c.DecodeErrors++
 				return
 			}
@@ -95,13 +97,13 @@ func (p *netflowPlugin) Flush(now time.Time) []point.Point {
 	return p.agg.Flush(now)
 }
 
-func (p *netflowPlugin) lookupSock(cookie uint64) (netflow.Sock, bool) {
+func (p *netflowPlugin) lookupSock(cookie uint64) (flow.Sock, bool) {
 	b, ok := p.probe.LookupUDPSock(cookie)
 	if !ok {
-		return netflow.Sock{}, false
+		return flow.Sock{}, false
 	}
-	var s netflow.Sock
-	if err := netflow.Decode(b, &s); err != nil {
+	var s flow.Sock
+	if err := flow.Decode(b, &s); err != nil {
 		p.c.DecodeErrors++
 		return s, false
 	}

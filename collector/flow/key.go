@@ -1,0 +1,111 @@
+// Package flow is the vocabulary every plugin shares: the kernel's connection tuple and socket, addresses and
+// process names, DataKit's flow key with its tags, and the user's filters.
+package flow
+
+import (
+	"net/netip"
+	"strconv"
+)
+
+// Key is DataKit's aggregation key of a flow (ref §3.1); httpflow extends it with its own fields.
+type Key struct {
+	Transport, Family, Direction string
+	Src, Dst                     netip.Addr
+	SrcPort, DstPort             int32 // AnyPort: aggregated as "*"
+	Pid                          uint32
+	Process                      string
+	Netns                        uint32
+}
+
+// AnyPort is a Key port aggregated as "*".
+const AnyPort = -1
+
+// NewKey builds the key of a socket seen from its local side (src) in direction dir (NF_DIR_IN is
+// incoming, anything else outgoing, as DataKit reports an unknown direction). The client's port is
+// aggregated as "*" when it is at or above ephemeralPort: src_port when outgoing, dst_port when incoming.
+func NewKey(t Tuple, dir uint8, ephemeralPort uint16, pid uint32, process string, netns uint32) Key {
+	src, dst := Addr(t.Family, t.Saddr), Addr(t.Family, t.Daddr)
+	k := Key{Transport: "tcp", Family: "IPv4", Src: src, Dst: dst,
+		SrcPort: int32(t.Sport), DstPort: int32(t.Dport),
+		Pid: pid, Process: process, Netns: netns}
+	if !src.Is4() {
+		k.Family = "IPv6"
+	}
+	if t.Proto == ProtoUDP {
+		k.Transport = "udp"
+	}
+	if dir == DirIn {
+		k.Direction = "incoming"
+		if t.Dport >= ephemeralPort {
+			k.DstPort = AnyPort
+		}
+	} else {
+		k.Direction = "outgoing"
+		if t.Sport >= ephemeralPort {
+			k.SrcPort = AnyPort
+		}
+	}
+	return k
+}
+
+// Ignored reports whether the user's settings filter a flow out: IPv6 when ipv6Disabled, or a remote
+// (dst) address inside one of ignore.
+func Ignored(k Key, ignore []netip.Prefix, ipv6Disabled bool) bool {
+	if k.Family == "IPv6" && ipv6Disabled {
+		return true
+	}
+	for _, p := range ignore {
+		if p.Contains(k.Dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// PortTag formats a Key port as a tag value.
+func PortTag(p int32) string {
+	if p == AnyPort {
+		return "*"
+	}
+	return strconv.Itoa(int(p))
+}
+
+// IPType is DataKit's classification of an address, checked in this order.
+func IPType(ip netip.Addr) string {
+	switch {
+	case ip.IsPrivate():
+		return "private"
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return "other"
+}
+
+// Tags returns the flow's netflow tags, which httpflow points share.
+func (k Key) Tags() map[string]string {
+	t := map[string]string{
+		"family": k.Family, "transport": k.Transport, "direction": k.Direction,
+		"src_ip": k.Src.String(), "dst_ip": k.Dst.String(), "src_port": PortTag(k.SrcPort), "dst_port": PortTag(k.DstPort),
+		"src_ip_type": IPType(k.Src), "dst_ip_type": IPType(k.Dst),
+		"pid": strconv.FormatUint(uint64(k.Pid), 10), "process_name": k.Process,
+		"netns":      strconv.FormatUint(uint64(k.Netns), 10),
+		"dst_nat_ip": "N/A", "dst_nat_port": "N/A",
+	}
+	// client_*/server_* mirror src/dst by direction (DataKit v1.77+, without its server_ip_type mix-up).
+	cli, srv := "src", "dst"
+	t["conn_side"] = "client"
+	if k.Direction == "incoming" {
+		cli, srv = "dst", "src"
+		t["conn_side"] = "server"
+	}
+	for _, f := range []string{"ip", "port", "ip_type"} {
+		t["client_"+f] = t[cli+"_"+f]
+		t["server_"+f] = t[srv+"_"+f]
+	}
+	if k.Netns == 0 {
+		delete(t, "netns") // unknown for UDP seen only in packets
+	}
+	return t
+}

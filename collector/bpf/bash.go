@@ -10,13 +10,6 @@ import (
 //go:embed obj/bash.bpf.o
 var bashObj []byte
 
-// Stat indexes of bash_stats (probes/bash.h BASH_STAT_*).
-const (
-	BashStatRingLost = iota
-	BashStatExecLost
-	bashStatMax
-)
-
 // BashHooks: the readline uretprobe is attached per bash binary (AttachReadline); the exec tracepoint
 // tells the collector at once when a bash starts, so a binary it has not seen yet is probed before the
 // user types (without it, the collector's periodic /proc scan finds new binaries).
@@ -112,11 +105,7 @@ func (b *Bash) DrainLines(fn func([]byte)) int { return b.lines.Drain(fn) }
 func (b *Bash) DrainExecs(fn func([]byte)) int { return b.execs.Drain(fn) }
 
 // Stats returns the kernel-side drop counters, indexed by BashStat*, summed over CPUs.
-func (b *Bash) Stats() [bashStatMax]uint64 {
-	var out [bashStatMax]uint64
-	perCPUStats(b.stats, out[:])
-	return out
-}
+func (b *Bash) Stats() []uint64 { return perCPUStats(b.stats) }
 
 // Close detaches every program and frees the maps.
 func (b *Bash) Close() {

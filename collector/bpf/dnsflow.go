@@ -12,12 +12,6 @@ import (
 // tested against the object's BTF).
 const DNSPortsMax = options.DNSPortsMax
 
-// Stat indexes of df_stats (probes/dnsflow.h DF_STAT_*).
-const (
-	DNSStatRingLost = iota
-	dnsStatMax
-)
-
 // dnsProbe is the dnsflow part of the netflow object: its cgroup_skb programs hand over the DNS packets
 // of client sockets.
 type dnsProbe struct {
@@ -68,12 +62,11 @@ func (n *Netflow) DrainDNS(fn func([]byte)) int {
 }
 
 // DNSStats returns the dnsflow kernel counters, indexed by DNSStat*, summed over CPUs.
-func (n *Netflow) DNSStats() [dnsStatMax]uint64 {
-	var out [dnsStatMax]uint64
-	if n.dns != nil {
-		perCPUStats(n.dns.stats, out[:])
+func (n *Netflow) DNSStats() []uint64 {
+	if n.dns == nil {
+		return nil
 	}
-	return out
+	return perCPUStats(n.dns.stats)
 }
 
 func (d *dnsProbe) close() { d.ring.Close() }

@@ -8,18 +8,6 @@ import (
 	libbpfgo "github.com/aquasecurity/libbpfgo"
 )
 
-// Stat indexes of hf_stats (probes/httpflow.h HF_STAT_*).
-const (
-	HTTPStatRingLost = iota
-	HTTPStatConnFull
-	HTTPStatPipelineFull
-	HTTPStatDesync
-	HTTPStatUnanswered
-	HTTPStatTLSHits
-	HTTPStatTLSCalls
-	httpStatMax
-)
-
 // SSLSymbols are the OpenSSL functions httpflow-tls probes, in every libssl it finds.
 var SSLSymbols = []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_free"}
 
@@ -68,17 +56,16 @@ func (n *Netflow) DrainHTTP(fn func([]byte)) int {
 }
 
 // HTTPStats returns the httpflow counters, indexed by HTTPStat*, summed over CPUs.
-func (n *Netflow) HTTPStats() [httpStatMax]uint64 {
-	var out [httpStatMax]uint64
+func (n *Netflow) HTTPStats() []uint64 {
 	if n.http == nil {
-		return out
+		return nil
 	}
-	perCPUStats(n.http.stats, out[:])
-	return out
+	return perCPUStats(n.http.stats)
 }
 
-// perCPUStats reads a per-CPU array of uint64 counters into out, summed over CPUs.
-func perCPUStats(m *libbpfgo.BPFMap, out []uint64) {
+// perCPUStats reads a per-CPU array of uint64 counters, each summed over CPUs.
+func perCPUStats(m *libbpfgo.BPFMap) []uint64 {
+	out := make([]uint64, m.MaxEntries())
 	for i := range out {
 		k := uint32(i)
 		v, err := m.GetValue(unsafe.Pointer(&k))
@@ -89,6 +76,7 @@ func perCPUStats(m *libbpfgo.BPFMap, out []uint64) {
 			out[i] += binary.NativeEndian.Uint64(v[cpu:])
 		}
 	}
+	return out
 }
 
 // AttachSSL puts the OpenSSL uprobes on one libssl file (path must be openable by this process,

@@ -17,14 +17,6 @@ import (
 //go:embed obj/netflow.bpf.o
 var netflowObj []byte
 
-// Stat indexes of nf_stats (probes/netflow.h NF_STAT_*).
-const (
-	NetflowStatRingLost = iota
-	NetflowStatSockFull
-	NetflowStatUDPFull
-	netflowStatMax
-)
-
 // NetflowHooks: TCP needs only the state tracepoint and a read of live connections once per interval
 // (no probe on any send or receive), plus a walk of the TCP sockets at start for connections already
 // open; UDP counts datagrams at the cgroup v2 root and learns owners in process context, from the socket
@@ -343,8 +335,8 @@ func (n *Netflow) LookupUDPSock(cookie uint64) ([]byte, bool) {
 }
 
 // Stats returns the kernel-side drop counters, indexed by NetflowStat*.
-func (n *Netflow) Stats() [netflowStatMax]uint64 {
-	var out [netflowStatMax]uint64
+func (n *Netflow) Stats() []uint64 {
+	out := make([]uint64, n.stats.MaxEntries())
 	for i := range out {
 		k := uint32(i)
 		if v, err := n.stats.GetValue(unsafe.Pointer(&k)); err == nil && len(v) >= 8 {

@@ -123,7 +123,7 @@ func (p *bashPlugin) Counters() Counters {
 	st := p.probe.Stats()
 	bs := p.buf.Stats()
 	c := p.c
-	c.Lost = st[bpf.BashStatRingLost]
+	c.Lost = st[bash.StatRBLost]
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c.Extra = map[string]uint64{
@@ -132,7 +132,7 @@ func (p *bashPlugin) Counters() Counters {
 		"dropped_lines":   bs.Dropped,
 		"redacted_lines":  bs.Redacted,
 		"truncated_lines": bs.Truncated,
-		"exec_lost":       st[bpf.BashStatExecLost],
+		"exec_lost":       st[bash.StatExecLost],
 		"binaries_probed": p.probed,
 		"attach_fails":    p.failed,
 		"not_probeable":   p.unprobeable,

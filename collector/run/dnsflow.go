@@ -68,7 +68,7 @@ func (p *dnsflowPlugin) Flush(now time.Time) []point.Point { return p.tr.Flush(n
 func (p *dnsflowPlugin) Counters() Counters {
 	st := p.tr.Stats()
 	c := p.c
-	c.Lost = p.probe.DNSStats()[bpf.DNSStatRingLost]
+	c.Lost = p.probe.DNSStats()[dnsflow.StatRingLost]
 	c.MapFull = st.InFlightEvicted + st.NamesEvicted + st.StreamsEvicted
 	c.Extra = map[string]uint64{
 		"queries":           st.Queries,

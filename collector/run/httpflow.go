@@ -92,17 +92,17 @@ func (p *httpflowPlugin) Counters() Counters {
 	st := p.probe.HTTPStats()
 	as := p.agg.Stats()
 	c := p.c
-	c.Lost = st[bpf.HTTPStatRingLost]
-	c.MapFull = st[bpf.HTTPStatConnFull] + st[bpf.HTTPStatPipelineFull]
+	c.Lost = st[httpflow.StatRingLost]
+	c.MapFull = st[httpflow.StatConnFull] + st[httpflow.StatPipelineFull]
 	c.Extra = map[string]uint64{
-		"desyncs":          st[bpf.HTTPStatDesync],
-		"unanswered":       st[bpf.HTTPStatUnanswered],
+		"desyncs":          st[httpflow.StatDesync],
+		"unanswered":       st[httpflow.StatUnanswered],
 		"ignored":          as.Ignored,
 		"unparsable":       as.Unparsable,
 		"no_address":       as.NoAddress,
 		"paths_folded":     as.Folded,
-		"tls_uprobe_hits":  st[bpf.HTTPStatTLSHits],
-		"tls_calls":        st[bpf.HTTPStatTLSCalls],
+		"tls_uprobe_hits":  st[httpflow.StatTLSHits],
+		"tls_calls":        st[httpflow.StatTLSCalls],
 		"tls_libs_probed":  0,
 		"tls_attach_fails": 0,
 	}

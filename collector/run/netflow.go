@@ -113,8 +113,8 @@ func (p *netflowPlugin) lookupSock(cookie uint64) (flow.Sock, bool) {
 func (p *netflowPlugin) Counters() Counters {
 	st := p.probe.Stats()
 	c := p.c
-	c.Lost = st[bpf.NetflowStatRingLost]
-	c.MapFull = st[bpf.NetflowStatSockFull] + st[bpf.NetflowStatUDPFull]
+	c.Lost = st[netflow.StatRingLost]
+	c.MapFull = st[netflow.StatSockFull] + st[netflow.StatUDPFull]
 	return c
 }
 

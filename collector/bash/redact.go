@@ -1,6 +1,8 @@
 package bash
 
 import (
+	"dkebpf/options"
+
 	"fmt"
 	"regexp"
 	"slices"
@@ -13,10 +15,7 @@ const Mask = "***"
 
 // Rule is a redaction rule: Pattern is a Go regexp (RE2 syntax); the part of a match it hides is the capture
 // group named "secret" (the first one that took part in the match), else group 1, else the whole match.
-type Rule struct {
-	Name    string
-	Pattern string
-}
+type Rule = options.RedactRule
 
 // extent says how secretEnd finds where a default rule's secret ends (its regexp finds where it starts).
 type extent uint8
@@ -56,19 +55,19 @@ const (
 
 // defaultRules are applied before the user's rules, in this order (the package documentation lists them).
 var defaultRules = []defaultRule{
-	{Rule{"password", `(?i)(?:^|[^\w-])\w*` + passKeys + `=` + valueStart + `|"\w*` + passKeys + `"\s*:\s*` + jsonVal}, assign},
-	{Rule{"password-flag", `(?i)(?:^|[\s'"])--?(?:[\w-]*-)?pass(?:w(?:or)?d|phrase|in|out)?(?:=` + valueStart + `|[ \t]+` + argStart + `)`}, word},
-	{Rule{"mysql-p", cmdStart + `(?:mysql\w*|mariadb[\w-]*)` + args + `-p` + wordStart}, word},
-	{Rule{"authorization", `(?i)\bauthorization:[ \t]*(?:(?:basic|bearer|digest|token|negotiate|ntlm|hoba|mutual|` +
+	{Rule{Name: "password", Pattern: `(?i)(?:^|[^\w-])\w*` + passKeys + `=` + valueStart + `|"\w*` + passKeys + `"\s*:\s*` + jsonVal}, assign},
+	{Rule{Name: "password-flag", Pattern: `(?i)(?:^|[\s'"])--?(?:[\w-]*-)?pass(?:w(?:or)?d|phrase|in|out)?(?:=` + valueStart + `|[ \t]+` + argStart + `)`}, word},
+	{Rule{Name: "mysql-p", Pattern: cmdStart + `(?:mysql\w*|mariadb[\w-]*)` + args + `-p` + wordStart}, word},
+	{Rule{Name: "authorization", Pattern: `(?i)\bauthorization:[ \t]*(?:(?:basic|bearer|digest|token|negotiate|ntlm|hoba|mutual|` +
 		`aws4-hmac-sha256|apikey|dpop|jwt|oauth|ssws)[ \t]+)?` + wordStart}, header},
-	{Rule{"bearer", `(?i)\bbearer[ \t]+` + wordStart}, word},
-	{Rule{"aws-secret", `(?i)(?:^|[^\w${])aws_secret_access_key(?:=|:[ \t]*|[ \t]+)` + wordStart}, word},
-	{Rule{"token-env", `(?i)(?:^|[^\w$-])\w*` + tokenKeys + `=` + valueStart + `|"\w*` + tokenKeys + `"\s*:\s*` + jsonVal}, assign},
-	{Rule{"token-flag", `(?i)(?:^|[\s'"])--?(?:[\w-]*-)?(?:token|secret|api-?key)(?:=` + valueStart + `|[ \t]+` + argStart + `)`}, word},
-	{Rule{"secret-header", `(?i)(?:^|[\s'"])(?:x-)?(?:api-?key|auth-?token|access-?token|vault-token|private-token|` +
+	{Rule{Name: "bearer", Pattern: `(?i)\bbearer[ \t]+` + wordStart}, word},
+	{Rule{Name: "aws-secret", Pattern: `(?i)(?:^|[^\w${])aws_secret_access_key(?:=|:[ \t]*|[ \t]+)` + wordStart}, word},
+	{Rule{Name: "token-env", Pattern: `(?i)(?:^|[^\w$-])\w*` + tokenKeys + `=` + valueStart + `|"\w*` + tokenKeys + `"\s*:\s*` + jsonVal}, assign},
+	{Rule{Name: "token-flag", Pattern: `(?i)(?:^|[\s'"])--?(?:[\w-]*-)?(?:token|secret|api-?key)(?:=` + valueStart + `|[ \t]+` + argStart + `)`}, word},
+	{Rule{Name: "secret-header", Pattern: `(?i)(?:^|[\s'"])(?:x-)?(?:api-?key|auth-?token|access-?token|vault-token|private-token|` +
 		`(?:set-)?cookie)[ \t]*:[ \t]*` + wordStart}, header},
-	{Rule{"url-password", `(?i)\b[a-z][a-z0-9+.-]*://[^\s/?#@:'"]*:(?P<secret>[^\s/?#'"]+)@`}, exact},
-	{Rule{"curl-user", cmdStart + `curl` + args + `(?:-u[ \t]*|--user(?:=|[ \t]+))(?:'[^':]*:|"[^":]*:|[^\s:'"]*:)` + wordStart}, header},
+	{Rule{Name: "url-password", Pattern: `(?i)\b[a-z][a-z0-9+.-]*://[^\s/?#@:'"]*:(?P<secret>[^\s/?#'"]+)@`}, exact},
+	{Rule{Name: "curl-user", Pattern: cmdStart + `curl` + args + `(?:-u[ \t]*|--user(?:=|[ \t]+))(?:'[^':]*:|"[^":]*:|[^\s:'"]*:)` + wordStart}, header},
 }
 
 // DefaultRules returns the built-in rules, in the order they are applied. Their patterns only find where a

@@ -145,10 +145,10 @@ func TestBadUserRulesAreErrorsNamingTheRule(t *testing.T) {
 		rule Rule
 		want []string
 	}{
-		{Rule{"broken", `(`}, []string{`"broken"`, `"("`, reErr.Error()}},
-		{Rule{"", `x`}, []string{`"x"`, "no name"}},
-		{Rule{"empty", ``}, []string{`"empty"`, "empty"}},
-		{Rule{"password", `x`}, []string{`"password"`, "taken"}},
+		{Rule{Name: "broken", Pattern: `(`}, []string{`"broken"`, `"("`, reErr.Error()}},
+		{Rule{Name: "", Pattern: `x`}, []string{`"x"`, "no name"}},
+		{Rule{Name: "empty", Pattern: ``}, []string{`"empty"`, "empty"}},
+		{Rule{Name: "password", Pattern: `x`}, []string{`"password"`, "taken"}},
 	}
 	for _, tt := range tests {
 		_, err := NewRedactor([]Rule{tt.rule})
@@ -162,7 +162,7 @@ func TestBadUserRulesAreErrorsNamingTheRule(t *testing.T) {
 			}
 		}
 	}
-	if _, err := NewRedactor([]Rule{{"a", "x"}, {"a", "y"}}); err == nil {
+	if _, err := NewRedactor([]Rule{{Name: "a", Pattern: "x"}, {Name: "a", Pattern: "y"}}); err == nil {
 		t.Error("two user rules named a were accepted")
 	}
 }

@@ -11,6 +11,9 @@ import (
 // SSLSymbols are the OpenSSL functions httpflow-tls probes, in every libssl it finds.
 var SSLSymbols = []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_free"}
 
+// SSLSymbols are the OpenSSL functions AttachSSL wants the offsets of.
+func (n *Netflow) SSLSymbols() []string { return SSLSymbols }
+
 // sslProbes: which program runs at the entry (and the return) of each symbol.
 var sslProbes = []struct{ symbol, entry, ret string }{
 	{"SSL_write", "hf_ssl_write", "hf_ssl_write_ret"},

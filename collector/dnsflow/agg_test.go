@@ -113,9 +113,9 @@ func TestFiltersDropQueriesAndTheirAnswers(t *testing.T) {
 		comm string
 		want Stats
 	}{
-		{"server in IgnoreCIDRs", Config{IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}, udp4, "curl", Stats{Ignored: 2}},
-		{"client in IgnoreCIDRs is kept", Config{IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}}, udp4, "curl", Stats{Queries: 1, Answers: 1}},
-		{"IPv6 disabled", Config{IPv6Disabled: true}, v6, "curl", Stats{Ignored: 2}},
+		{"server in IgnoreCIDRs", Config{Filter: flow.Filter{IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}}, udp4, "curl", Stats{Ignored: 2}},
+		{"client in IgnoreCIDRs is kept", Config{Filter: flow.Filter{IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32")}}}, udp4, "curl", Stats{Queries: 1, Answers: 1}},
+		{"IPv6 disabled", Config{Filter: flow.Filter{IPv6Disabled: true}}, v6, "curl", Stats{Ignored: 2}},
 		{"a datakit process", Config{}, udp4, "datakit-ebpf", Stats{Ignored: 1}}, // its answer is matched silently
 	} {
 		t.Run(c.name, func(t *testing.T) {

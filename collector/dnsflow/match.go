@@ -2,8 +2,6 @@ package dnsflow
 
 import (
 	"dkebpf/collector/flow"
-
-	"strings"
 )
 
 // queryKey identifies a query until its answer: the socket, the server and the DNS ID. The client side is
@@ -49,7 +47,7 @@ func (t *Tracker) query(r rec, m *message) {
 		t.stats.InFlightEvicted++
 	}
 	q := &query{key: k, ts: r.ts, qname: m.qname, qtype: m.qtype}
-	if strings.HasPrefix(o.comm, "datakit") { // DataKit and this collector: do not report our own lookups
+	if flow.OwnProcess(o.comm) { // do not report our own lookups
 		q.ignored = true
 		t.stats.Ignored++
 	} else {

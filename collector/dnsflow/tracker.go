@@ -29,8 +29,7 @@ type Config struct {
 	MaxNames      int           // addresses in the name cache
 	MaxStreams    int           // TCP connections being reassembled
 	EphemeralPort uint16        // unused: the port rule above replaces it (kept so one setting feeds every plugin)
-	IgnoreCIDRs   []netip.Prefix
-	IPv6Disabled  bool
+	Filter        flow.Filter   // what the user chose not to see
 	// Owner finds the process of a socket whose record was not sent in its owner's context (the kernel's
 	// UDP socket-owner map). May be nil.
 	Owner func(cookie uint64) (pid uint32, comm string, netns uint32, ok bool)
@@ -147,17 +146,7 @@ func (t *Tracker) Add(e *Event) {
 }
 
 // filtered reports whether the user's settings drop the exchanges with server.
-func (t *Tracker) filtered(server netip.Addr) bool {
-	if t.cfg.IPv6Disabled && !server.Is4() {
-		return true
-	}
-	for _, p := range t.cfg.IgnoreCIDRs {
-		if p.Contains(server) {
-			return true
-		}
-	}
-	return false
-}
+func (t *Tracker) filtered(server netip.Addr) bool { return t.cfg.Filter.Drops(server) }
 
 // message handles one whole DNS message (a datagram, or reassembled from TCP).
 func (t *Tracker) message(r rec, b []byte) {

@@ -5,6 +5,7 @@ package flow
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // Key is DataKit's aggregation key of a flow (ref §3.1); httpflow extends it with its own fields.
@@ -48,19 +49,31 @@ func NewKey(t Tuple, dir uint8, ephemeralPort uint16, pid uint32, process string
 	return k
 }
 
-// Ignored reports whether the user's settings filter a flow out: IPv6 when ipv6Disabled, or a remote
-// (dst) address inside one of ignore.
-func Ignored(k Key, ignore []netip.Prefix, ipv6Disabled bool) bool {
-	if k.Family == "IPv6" && ipv6Disabled {
+// Filter is what the user chose not to see (netflow_ignore_cidrs, ipv6_disabled), applied by every plugin.
+type Filter struct {
+	IgnoreCIDRs  []netip.Prefix // flows whose remote address is inside one are not reported
+	IPv6Disabled bool
+}
+
+// Drops reports whether the filter drops the flows with this remote address (dst, the server of a DNS query).
+func (f Filter) Drops(remote netip.Addr) bool {
+	if f.IPv6Disabled && !remote.Unmap().Is4() {
 		return true
 	}
-	for _, p := range ignore {
-		if p.Contains(k.Dst) {
+	for _, p := range f.IgnoreCIDRs {
+		if p.Contains(remote) {
 			return true
 		}
 	}
 	return false
 }
+
+// Ignores reports whether the filter drops a flow.
+func (f Filter) Ignores(k Key) bool { return f.Drops(k.Dst) }
+
+// OwnProcess reports whether a process is DataKit or this collector, whose own HTTP calls and DNS lookups
+// the plugins do not report.
+func OwnProcess(comm string) bool { return strings.HasPrefix(comm, "datakit") }
 
 // PortTag formats a Key port as a tag value.
 func PortTag(p int32) string {

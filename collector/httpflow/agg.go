@@ -17,8 +17,6 @@ import (
 	"dkebpf/collector/flow"
 
 	"hash/maphash"
-	"net/netip"
-	"strings"
 	"time"
 
 	"dkebpf/collector/point"
@@ -39,10 +37,9 @@ const maxFoldTracked = 1 << 15
 
 // Config is what the user can set about httpflow.
 type Config struct {
-	EphemeralPort uint16         // the client's port at or above it is aggregated as "*" (as in netflow)
-	IgnoreCIDRs   []netip.Prefix // exchanges whose remote address is inside one are not reported
-	IPv6Disabled  bool
-	MaxPaths      int // distinct paths per (pid, process_name, host) per interval; 0: DefaultMaxPaths
+	EphemeralPort uint16      // the client's port at or above it is aggregated as "*" (as in netflow)
+	Filter        flow.Filter // what the user chose not to see
+	MaxPaths      int         // distinct paths per (pid, process_name, host) per interval; 0: DefaultMaxPaths
 }
 
 // Stats counts the exchanges Add did not report under their own key, since the Aggregator was created
@@ -124,13 +121,13 @@ func (a *Aggregator) Add(e Event) {
 		return
 	}
 	process := a.comms.Name(e.Comm)
-	if strings.HasPrefix(process, "datakit") { // DataKit and this collector: do not report our own POSTs
+	if flow.OwnProcess(process) { // do not report our own POSTs
 		a.stats.Ignored++
 		return
 	}
 	fk := flow.NewKey(e.T, e.Dir, a.cfg.EphemeralPort, e.Pid, process, e.Netns)
 	fk.Transport = "tcp"
-	if flow.Ignored(fk, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+	if a.cfg.Filter.Ignores(fk) {
 		a.stats.Ignored++
 		return
 	}

@@ -205,7 +205,7 @@ func TestFilteredExchangesAreDroppedAndCounted(t *testing.T) {
 	ignored := ev(t, DirOut, "10.0.0.1", 40000, "192.168.1.9", 80, get, "")
 	localIgnored := ev(t, DirOut, "192.168.1.9", 40000, "10.0.0.2", 80, get, "") // only the remote address counts
 
-	a := NewAggregator(Config{IPv6Disabled: true, IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}})
+	a := NewAggregator(Config{Filter: flow.Filter{IPv6Disabled: true, IgnoreCIDRs: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}}})
 	for _, e := range []Event{datakit, dk, v6, ignored, mapped, localIgnored} {
 		a.Add(e)
 	}

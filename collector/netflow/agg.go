@@ -12,9 +12,8 @@ import (
 
 // Config is what the user can set about netflow.
 type Config struct {
-	EphemeralPort uint16         // ports at or above it are aggregated as "*" on the client side
-	IgnoreCIDRs   []netip.Prefix // flows whose remote address is inside one are not reported
-	IPv6Disabled  bool
+	EphemeralPort uint16      // ports at or above it are aggregated as "*" on the client side
+	Filter        flow.Filter // what the user chose not to see
 }
 
 // OwnerLookup finds a socket's process by inode (procfs.Owners in production).
@@ -178,7 +177,7 @@ func (a *Aggregator) forgetIdleUDPSockets() {
 
 func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
 	k := flow.NewKey(t, dir, a.cfg.EphemeralPort, owner.Pid, owner.Comm, netns)
-	if flow.Ignored(k, a.cfg.IgnoreCIDRs, a.cfg.IPv6Disabled) {
+	if a.cfg.Filter.Ignores(k) {
 		return nil
 	}
 	f := a.flows[k]

@@ -185,10 +185,10 @@ func TestFiltersAndAddressForms(t *testing.T) {
 	}{
 		{"loopback kept by default", Config{}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"family": "IPv4", "dst_ip_type": "loopback"}},
-		{"ignored CIDR", Config{IgnoreCIDRs: []netip.Prefix{lo}}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
+		{"ignored CIDR", Config{Filter: flow.Filter{IgnoreCIDRs: []netip.Prefix{lo}}}, rec(1, tuple(t, "127.0.0.1", 1, "127.0.0.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
 		{"IPv4-mapped reported as IPv4", Config{}, rec(1, tuple(t, "::ffff:10.0.0.1", 1, "::ffff:8.8.8.8", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"family": "IPv4", "src_ip": "10.0.0.1", "dst_ip": "8.8.8.8", "dst_ip_type": "other"}},
-		{"IPv6 disabled", Config{IPv6Disabled: true}, rec(1, tuple(t, "::1", 1, "::1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
+		{"IPv6 disabled", Config{Filter: flow.Filter{IPv6Disabled: true}}, rec(1, tuple(t, "::1", 1, "::1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true), nil},
 		{"multicast", Config{}, rec(1, tuple(t, "10.0.0.1", 1, "239.1.1.1", 2, flow.ProtoTCP), flow.DirOut, 1, 1, true),
 			map[string]string{"dst_ip_type": "multicast", "src_ip_type": "private"}},
 	}

@@ -12,9 +12,16 @@ import (
 	"strings"
 	"time"
 
+	"dkebpf/collector/bash"
 	"dkebpf/collector/bpf"
 	"dkebpf/collector/cli"
+	"dkebpf/collector/dnsflow"
+	"dkebpf/collector/flow"
+	"dkebpf/collector/httpflow"
+	"dkebpf/collector/netflow"
+	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
+	"dkebpf/collector/procfs"
 	"dkebpf/collector/sender"
 )
 
@@ -22,26 +29,6 @@ import (
 // httpflow's 4 MiB ring holds about 14k exchanges: at 140k exchanges/s (nginx keep-alive at saturation, both
 // sides on one host) it fills in 100 ms, so drain every 20 ms. An empty drain is two atomic loads.
 const drainEvery = 20 * time.Millisecond
-
-// plugin is one measurement's kernel probe and aggregator.
-type plugin interface {
-	Name() string     // "netflow"
-	Category() string // DataKit category of its points
-	Input() string    // the input= value, e.g. "ebpf-net/netflow"
-	Drain()           // take discrete events from the kernel
-	Flush(now time.Time) []point.Point
-	Counters() Counters
-	Close()
-}
-
-// Counters are a plugin's cumulative health numbers since start.
-type Counters struct {
-	Events       uint64 // records received from the kernel
-	Lost         uint64 // records the kernel could not hand over (ring buffer full)
-	MapFull      uint64 // kernel map inserts that failed
-	DecodeErrors uint64
-	Extra        map[string]uint64 // the plugin's own numbers, reported as <plugin>_<name>
-}
 
 // Main runs the collector until ctx ends (SIGTERM/SIGINT), then flushes once more and detaches.
 func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
@@ -57,7 +44,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	go func() { snd.Run(sendCtx); close(senderDone) }()
 	defer func() { stopSender(); <-senderDone }()
 
-	plugins, err := startPlugins(cfg, log)
+	plugins, objects, err := startPlugins(cfg, log)
 	if err != nil {
 		msg := err.Error()
 		log.Error(msg)
@@ -67,25 +54,20 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 		return err
 	}
 	defer func() {
-		// Last opened first: httpflow uses netflow's probe.
-		for i := len(plugins) - 1; i >= 0; i-- {
-			plugins[i].Close()
+		plugin.CloseAll(plugins)
+		for _, o := range objects { // after the plugins: their watchers attach to them
+			o.Close()
 		}
 	}()
 
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
 	flush := func(now time.Time) {
-		// Every plugin drains before any flushes: netflow names addresses from the DNS answers dnsflow holds.
-		for _, p := range plugins {
-			p.Drain()
+		for _, b := range plugin.Flush(plugins, now) {
+			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, b.Points, log))
+			log.Debug("flushed", "plugin", b.Plugin.Name(), "points", len(b.Points))
 		}
-		for _, p := range plugins {
-			pts := p.Flush(now)
-			snd.Enqueue(p.Category(), p.Input(), encodeAll(enc, pts, log))
-			log.Debug("flushed", "plugin", p.Name(), "points", len(pts))
-		}
-		snd.Enqueue("metric", selfInput, encodeAll(enc, []point.Point{self.point(now, plugins, snd.Stats())}, log))
+		snd.Enqueue("metric", selfInput, encodeAll(enc, []point.Point{self.point(now, plugins, objects, snd.Stats())}, log))
 	}
 
 	drain := time.NewTicker(drainEvery)
@@ -102,9 +84,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 			log.Info("stopping: final flush queued")
 			return nil
 		case <-drain.C:
-			for _, p := range plugins {
-				p.Drain()
-			}
+			plugin.Drain(plugins)
 		case now := <-interval.C:
 			flush(now)
 		}
@@ -114,49 +94,99 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 // ErrNothingRuns: no enabled plugin can run on this host (every one lacks a required hook).
 var ErrNothingRuns = errors.New("no plugin could start")
 
-// startPlugins opens what --enabled asks for. Plugins not built yet are named and skipped; if nothing can
-// run, it is an error.
-func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin, error) {
-	var plugins []plugin
+// object is a loaded BPF object: what its kernel refused or replaced, and its release.
+type object interface {
+	Parts() []bpf.PartStatus
+	Refused() int
+	Close()
+}
+
+// startPlugins opens what --enabled asks for: the BPF objects, then the plugins reading them. Plugins not
+// built yet are named and skipped; if nothing can run, it is an error.
+func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, []object, error) {
+	var plugins []plugin.Plugin
+	var objects []object
 	var failures []string
 	for _, name := range cfg.Enabled {
 		switch name {
 		case "ebpf-bash":
-			b, err := openBash(cfg, log)
+			red, err := bash.NewRedactor(cfg.BashRedact)
+			if err != nil {
+				failures = append(failures, "bash: "+err.Error())
+				continue
+			}
+			k, err := bpf.OpenBash(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
 			if err != nil {
 				log.Error("bash disabled", "err", err)
 				failures = append(failures, "bash: "+err.Error())
 				continue
 			}
-			plugins = append(plugins, b)
+			logReport(log, k.Report())
+			objects = append(objects, k)
+			plugins = append(plugins, bash.NewPlugin(k, bash.Config{Redactor: red, Users: bash.NewUsers("/proc", "/etc/passwd")},
+				bash.NewFinder("/proc"), cfg.BashRescan, log))
 		case "ebpf-net":
-			nf, err := openNetflow(cfg, log)
+			k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
+				HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
 			if err != nil {
 				log.Error("netflow disabled", "err", err)
 				failures = append(failures, "netflow: "+err.Error())
 				continue
 			}
-			plugins = append(plugins, nf)
-			if nf.probe.DNS() {
-				plugins = append(plugins, openDNSFlow(cfg, nf, log))
-			} else {
-				log.Error("dnsflow disabled: it reads DNS packets in the cgroup_skb programs of netflow/udp, which is off")
-			}
-			if cfg.L7("httpflow") || cfg.L7("httpflow-tls") {
-				if !nf.probe.HTTP() {
-					log.Error("httpflow disabled: it parses packets in the cgroup_skb programs of netflow/udp, which is off")
-					continue
-				}
-				plugins = append(plugins, openHTTPFlow(cfg, nf.probe, log))
-			}
+			logReport(log, k.Report())
+			objects = append(objects, k)
+			plugins = append(plugins, netPlugins(cfg, k, log)...)
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 		}
 	}
 	if len(plugins) == 0 {
-		return nil, fmt.Errorf("%w (enabled: %s): %s", ErrNothingRuns, strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
+		return nil, nil, fmt.Errorf("%w (enabled: %s): %s", ErrNothingRuns, strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
 	}
-	return plugins, nil
+	return plugins, objects, nil
+}
+
+// netPlugins are the plugins of ebpf-net, which share netflow's BPF object: netflow, dnsflow (which names
+// netflow's remote addresses) and httpflow.
+func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, log *slog.Logger) []plugin.Plugin {
+	filter := flow.Filter{IgnoreCIDRs: cfg.IgnoreCIDRs, IPv6Disabled: cfg.IPv6Disabled}
+	nf := netflow.NewPlugin(k, netflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter}, procfs.NewOwners("/proc"), log)
+	plugins := []plugin.Plugin{nf}
+	if k.DNS() {
+		dns := dnsflow.NewPlugin(k, dnsflow.Config{
+			Ports:   cfg.DNSPorts,
+			Timeout: cfg.DNSTimeout,
+			Filter:  filter,
+			Owner: func(cookie uint64) (uint32, string, uint32, bool) {
+				s, ok := nf.LookupSock(cookie)
+				if !ok || s.Pid == 0 {
+					return 0, "", 0, false
+				}
+				return s.Pid, flow.Comm(s.Comm), s.Netns, true
+			},
+		}, log)
+		nf.SetDomains(dns.Names())
+		plugins = append(plugins, dns)
+	} else {
+		log.Error("dnsflow disabled: it reads DNS packets in the cgroup_skb programs of netflow/udp, which is off")
+	}
+	if cfg.L7("httpflow") || cfg.L7("httpflow-tls") {
+		if !k.HTTP() {
+			log.Error("httpflow disabled: it parses packets in the cgroup_skb programs of netflow/udp, which is off")
+			return plugins
+		}
+		plugins = append(plugins, httpflow.NewPlugin(k, httpflow.PluginConfig{
+			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths},
+			Plain:  cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), SSLRescan: cfg.SSLRescan,
+		}, log))
+	}
+	return plugins
+}
+
+func logReport(log *slog.Logger, lines []string) {
+	for _, line := range lines {
+		log.Info(line)
+	}
 }
 
 func encodeAll(enc *point.Encoder, pts []point.Point, log *slog.Logger) [][]byte {

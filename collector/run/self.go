@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"dkebpf/collector/bpf"
+	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/sender"
 )
@@ -11,32 +12,24 @@ import (
 // selfInput is the input= of the collector's own health point (measurement datakit_ebpf, category metric).
 const selfInput = "datakit-ebpf"
 
-// kernelParts is a plugin that owns a BPF object (netflow, bash; the others share netflow's).
-type kernelParts interface {
-	probeParts() []bpf.PartStatus
-	probeRefused() int
-}
-
 type selfMetrics struct{ start time.Time }
 
 func newSelfMetrics(start time.Time) *selfMetrics { return &selfMetrics{start: start} }
 
 // point is one datakit_ebpf point with every plugin's cumulative counters, prefixed by the plugin name:
 // events received, lost, map-full drops, decode errors, and the sender's points sent, failed, dropped.
-func (s *selfMetrics) point(now time.Time, plugins []plugin, sent map[string]sender.InputStats) point.Point {
+func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []object, sent map[string]sender.InputStats) point.Point {
 	f := map[string]any{"uptime_seconds": int64(now.Sub(s.start).Seconds())}
 	// A fleet dashboard finds degraded hosts by these: hooks the kernel refused, parts on a fallback or off.
 	var refused, fallback, off int64
-	for _, p := range plugins {
-		if k, ok := p.(kernelParts); ok {
-			refused += int64(k.probeRefused())
-			for _, ps := range k.probeParts() {
-				switch ps.Mode {
-				case bpf.Fallback:
-					fallback++
-				case bpf.Off:
-					off++
-				}
+	for _, o := range objects {
+		refused += int64(o.Refused())
+		for _, ps := range o.Parts() {
+			switch ps.Mode {
+			case bpf.Fallback:
+				fallback++
+			case bpf.Off:
+				off++
 			}
 		}
 	}

@@ -1,0 +1,81 @@
+package bash
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeKernel is bash's BPF object: lines and execs in, as the kernel lays them out; attachments recorded.
+type fakeKernel struct {
+	mu       sync.Mutex
+	lines    [][]byte
+	execs    [][]byte
+	attached []string
+}
+
+func (k *fakeKernel) DrainLines(fn func([]byte)) int { return drain(&k.lines, fn) }
+func (k *fakeKernel) DrainExecs(fn func([]byte)) int { return drain(&k.execs, fn) }
+func (k *fakeKernel) Stats() []uint64                { return []uint64{5, 6} }
+func (k *fakeKernel) AttachReadline(path string, offset uint64) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.attached = append(k.attached, path)
+	return nil
+}
+
+func drain(q *[][]byte, fn func([]byte)) int {
+	for _, b := range *q {
+		fn(b)
+	}
+	n := len(*q)
+	*q = nil
+	return n
+}
+
+// fakeFinder hands out one binary per source: the host's, a scan's, and the process that exec'd bash.
+type fakeFinder struct{}
+
+func (fakeFinder) Host() ([]Binary, []error) { return []Binary{{Path: "/bin/bash"}}, nil }
+func (fakeFinder) Scan() ([]Binary, []error) { return nil, nil }
+func (fakeFinder) Check(pid uint32) ([]Binary, []error) {
+	return []Binary{{Path: "/proc/" + string(rune('0'+pid)) + "/exe"}}, nil
+}
+
+func rawRecord(t *testing.T, v any) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.NativeEndian, v); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestPluginProbesExecsAndTurnsLinesIntoPoints(t *testing.T) {
+	k := &fakeKernel{
+		execs: [][]byte{rawRecord(t, Exec{Pid: 7})},
+		lines: [][]byte{rawRecord(t, line(1e9, 42, 1000, "export TOKEN=abc")), []byte("short")},
+	}
+	p := NewPlugin(k, Config{Users: fakeUsers{1000: "alice"}, Wall: func(ts uint64) time.Time { return base.Add(time.Duration(ts)) }},
+		fakeFinder{}, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer p.Close()
+	p.Drain()
+	pts := p.Flush(time.Now())
+	if len(pts) != 1 || pts[0].Fields["cmd"] != "export TOKEN=***" || pts[0].Fields["user"] != "alice" {
+		t.Fatalf("points %v", pts)
+	}
+	k.mu.Lock()
+	if want := []string{"/bin/bash", "/proc/7/exe"}; !slices.Equal(k.attached, want) {
+		t.Errorf("attached %q, want %q (the host's bash at start, then the exec'd one)", k.attached, want)
+	}
+	k.mu.Unlock()
+	c := p.Counters()
+	if c.Events != 2 || c.DecodeErrors != 1 || c.Lost != 5 || c.Extra["exec_lost"] != 6 || c.Extra["binaries_probed"] != 2 {
+		t.Errorf("counters %+v", c)
+	}
+}

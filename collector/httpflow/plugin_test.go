@@ -1,0 +1,58 @@
+package httpflow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// fakeKernel is the httpflow part of netflow's BPF object: exchanges in, as the kernel lays them out.
+type fakeKernel struct {
+	events [][]byte
+	stats  []uint64
+}
+
+func (k *fakeKernel) DrainHTTP(fn func([]byte)) int {
+	for _, b := range k.events {
+		fn(b)
+	}
+	n := len(k.events)
+	k.events = nil
+	return n
+}
+func (k *fakeKernel) HTTPStats() []uint64                       { return k.stats }
+func (k *fakeKernel) TLS() bool                                 { return false }
+func (k *fakeKernel) SSLSymbols() []string                      { return nil }
+func (k *fakeKernel) AttachSSL(string, map[string]uint64) error { return nil }
+
+func TestPluginTurnsKernelExchangesIntoPoints(t *testing.T) {
+	var b bytes.Buffer
+	for i := 0; i < 3; i++ {
+		if err := binary.Write(&b, binary.NativeEndian, client(t, "GET /api/x?token=1 HTTP/1.1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := b.Len() / 3
+	k := &fakeKernel{stats: []uint64{1, 2, 3, 4, 5, 6, 7}}
+	for i := 0; i < 3; i++ {
+		k.events = append(k.events, b.Bytes()[i*rec:(i+1)*rec])
+	}
+	k.events = append(k.events, []byte("short"))
+	p := NewPlugin(k, PluginConfig{Config: Config{EphemeralPort: 32768, MaxPaths: 10}, Plain: true},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer p.Close()
+	p.Drain()
+	pt := one(t, p.Flush(time.Unix(100, 0)))
+	checkFields(t, pt, map[string]any{"count": int64(3), "bytes_written": int64(300), "bytes_read": int64(3000)})
+	checkFields(t, pt, map[string]any{"path": "/api/x", "method": "GET"})
+	if pt.Tags["direction"] != "outgoing" || pt.Tags["http_host"] != "api.test:8080" {
+		t.Errorf("tags %v", pt.Tags)
+	}
+	c := p.Counters()
+	if c.Events != 4 || c.DecodeErrors != 1 || c.Lost != 1 || c.MapFull != 5 || c.Extra["desyncs"] != 4 || c.Extra["tls_calls"] != 7 {
+		t.Errorf("counters %+v", c)
+	}
+}

@@ -1,0 +1,129 @@
+package netflow
+
+import (
+	"log/slog"
+	"time"
+
+	"dkebpf/collector/flow"
+	"dkebpf/collector/plugin"
+	"dkebpf/collector/point"
+)
+
+// Kernel is netflow's BPF object as the plugin reads it (collector/bpf.Netflow satisfies it).
+type Kernel interface {
+	TCP() bool // the TCP part runs
+	UDP() bool // the UDP part runs
+	// DrainClosed hands over the records of connections closed since the last drain (struct nf_tcp_rec).
+	DrainClosed(fn func([]byte)) int
+	// ReadLive returns the records of the live connections (struct nf_tcp_rec, back to back).
+	ReadLive() ([]byte, error)
+	// ReadUDP hands over every UDP peer's key and counters (struct nf_udp_key, struct nf_udp_val).
+	ReadUDP(fn func(key, val []byte)) error
+	DeleteUDP(key []byte) error
+	// LookupUDPSock returns the struct nf_sock of a UDP socket, by cookie.
+	LookupUDPSock(cookie uint64) ([]byte, bool)
+	Stats() []uint64 // indexed by Stat*
+}
+
+// Plugin joins netflow's kernel side to its aggregator.
+type Plugin struct {
+	k   Kernel
+	agg *Aggregator
+	log *slog.Logger
+	c   plugin.Counters
+}
+
+var _ plugin.Plugin = (*Plugin)(nil)
+
+// NewPlugin returns the netflow plugin reading k; owners names the processes of connections the kernel saw
+// only in softirq.
+func NewPlugin(k Kernel, cfg Config, owners OwnerLookup, log *slog.Logger) *Plugin {
+	return &Plugin{k: k, agg: NewAggregator(cfg, owners), log: log}
+}
+
+func (p *Plugin) Name() string     { return "netflow" }
+func (p *Plugin) Category() string { return "network" }
+func (p *Plugin) Input() string    { return "ebpf-net/netflow" }
+
+// Drain takes the records of connections closed since the last drain.
+func (p *Plugin) Drain() {
+	p.k.DrainClosed(func(b []byte) {
+		p.c.Events++
+		var r TCPRecord
+		if err := r.UnmarshalBinary(b); err != nil {
+			p.c.DecodeErrors++
+			p.log.Warn("netflow: decode close record", "err", err)
+			return
+		}
+		p.agg.AddTCP(r)
+	})
+}
+
+// Flush polls live TCP connections and UDP peers once, then returns the interval's points.
+func (p *Plugin) Flush(now time.Time) []point.Point {
+	if p.k.TCP() {
+		b, err := p.k.ReadLive()
+		if err != nil {
+			p.log.Warn("netflow: read live connections", "err", err)
+		}
+		recs, err := DecodeTCPRecords(b)
+		if err != nil {
+			p.c.DecodeErrors++
+			p.log.Warn("netflow: decode live connections", "err", err)
+		}
+		p.c.Events += uint64(len(recs))
+		for _, r := range recs {
+			p.agg.AddTCP(r)
+		}
+	}
+	if p.k.UDP() {
+		var idle [][]byte
+		err := p.k.ReadUDP(func(kb, vb []byte) {
+			p.c.Events++
+			var k UDPKey
+			var v UDPVal
+			if flow.Decode(kb, &k) != nil || flow.Decode(vb, &v) != nil {
+				p.c.DecodeErrors++
+				return
+			}
+			if p.agg.AddUDP(k, v, p.LookupSock) {
+				idle = append(idle, kb)
+			}
+		})
+		if err != nil {
+			p.log.Warn("netflow: read udp counters", "err", err)
+		}
+		for _, k := range idle {
+			p.k.DeleteUDP(k)
+		}
+	}
+	return p.agg.Flush(now)
+}
+
+// LookupSock returns what the kernel learnt of a UDP socket's owner (dnsflow attributes queries with it).
+func (p *Plugin) LookupSock(cookie uint64) (flow.Sock, bool) {
+	b, ok := p.k.LookupUDPSock(cookie)
+	if !ok {
+		return flow.Sock{}, false
+	}
+	var s flow.Sock
+	if err := flow.Decode(b, &s); err != nil {
+		p.c.DecodeErrors++
+		return s, false
+	}
+	return s, true
+}
+
+// SetDomains names remote addresses from DNS answers (dnsflow's).
+func (p *Plugin) SetDomains(d Domains) { p.agg.SetDomains(d) }
+
+func (p *Plugin) Counters() plugin.Counters {
+	st := p.k.Stats()
+	c := p.c
+	c.Lost = plugin.Stat(st, StatRingLost)
+	c.MapFull = plugin.Stat(st, StatSockFull) + plugin.Stat(st, StatUDPFull)
+	return c
+}
+
+// Close does nothing: the kernel object is netflow's, httpflow's and dnsflow's, and its owner closes it.
+func (p *Plugin) Close() {}

@@ -1,0 +1,88 @@
+package netflow
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"dkebpf/collector/flow"
+)
+
+// fakeKernel is netflow's BPF object for the adapter: records in, as the kernel lays them out.
+type fakeKernel struct {
+	closed  [][]byte
+	live    []byte
+	udp     map[string][]byte // key bytes -> value bytes
+	socks   map[uint64][]byte
+	stats   []uint64
+	deleted int
+}
+
+func (k *fakeKernel) TCP() bool { return true }
+func (k *fakeKernel) UDP() bool { return true }
+func (k *fakeKernel) DrainClosed(fn func([]byte)) int {
+	for _, b := range k.closed {
+		fn(b)
+	}
+	n := len(k.closed)
+	k.closed = nil
+	return n
+}
+func (k *fakeKernel) ReadLive() ([]byte, error) { return k.live, nil }
+func (k *fakeKernel) ReadUDP(fn func(key, val []byte)) error {
+	for kb, vb := range k.udp {
+		fn([]byte(kb), vb)
+	}
+	return nil
+}
+func (k *fakeKernel) DeleteUDP(key []byte) error { delete(k.udp, string(key)); k.deleted++; return nil }
+func (k *fakeKernel) LookupUDPSock(cookie uint64) ([]byte, bool) {
+	b, ok := k.socks[cookie]
+	return b, ok
+}
+func (k *fakeKernel) Stats() []uint64 { return k.stats }
+
+func raw(t *testing.T, v any) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.NativeEndian, v); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestPluginTurnsKernelRecordsIntoPoints(t *testing.T) {
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
+	udpKey := UDPKey{Cookie: 7, Lport: 45000, Rport: 53, Family: flow.AFInet}
+	copy(udpKey.Laddr[:], []byte{10, 0, 0, 1})
+	copy(udpKey.Raddr[:], []byte{10, 0, 0, 53})
+	sock := flow.Sock{Pid: 77, Dir: flow.DirOut, Netns: 1}
+	copy(sock.Comm[:], "dig")
+	k := &fakeKernel{
+		closed: [][]byte{raw(t, rec(1, tp, flow.DirOut, 10, 20, true)), []byte("short")},
+		live:   raw(t, rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 5, 6, false)),
+		udp:    map[string][]byte{string(raw(t, udpKey)): raw(t, UDPVal{BytesOut: 40, PktsOut: 1, BytesIn: 120, PktsIn: 1})},
+		socks:  map[uint64][]byte{7: raw(t, sock)},
+		stats:  []uint64{3, 4, 5},
+	}
+	p := NewPlugin(k, Config{EphemeralPort: 32768}, fakeOwners{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p.Drain()
+	pts := p.Flush(time.Unix(100, 0))
+	if len(pts) != 2 {
+		t.Fatalf("got %d points, want a TCP and a UDP one: %v", len(pts), pts)
+	}
+	byTransport := map[string]int{pts[0].Tags["transport"]: 0, pts[1].Tags["transport"]: 1}
+	tcp, udp := pts[byTransport["tcp"]], pts[byTransport["udp"]]
+	wantFields(t, tcp, map[string]int64{"bytes_written": 15, "bytes_read": 26, "tcp_established": 2, "tcp_closed": 1})
+	wantFields(t, udp, map[string]int64{"bytes_written": 40, "bytes_read": 120, "datagrams_written": 1, "datagrams_read": 1})
+	if udp.Tags["process_name"] != "dig" || udp.Tags["pid"] != "77" || udp.Tags["dst_port"] != "53" {
+		t.Errorf("udp tags %v: want the owner the kernel learnt", udp.Tags)
+	}
+	c := p.Counters()
+	if c.Events != 4 || c.DecodeErrors != 1 || c.Lost != 3 || c.MapFull != 9 {
+		t.Errorf("counters %+v: want 4 events (2 closed, 1 live, 1 udp), 1 decode error, 3 lost, 9 map-full", c)
+	}
+}

@@ -3,12 +3,15 @@ package bash
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"dkebpf/collector/target"
 )
 
 // fakeKernel is bash's BPF object: lines and execs in, as the kernel lays them out; attachments recorded.
@@ -38,14 +41,15 @@ func drain(q *[][]byte, fn func([]byte)) int {
 	return n
 }
 
-// fakeFinder hands out one binary per source: the host's, a scan's, and the process that exec'd bash.
-type fakeFinder struct{}
+// fakeTargets hands out one file per source: the host's bash, and the process that exec'd bash.
+type fakeTargets struct{}
 
-func (fakeFinder) Host() ([]Binary, []error) { return []Binary{{Path: "/bin/bash"}}, nil }
-func (fakeFinder) Scan() ([]Binary, []error) { return nil, nil }
-func (fakeFinder) Check(pid uint32) ([]Binary, []error) {
-	return []Binary{{Path: "/proc/" + string(rune('0'+pid)) + "/exe"}}, nil
+func (fakeTargets) Host() ([]target.File, []error) { return []target.File{{Path: "/bin/bash"}}, nil }
+func (fakeTargets) Scan() ([]target.File, []error) { return nil, nil }
+func (fakeTargets) Check(pid uint32) ([]target.File, []error) {
+	return []target.File{{Path: fmt.Sprintf("/proc/%d/exe", pid)}}, nil
 }
+func (fakeTargets) Spec() target.Spec { return Targets() }
 
 func rawRecord(t *testing.T, v any) []byte {
 	t.Helper()
@@ -62,7 +66,7 @@ func TestPluginProbesExecsAndTurnsLinesIntoPoints(t *testing.T) {
 		lines: [][]byte{rawRecord(t, line(1e9, 42, 1000, "export TOKEN=abc")), []byte("short")},
 	}
 	p := NewPlugin(k, Config{Users: fakeUsers{1000: "alice"}, Wall: func(ts uint64) time.Time { return base.Add(time.Duration(ts)) }},
-		fakeFinder{}, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		fakeTargets{}, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer p.Close()
 	p.Drain()
 	pts := p.Flush(time.Now())
@@ -77,5 +81,12 @@ func TestPluginProbesExecsAndTurnsLinesIntoPoints(t *testing.T) {
 	c := p.Counters()
 	if c.Events != 2 || c.DecodeErrors != 1 || c.Lost != 5 || c.Extra["exec_lost"] != 6 || c.Extra["binaries_probed"] != 2 {
 		t.Errorf("counters %+v", c)
+	}
+}
+
+func TestTargetsAreTheHostBashWithItsReadline(t *testing.T) {
+	files, errs := target.NewFinder("/proc", Targets()).Host()
+	if len(errs) != 0 || len(files) == 0 || files[0].Offsets["readline"] == 0 {
+		t.Errorf("Host = %+v, %v; want /bin/bash with the offset of readline", files, errs)
 	}
 }

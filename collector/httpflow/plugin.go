@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
-	"dkebpf/collector/sslib"
+	"dkebpf/collector/target"
 )
 
 // Kernel is the httpflow part of netflow's BPF object (collector/bpf.Netflow satisfies it): exchanges paired
@@ -38,24 +38,34 @@ type Plugin struct {
 	debug bool // --log-level debug: log every exchange
 	c     plugin.Counters
 
-	tls         *sslWatcher // nil unless httpflow-tls
-	stop        chan struct{}
-	watcherDone chan struct{} // closed when the watcher's goroutine has returned
-	stopOnce    sync.Once
+	tls *target.Watcher // nil unless httpflow-tls
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
+
+// Libssl are the files httpflow-tls probes: every libssl a process maps, and the host's in the standard
+// library directories (so that a process started later is covered without being seen first).
+func Libssl(symbols []string) target.Spec {
+	var known []string
+	for _, d := range []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
+		"/lib", "/usr/lib", "/usr/local/lib64", "/usr/local/lib"} {
+		known = append(known, d+"/libssl.so.3", d+"/libssl.so.1.1")
+	}
+	return target.Spec{
+		Plugin: "httpflow-tls", What: "libssl", Symbols: symbols, Partial: true,
+		Mapped: func(path string) bool { return strings.HasPrefix(filepath.Base(path), "libssl.so") },
+		Known:  known,
+	}
+}
 
 // NewPlugin returns the httpflow plugin reading k. With TLS, every libssl file in use is probed now and
 // the ones that appear later are probed at each rescan.
 func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 	p := &Plugin{
-		k:           k,
-		agg:         NewAggregator(cfg.Config),
-		log:         log,
-		debug:       log.Enabled(context.Background(), slog.LevelDebug),
-		stop:        make(chan struct{}),
-		watcherDone: make(chan struct{}),
+		k:     k,
+		agg:   NewAggregator(cfg.Config),
+		log:   log,
+		debug: log.Enabled(context.Background(), slog.LevelDebug),
 	}
 	// Part lines in netflow's format; plain HTTP is parsed by netflow/udp's cgroup_skb programs.
 	if cfg.Plain {
@@ -66,15 +76,12 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 		log.Error("httpflow-tls disabled: its uprobe programs (netflow/tls) are off")
 		tls = false
 	}
-	if !tls {
-		close(p.watcherDone)
-		return p
+	if tls {
+		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl, found at start and every %s",
+			strings.Join(k.SSLSymbols(), ", "), cfg.SSLRescan))
+		p.tls = target.Watch(target.NewFinder("/proc", Libssl(k.SSLSymbols())), cfg.SSLRescan,
+			func(f target.File) error { return k.AttachSSL(f.Path, f.Offsets) }, log)
 	}
-	log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl, found at start and every %s",
-		strings.Join(k.SSLSymbols(), ", "), cfg.SSLRescan))
-	p.tls = &sslWatcher{k: k, log: log}
-	p.tls.scan() // before the first interval: libraries of processes running now, and the host's
-	go func() { p.tls.run(cfg.SSLRescan, p.stop); close(p.watcherDone) }()
 	return p
 }
 
@@ -120,8 +127,8 @@ func (p *Plugin) Counters() plugin.Counters {
 		"tls_attach_fails": 0,
 	}
 	if p.tls != nil {
-		libs, fails := p.tls.counts()
-		c.Extra["tls_libs_probed"], c.Extra["tls_attach_fails"] = libs, fails
+		w := p.tls.Counts()
+		c.Extra["tls_libs_probed"], c.Extra["tls_attach_fails"] = w.Probed, w.Failed
 	}
 	return c
 }
@@ -129,52 +136,7 @@ func (p *Plugin) Counters() plugin.Counters {
 // Close stops the libssl watcher and waits for it: it attaches to the kernel object, which netflow's owner
 // closes next.
 func (p *Plugin) Close() {
-	p.stopOnce.Do(func() { close(p.stop) })
-	<-p.watcherDone
-}
-
-// sslWatcher puts the OpenSSL uprobes on every libssl file in use: the host's at start, and each new one
-// (another root, a new version) that a process maps, found by rescanning /proc.
-type sslWatcher struct {
-	k   Kernel
-	log *slog.Logger
-
-	mu           sync.Mutex
-	seen         sslib.Tracker
-	libs, failed uint64
-}
-
-func (w *sslWatcher) run(every time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			w.scan()
-		}
+	if p.tls != nil {
+		p.tls.Stop()
 	}
-}
-
-func (w *sslWatcher) scan() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	known, _ := sslib.Known(w.k.SSLSymbols())
-	found, _ := sslib.Scan("/proc", w.k.SSLSymbols()) // unreadable processes and libraries are skipped
-	for _, lib := range w.seen.New(append(known, found...)) {
-		if err := w.k.AttachSSL(lib.Path, lib.Offsets); err != nil {
-			w.failed++
-			w.log.Warn("httpflow-tls: cannot probe libssl", "path", lib.Path, "err", err)
-			continue
-		}
-		w.libs++
-		w.log.Info("httpflow-tls: probing libssl", "path", lib.Path)
-	}
-}
-
-func (w *sslWatcher) counts() (libs, failed uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.libs, w.failed
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"dkebpf/collector/target"
 )
 
 // fakeKernel is the httpflow part of netflow's BPF object: exchanges in, as the kernel lays them out.
@@ -54,5 +56,13 @@ func TestPluginTurnsKernelExchangesIntoPoints(t *testing.T) {
 	c := p.Counters()
 	if c.Events != 4 || c.DecodeErrors != 1 || c.Lost != 1 || c.MapFull != 5 || c.Extra["desyncs"] != 4 || c.Extra["tls_calls"] != 7 {
 		t.Errorf("counters %+v", c)
+	}
+}
+
+func TestLibsslTargetsAreTheHostLibsslWithItsSymbols(t *testing.T) {
+	symbols := []string{"SSL_read", "SSL_write", "SSL_read_ex", "SSL_write_ex", "SSL_free"}
+	files, errs := target.NewFinder("/proc", Libssl(symbols)).Host()
+	if len(errs) != 0 || len(files) != 1 || len(files[0].Offsets) != len(symbols) {
+		t.Errorf("Host = %+v, %v; want the host's libssl once, with %d offsets", files, errs, len(symbols))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"dkebpf/collector/point"
 	"dkebpf/collector/procfs"
 	"dkebpf/collector/sender"
+	"dkebpf/collector/target"
 )
 
 // drainEvery is how often ring buffers are emptied between flushes (they are written without wakeups).
@@ -124,7 +125,7 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, []obje
 			logReport(log, k.Report())
 			objects = append(objects, k)
 			plugins = append(plugins, bash.NewPlugin(k, bash.Config{Redactor: red, Users: bash.NewUsers("/proc", "/etc/passwd")},
-				bash.NewFinder("/proc"), cfg.BashRescan, log))
+				target.NewFinder("/proc", bash.Targets()), cfg.BashRescan, log))
 		case "ebpf-net":
 			k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
 				HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})

@@ -6,58 +6,22 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"dkebpf/kernel"
 )
 
 // MinVersion is the oldest supported kernel (BPF ring buffer).
-var MinVersion = Version{5, 8, 0}
+var MinVersion = kernel.Version{5, 8, 0}
 
 // BTFPath is where the kernel exposes its BTF.
 const BTFPath = "/sys/kernel/btf/vmlinux"
 
 // TracefsPaths are the usual tracefs mount points.
 var TracefsPaths = []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}
-
-// Version is a kernel version major.minor.patch.
-type Version [3]int
-
-// ParseVersion parses the leading "X.Y[.Z]" of a release string such as
-// "6.1.0-18-amd64" or "5.10.0-rt".
-func ParseVersion(release string) (Version, error) {
-	var v Version
-	end := strings.IndexFunc(release, func(r rune) bool { return r != '.' && (r < '0' || r > '9') })
-	if end < 0 {
-		end = len(release)
-	}
-	parts := strings.Split(strings.TrimRight(release[:end], "."), ".")
-	if len(parts) < 2 {
-		return v, fmt.Errorf("parse kernel release %q: want X.Y[.Z]", release)
-	}
-	for i := 0; i < len(parts) && i < 3; i++ {
-		n, err := strconv.Atoi(parts[i])
-		if err != nil {
-			return v, fmt.Errorf("parse kernel release %q: %w", release, err)
-		}
-		v[i] = n
-	}
-	return v, nil
-}
-
-// AtLeast reports whether v >= min.
-func (v Version) AtLeast(min Version) bool {
-	for i := range v {
-		if v[i] != min[i] {
-			return v[i] > min[i]
-		}
-	}
-	return true
-}
-
-func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
 
 // Result is the outcome of one check.
 type Result struct {
@@ -85,7 +49,7 @@ func (r Result) String() string {
 
 // Run runs every check against the running kernel.
 func Run() []Result {
-	return []Result{CheckVersion(uname()), CheckBTF(), CheckBPFSyscall(), CheckTracefs("/proc/self/mounts")}
+	return []Result{CheckVersion(kernel.Release()), CheckBTF(), CheckBPFSyscall(), CheckTracefs("/proc/self/mounts")}
 }
 
 // Failed reports whether a hard requirement is missing.
@@ -98,19 +62,11 @@ func Failed(rs []Result) bool {
 	return false
 }
 
-func uname() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
 // CheckVersion checks a kernel release string against MinVersion.
 func CheckVersion(release string) Result {
 	r := Result{Name: "kernel version >= " + MinVersion.String(), Hard: true,
 		Fix: "upgrade to Linux " + MinVersion.String() + " or later (BPF ring buffer)"}
-	v, err := ParseVersion(release)
+	v, err := kernel.ParseVersion(release)
 	if err != nil {
 		r.Detail = err.Error()
 		return r

@@ -57,6 +57,8 @@ static int run_raw_tp(int prog_fd, void *args, unsigned int size, unsigned int *
 import "C"
 
 import (
+	"dkebpf/kernel"
+
 	"errors"
 	"fmt"
 	"os"
@@ -195,13 +197,8 @@ func (l *iterLink) read() ([]byte, error) {
 
 func (l *iterLink) Destroy() error { return unix.Close(l.fd) }
 
-// kernelAtLeast compares the running kernel's release with major.minor.
+// kernelAtLeast compares the running kernel's version with major.minor (an unreadable one counts as new).
 func kernelAtLeast(major, minor int) bool {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return true
-	}
-	var ma, mi int
-	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi)
-	return ma > major || (ma == major && mi >= minor)
+	v, ok := kernel.Running()
+	return !ok || v.AtLeast(kernel.Version{major, minor, 0})
 }

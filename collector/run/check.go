@@ -5,18 +5,15 @@ import (
 	"io"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"dkebpf/collector/bpf"
+	"dkebpf/kernel"
 )
 
 // Check loads and attaches every plugin's programs as `run` would, collects nothing, and writes per plugin
 // and part what runs on this kernel: its preferred hooks, a fallback, or off, and why. It says whether
 // any plugin can run (datakit-ebpf check exits 0 then).
 func Check(w io.Writer) bool {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	fmt.Fprintf(w, "kernel %s\n\n", unix.ByteSliceToString(u.Release[:]))
+	fmt.Fprintf(w, "kernel %s\n\n", kernel.Release())
 	var parts []bpf.PartStatus
 	plugins := map[string]string{} // plugin -> "" when it can run, else why not
 

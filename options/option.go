@@ -105,19 +105,13 @@ func (o *Option) Parse(words []string) (any, error) {
 		}
 		return b, nil
 	case Int:
-		if last == "" {
-			return 0, nil
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(last))
+		n, err := parseNumber(last, strconv.Atoi)
 		if err != nil {
 			return nil, fmt.Errorf("%q is not an integer", last)
 		}
 		return n, nil
 	case Float:
-		if last == "" {
-			return 0.0, nil
-		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(last), 64)
+		f, err := parseNumber(last, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
 		if err != nil {
 			return nil, fmt.Errorf("%q is not a number", last)
 		}
@@ -194,6 +188,14 @@ func (o *Option) Parse(words []string) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("option %s: unknown kind %d", o.Name(), o.Kind)
+}
+
+// parseNumber parses a flag word, "" being 0.
+func parseNumber[N int | float64](word string, parse func(string) (N, error)) (N, error) {
+	if word == "" {
+		return 0, nil
+	}
+	return parse(strings.TrimSpace(word))
 }
 
 // Check tells whether a parsed value is inside the row's bounds and allowed values. Its errors name the

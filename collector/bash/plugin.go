@@ -64,15 +64,7 @@ func (p *Plugin) Drain() {
 			p.watch.Check(e.Pid)
 		}
 	})
-	var l Line
-	p.k.DrainLines(func(b []byte) {
-		p.c.Events++
-		if err := l.UnmarshalBinary(b); err != nil {
-			p.c.DecodeErrors++
-			return
-		}
-		p.buf.Add(l)
-	})
+	plugin.DrainRecords(&p.c, p.k.DrainLines, func(l *Line) { p.buf.Add(*l) })
 }
 
 func (p *Plugin) Flush(time.Time) []point.Point { return p.buf.Flush() }

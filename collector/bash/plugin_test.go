@@ -1,8 +1,6 @@
 package bash
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,34 +9,26 @@ import (
 	"testing"
 	"time"
 
+	"dkebpf/collector/plugin/plugintest"
 	"dkebpf/collector/target"
 )
 
 // fakeKernel is bash's BPF object: lines and execs in, as the kernel lays them out; attachments recorded.
 type fakeKernel struct {
 	mu       sync.Mutex
-	lines    [][]byte
-	execs    [][]byte
+	lines    plugintest.Ring
+	execs    plugintest.Ring
 	attached []string
 }
 
-func (k *fakeKernel) DrainLines(fn func([]byte)) int { return drain(&k.lines, fn) }
-func (k *fakeKernel) DrainExecs(fn func([]byte)) int { return drain(&k.execs, fn) }
+func (k *fakeKernel) DrainLines(fn func([]byte)) int { return k.lines.Drain(fn) }
+func (k *fakeKernel) DrainExecs(fn func([]byte)) int { return k.execs.Drain(fn) }
 func (k *fakeKernel) Stats() []uint64                { return []uint64{5, 6} }
 func (k *fakeKernel) AttachReadline(path string, offset uint64) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.attached = append(k.attached, path)
 	return nil
-}
-
-func drain(q *[][]byte, fn func([]byte)) int {
-	for _, b := range *q {
-		fn(b)
-	}
-	n := len(*q)
-	*q = nil
-	return n
 }
 
 // fakeTargets hands out one file per source: the host's bash, and the process that exec'd bash.
@@ -51,19 +41,10 @@ func (fakeTargets) Check(pid uint32) ([]target.File, []error) {
 }
 func (fakeTargets) Spec() target.Spec { return Targets() }
 
-func rawRecord(t *testing.T, v any) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	if err := binary.Write(&b, binary.NativeEndian, v); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 func TestPluginProbesExecsAndTurnsLinesIntoPoints(t *testing.T) {
 	k := &fakeKernel{
-		execs: [][]byte{rawRecord(t, Exec{Pid: 7})},
-		lines: [][]byte{rawRecord(t, line(1e9, 42, 1000, "export TOKEN=abc")), []byte("short")},
+		execs: [][]byte{plugintest.Raw(t, Exec{Pid: 7})},
+		lines: [][]byte{plugintest.Raw(t, line(1e9, 42, 1000, "export TOKEN=abc")), []byte("short")},
 	}
 	p := NewPlugin(k, Config{Users: fakeUsers{1000: "alice"}, Wall: func(ts uint64) time.Time { return base.Add(time.Duration(ts)) }},
 		fakeTargets{}, time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -44,15 +44,7 @@ func (p *Plugin) Names() *NameCache { return p.tr.Names() }
 
 // Drain takes the DNS packets seen since the last drain and reports the queries that timed out.
 func (p *Plugin) Drain() {
-	var e Event
-	p.k.DrainDNS(func(b []byte) {
-		p.c.Events++
-		if err := e.UnmarshalBinary(b); err != nil {
-			p.c.DecodeErrors++
-			return
-		}
-		p.tr.Add(&e)
-	})
+	plugin.DrainRecords(&p.c, p.k.DrainDNS, p.tr.Add)
 	p.tr.Expire(p.now())
 }
 

@@ -1,8 +1,6 @@
 package dnsflow
 
 import (
-	"bytes"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -10,23 +8,18 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"dkebpf/collector/plugin/plugintest"
 )
 
 // fakeKernel is the dnsflow part of netflow's BPF object: packets in, as the kernel lays them out.
 type fakeKernel struct {
-	events [][]byte
+	events plugintest.Ring
 	stats  []uint64
 }
 
-func (k *fakeKernel) DrainDNS(fn func([]byte)) int {
-	for _, b := range k.events {
-		fn(b)
-	}
-	n := len(k.events)
-	k.events = nil
-	return n
-}
-func (k *fakeKernel) DNSStats() []uint64 { return k.stats }
+func (k *fakeKernel) DrainDNS(fn func([]byte)) int { return k.events.Drain(fn) }
+func (k *fakeKernel) DNSStats() []uint64           { return k.stats }
 
 func TestPluginPairsKernelPacketsIntoPoints(t *testing.T) {
 	tp := tuple(netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.53:53"), protoUDP)
@@ -35,11 +28,7 @@ func TestPluginPairsKernelPacketsIntoPoints(t *testing.T) {
 		ev(tp, 9, tQuery, FlagEgress|FlagOwner, queryMsg(t, 1, "example.com", dnsmessage.TypeA)),
 		ev(tp, 9, tAnswer, 0, answerMsg(t, 1, "example.com", dnsmessage.TypeA, dnsmessage.RCodeSuccess)),
 	} {
-		var b bytes.Buffer
-		if err := binary.Write(&b, binary.NativeEndian, e); err != nil {
-			t.Fatal(err)
-		}
-		k.events = append(k.events, b.Bytes())
+		k.events = append(k.events, plugintest.Raw(t, e))
 	}
 	k.events = append(k.events, []byte("short"))
 	p := NewPlugin(k, Config{Ports: []uint16{53}, Timeout: 6 * time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -91,18 +91,12 @@ func (p *Plugin) Input() string    { return "ebpf-net/httpflow" }
 
 // Drain takes the exchanges completed since the last drain.
 func (p *Plugin) Drain() {
-	p.k.DrainHTTP(func(b []byte) {
-		p.c.Events++
-		var e Event
-		if err := e.UnmarshalBinary(b); err != nil {
-			p.c.DecodeErrors++
-			return
-		}
+	plugin.DrainRecords(&p.c, p.k.DrainHTTP, func(e *Event) {
 		if p.debug {
 			p.log.Debug("httpflow: exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "req", string(e.Req[:e.ReqLen]),
 				"host", string(e.Host[:e.HostLen]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport)
 		}
-		p.agg.Add(e)
+		p.agg.Add(*e)
 	})
 }
 

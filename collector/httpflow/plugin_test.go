@@ -1,46 +1,31 @@
 package httpflow
 
 import (
-	"bytes"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
+	"dkebpf/collector/plugin/plugintest"
 	"dkebpf/collector/target"
 )
 
 // fakeKernel is the httpflow part of netflow's BPF object: exchanges in, as the kernel lays them out.
 type fakeKernel struct {
-	events [][]byte
+	events plugintest.Ring
 	stats  []uint64
 }
 
-func (k *fakeKernel) DrainHTTP(fn func([]byte)) int {
-	for _, b := range k.events {
-		fn(b)
-	}
-	n := len(k.events)
-	k.events = nil
-	return n
-}
+func (k *fakeKernel) DrainHTTP(fn func([]byte)) int             { return k.events.Drain(fn) }
 func (k *fakeKernel) HTTPStats() []uint64                       { return k.stats }
 func (k *fakeKernel) TLS() bool                                 { return false }
 func (k *fakeKernel) SSLSymbols() []string                      { return nil }
 func (k *fakeKernel) AttachSSL(string, map[string]uint64) error { return nil }
 
 func TestPluginTurnsKernelExchangesIntoPoints(t *testing.T) {
-	var b bytes.Buffer
-	for i := 0; i < 3; i++ {
-		if err := binary.Write(&b, binary.NativeEndian, client(t, "GET /api/x?token=1 HTTP/1.1")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rec := b.Len() / 3
 	k := &fakeKernel{stats: []uint64{1, 2, 3, 4, 5, 6, 7}}
 	for i := 0; i < 3; i++ {
-		k.events = append(k.events, b.Bytes()[i*rec:(i+1)*rec])
+		k.events = append(k.events, plugintest.Raw(t, client(t, "GET /api/x?token=1 HTTP/1.1")))
 	}
 	k.events = append(k.events, []byte("short"))
 	p := NewPlugin(k, PluginConfig{Config: Config{EphemeralPort: 32768, MaxPaths: 10}, Plain: true},

@@ -47,16 +47,7 @@ func (p *Plugin) Input() string    { return "ebpf-net/netflow" }
 
 // Drain takes the records of connections closed since the last drain.
 func (p *Plugin) Drain() {
-	p.k.DrainClosed(func(b []byte) {
-		p.c.Events++
-		var r TCPRecord
-		if err := r.UnmarshalBinary(b); err != nil {
-			p.c.DecodeErrors++
-			p.log.Warn("netflow: decode close record", "err", err)
-			return
-		}
-		p.agg.AddTCP(r)
-	})
+	plugin.DrainRecords(&p.c, p.k.DrainClosed, func(r *TCPRecord) { p.agg.AddTCP(*r) })
 }
 
 // Flush polls live TCP connections and UDP peers once, then returns the interval's points.

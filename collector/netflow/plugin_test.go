@@ -1,19 +1,18 @@
 package netflow
 
 import (
-	"bytes"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"dkebpf/collector/flow"
+	"dkebpf/collector/plugin/plugintest"
 )
 
 // fakeKernel is netflow's BPF object for the adapter: records in, as the kernel lays them out.
 type fakeKernel struct {
-	closed  [][]byte
+	closed  plugintest.Ring
 	live    []byte
 	udp     map[string][]byte // key bytes -> value bytes
 	socks   map[uint64][]byte
@@ -21,17 +20,10 @@ type fakeKernel struct {
 	deleted int
 }
 
-func (k *fakeKernel) TCP() bool { return true }
-func (k *fakeKernel) UDP() bool { return true }
-func (k *fakeKernel) DrainClosed(fn func([]byte)) int {
-	for _, b := range k.closed {
-		fn(b)
-	}
-	n := len(k.closed)
-	k.closed = nil
-	return n
-}
-func (k *fakeKernel) ReadLive() ([]byte, error) { return k.live, nil }
+func (k *fakeKernel) TCP() bool                       { return true }
+func (k *fakeKernel) UDP() bool                       { return true }
+func (k *fakeKernel) DrainClosed(fn func([]byte)) int { return k.closed.Drain(fn) }
+func (k *fakeKernel) ReadLive() ([]byte, error)       { return k.live, nil }
 func (k *fakeKernel) ReadUDP(fn func(key, val []byte)) error {
 	for kb, vb := range k.udp {
 		fn([]byte(kb), vb)
@@ -45,15 +37,6 @@ func (k *fakeKernel) LookupUDPSock(cookie uint64) ([]byte, bool) {
 }
 func (k *fakeKernel) Stats() []uint64 { return k.stats }
 
-func raw(t *testing.T, v any) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	if err := binary.Write(&b, binary.NativeEndian, v); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 func TestPluginTurnsKernelRecordsIntoPoints(t *testing.T) {
 	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
 	udpKey := UDPKey{Cookie: 7, Lport: 45000, Rport: 53, Family: flow.AFInet}
@@ -62,10 +45,10 @@ func TestPluginTurnsKernelRecordsIntoPoints(t *testing.T) {
 	sock := flow.Sock{Pid: 77, Dir: flow.DirOut, Netns: 1}
 	copy(sock.Comm[:], "dig")
 	k := &fakeKernel{
-		closed: [][]byte{raw(t, rec(1, tp, flow.DirOut, 10, 20, true)), []byte("short")},
-		live:   raw(t, rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 5, 6, false)),
-		udp:    map[string][]byte{string(raw(t, udpKey)): raw(t, UDPVal{BytesOut: 40, PktsOut: 1, BytesIn: 120, PktsIn: 1})},
-		socks:  map[uint64][]byte{7: raw(t, sock)},
+		closed: [][]byte{plugintest.Raw(t, rec(1, tp, flow.DirOut, 10, 20, true)), []byte("short")},
+		live:   plugintest.Raw(t, rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 5, 6, false)),
+		udp:    map[string][]byte{string(plugintest.Raw(t, udpKey)): plugintest.Raw(t, UDPVal{BytesOut: 40, PktsOut: 1, BytesIn: 120, PktsIn: 1})},
+		socks:  map[uint64][]byte{7: plugintest.Raw(t, sock)},
 		stats:  []uint64{3, 4, 5},
 	}
 	p := NewPlugin(k, Config{EphemeralPort: 32768}, fakeOwners{}, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -76,3 +76,23 @@ func Stat(counters []uint64, i int) uint64 {
 	}
 	return 0
 }
+
+// Record is a pointer to a Go mirror of a kernel record that decodes itself.
+type Record[T any] interface {
+	*T
+	UnmarshalBinary([]byte) error
+}
+
+// DrainRecords takes the records a kernel ring hands over (drain), decodes each and adds it; it counts every
+// record in c.Events and every one that does not decode in c.DecodeErrors, which it does not add.
+func DrainRecords[T any, P Record[T]](c *Counters, drain func(func([]byte)) int, add func(*T)) {
+	var rec T
+	drain(func(b []byte) {
+		c.Events++
+		if err := P(&rec).UnmarshalBinary(b); err != nil {
+			c.DecodeErrors++
+			return
+		}
+		add(&rec)
+	})
+}

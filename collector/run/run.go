@@ -109,42 +109,56 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, []obje
 	var objects []object
 	var failures []string
 	for _, name := range cfg.Enabled {
+		var ps []plugin.Plugin
+		var obj object
+		var err error
 		switch name {
 		case "ebpf-bash":
-			red, err := bash.NewRedactor(cfg.BashRedact)
-			if err != nil {
-				failures = append(failures, "bash: "+err.Error())
-				continue
-			}
-			k, err := bpf.OpenBash(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
-			if err != nil {
-				log.Error("bash disabled", "err", err)
-				failures = append(failures, "bash: "+err.Error())
-				continue
-			}
-			logReport(log, k.Report())
-			objects = append(objects, k)
-			plugins = append(plugins, bash.NewPlugin(k, bash.Config{Redactor: red, Users: bash.NewUsers("/proc", "/etc/passwd")},
-				target.NewFinder("/proc", bash.Targets()), cfg.BashRescan, log))
+			ps, obj, err = openBash(cfg, log)
 		case "ebpf-net":
-			k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
-				HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
-			if err != nil {
-				log.Error("netflow disabled", "err", err)
-				failures = append(failures, "netflow: "+err.Error())
-				continue
-			}
-			logReport(log, k.Report())
-			objects = append(objects, k)
-			plugins = append(plugins, netPlugins(cfg, k, log)...)
+			ps, obj, err = openNet(cfg, log)
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
+			continue
 		}
+		if err != nil {
+			log.Error(name+" disabled", "err", err)
+			failures = append(failures, name+": "+err.Error())
+			continue
+		}
+		plugins, objects = append(plugins, ps...), append(objects, obj)
 	}
 	if len(plugins) == 0 {
 		return nil, nil, fmt.Errorf("%w (enabled: %s): %s", ErrNothingRuns, strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))
 	}
 	return plugins, objects, nil
+}
+
+// openBash loads bash's object and builds its plugin.
+func openBash(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, error) {
+	red, err := bash.NewRedactor(cfg.BashRedact)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := bpf.OpenBash(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
+	if err != nil {
+		return nil, nil, err
+	}
+	logReport(log, k.Report())
+	p := bash.NewPlugin(k, bash.Config{Redactor: red, Users: bash.NewUsers("/proc", "/etc/passwd")},
+		target.NewFinder("/proc", bash.Targets()), cfg.BashRescan, log)
+	return []plugin.Plugin{p}, k, nil
+}
+
+// openNet loads netflow's object and builds the plugins of ebpf-net on it.
+func openNet(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, error) {
+	k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
+		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
+	if err != nil {
+		return nil, nil, err
+	}
+	logReport(log, k.Report())
+	return netPlugins(cfg, k, log), k, nil
 }
 
 // netPlugins are the plugins of ebpf-net, which share netflow's BPF object: netflow, dnsflow (which names

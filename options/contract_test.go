@@ -275,9 +275,6 @@ func TestRowsAreWellFormed(t *testing.T) {
 		if o.Usage == "" {
 			t.Errorf("%s: no usage", o.Name())
 		}
-		if o.ChildOnly != (o.Key == "") {
-			t.Errorf("%s: ChildOnly must mark exactly the rows without a key", o.Name())
-		}
 		for _, name := range append([]string{o.Flag}, o.Aliases...) {
 			if name != "" && flags[name] {
 				t.Errorf("flag --%s twice", name)

@@ -51,14 +51,13 @@ type Option struct {
 	// Unset is the key value that means "not set: the collector's default" (DataKit's -1 for ephemeral_port).
 	Unset string
 
-	Min, Max  int64         // Int and Ports items: bounds, when Min < Max
-	MinDur    time.Duration // Duration: the least value, when > 0
-	MaxItems  int           // List, Ports: at most this many items, when > 0
-	Allowed   []string      // List, String: the only values accepted
-	Item      string        // what one value is, for errors: "plugin", "protocol"
-	Usage     string        // one line for --help and the docs
-	Hidden    bool          // a flag DataKit passes but --help does not list
-	ChildOnly bool          // the flag is the collector's own: the agent never writes it
+	Min, Max int64         // Int: bounds, when Min < Max
+	MinDur   time.Duration // Duration: the least value, when > 0
+	MaxItems int           // List, Ports: at most this many items, when > 0
+	Allowed  []string      // List, String: the only values accepted
+	Item     string        // what one value is, for errors: "plugin", "protocol"
+	Usage    string        // one line for --help and the docs
+	Hidden   bool          // a flag DataKit passes but --help does not list
 
 	// Lenient: a value outside Allowed is, on the collector's command line, dropped with a warning rather than
 	// refused (a DataKit parent may know values this collector does not); the agent refuses it in its config.

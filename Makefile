@@ -51,7 +51,7 @@ datakit: $(GO_SRC)
 
 # Runs the agent in the foreground on this directory; it spawns the collector. Ctrl-C stops both.
 run: build
-	$(Q)test -f conf.d/host/ebpf.conf || cp conf.d/samples/ebpf.conf.sample conf.d/host/ebpf.conf
+	$(Q)test -f conf.d/host/ebpf.conf || install -D -m 0644 conf.d/samples/ebpf.conf.sample conf.d/host/ebpf.conf
 	./datakit run --dir $(CURDIR)
 
 test: build unit integration kernels

@@ -31,6 +31,9 @@ func example(o *options.Option) (tomlValue, envValue string) {
 	case options.Int:
 		return "7", "7"
 	case options.Float:
+		if o.MinF < o.MaxF {
+			return fmt.Sprint(o.MaxF / 2), fmt.Sprint(o.MaxF / 2)
+		}
 		return `"1.5"`, "1.5"
 	case options.URL:
 		return `"h.example:1"`, "h.example:1"
@@ -80,6 +83,8 @@ func bad(o *options.Option) (tomlValue, word string, ok bool) {
 		return "[{name = \"bearer\", pattern = 'x'}]", "bearer=x", true
 	case o.Kind == options.Size:
 		return `"12XB"`, "12XB", true
+	case o.Kind == options.Float && o.MinF < o.MaxF:
+		return fmt.Sprint(o.MaxF * 2), fmt.Sprint(o.MaxF * 2), true
 	case o.Kind == options.Float:
 		return `"-1"`, "-1", true
 	}

@@ -61,6 +61,9 @@ func (o *Option) allowedText() string {
 	if o.Min < o.Max {
 		parts = append(parts, o.Range())
 	}
+	if o.MinF < o.MaxF {
+		parts = append(parts, o.floatRange())
+	}
 	if o.MinDur > 0 {
 		parts = append(parts, "≥ "+o.MinDur.String())
 	}

@@ -51,13 +51,14 @@ type Option struct {
 	// Unset is the key value that means "not set: the collector's default" (DataKit's -1 for ephemeral_port).
 	Unset string
 
-	Min, Max int64         // Int: bounds, when Min < Max
-	MinDur   time.Duration // Duration: the least value, when > 0
-	MaxItems int           // List, Ports: at most this many items, when > 0
-	Allowed  []string      // List, String: the only values accepted
-	Item     string        // what one value is, for errors: "plugin", "protocol"
-	Usage    string        // one line for --help and the docs
-	Hidden   bool          // a flag DataKit passes but --help does not list
+	Min, Max   int64         // Int: bounds, when Min < Max
+	MinF, MaxF float64       // Float: bounds, when MinF < MaxF
+	MinDur     time.Duration // Duration: the least value, when > 0
+	MaxItems   int           // List, Ports: at most this many items, when > 0
+	Allowed    []string      // List, String: the only values accepted
+	Item       string        // what one value is, for errors: "plugin", "protocol"
+	Usage      string        // one line for --help and the docs
+	Hidden     bool          // a flag DataKit passes but --help does not list
 
 	// Lenient: a value outside Allowed is, on the collector's command line, dropped with a warning rather than
 	// refused (a DataKit parent may know values this collector does not); the agent refuses it in its config.
@@ -206,8 +207,8 @@ func (o *Option) Check(v any) error {
 			return fmt.Errorf("%d out of range (allowed: %s)", v, o.Range())
 		}
 	case float64:
-		if v < 0 {
-			return fmt.Errorf("%v is negative", v)
+		if v < 0 || (o.MinF < o.MaxF && (v < o.MinF || v > o.MaxF)) {
+			return fmt.Errorf("%v out of range (allowed: %s)", v, o.floatRange())
 		}
 	case time.Duration:
 		if o.MinDur > 0 && v < o.MinDur {
@@ -252,6 +253,13 @@ func (o *Option) Range() string {
 }
 
 const maxInt = 1<<31 - 1
+
+func (o *Option) floatRange() string {
+	if o.MinF < o.MaxF {
+		return fmt.Sprintf("%g..%g", o.MinF, o.MaxF)
+	}
+	return "0 or more"
+}
 
 func (o *Option) item() string {
 	if o.Item != "" {
@@ -500,9 +508,10 @@ var sizeUnits = map[string]int64{"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 <<
 
 var sizeRE = regexp.MustCompile(`^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$`)
 
-// ParseSize parses a size such as "256MiB", "1.5G" or "1000000" into bytes.
+// ParseSize parses a size such as "256MiB", "1.5G" or "1000000" into bytes; a rate's "/s" is dropped
+// ("100MiB/s"), as DataKit does for bandwidths.
 func ParseSize(s string) (int64, error) {
-	m := sizeRE.FindStringSubmatch(s)
+	m := sizeRE.FindStringSubmatch(strings.TrimSuffix(strings.TrimSpace(s), "/s"))
 	if m == nil {
 		return 0, fmt.Errorf("invalid size %q (want e.g. \"256MiB\", \"1GB\")", s)
 	}

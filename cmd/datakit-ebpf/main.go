@@ -80,7 +80,7 @@ func mainCode() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	limits := daemon.Limits{CPU: cfg.ResCPU, Mem: cfg.ResMem}
+	limits := daemon.Limits{CPU: cfg.ResCPU, Mem: cfg.ResMem, Net: cfg.ResBandwidth}
 	limits.Apply()
 	ctx, breach := context.WithCancelCause(ctx)
 	go func() {

@@ -52,26 +52,27 @@ type RunConfig struct {
 	IPv6Disabled  bool     `flag:"ipv6-disabled"`
 	PprofHost     string   `flag:"pprof-host"` // Go's pprof server, when PprofPort is set
 	PprofPort     int      `flag:"pprof-port"`
-	ResCPU        float64  `flag:"res-cpu"` // CPU limit in cores, 0 = none
-	ResMem        int64    `flag:"res-mem"` // memory limit in bytes, 0 = none
+	ResCPU        float64  `flag:"res-cpu"`       // CPU limit in cores, 0 = none
+	ResMem        int64    `flag:"res-mem"`       // memory limit in bytes, 0 = none
+	ResBandwidth  int64    `flag:"res-bandwidth"` // bytes per second in or out of any interface but lo, 0 = none
+	ResNet        int64    `flag:"res-net"`       // DataKit's input passes it for --res-bandwidth
+
+	SamplingRate             float64 `flag:"sampling-rate"`              // keep 1 point in int(1/rate), 0 = all
+	SamplingRatePtsPerMinute int     `flag:"sampling-rate-ptsperminute"` // or sample down to this many a minute
 
 	// Accepted for compatibility with DataKit, not used yet.
-	ContainerEndpoints       []string `flag:"container-endpoints"`
-	NetlogMetric             bool     `flag:"netlog-metric"`
-	NetlogLog                bool     `flag:"netlog-log"`
-	NetlogProtocols          []string `flag:"netlog-protocols"`
-	TraceProtos              []string `flag:"trace-protos"`
-	TraceProtosBlacklist     []string `flag:"trace-protos-blacklist"`
-	TraceEnvList             []string `flag:"trace-env-list"`
-	TraceNameList            []string `flag:"trace-name-list"`
-	TraceEnvBlacklist        []string `flag:"trace-env-blacklist"`
-	TraceNameBlacklist       []string `flag:"trace-name-blacklist"`
-	ConvToDDTrace            bool     `flag:"conv-to-ddtrace"`
-	ResBandwidth             string   `flag:"res-bandwidth"`
-	ResNet                   string   `flag:"res-net"` // DataKit's input passes it for --res-bandwidth
-	TraceAllProcess          bool     `flag:"trace-allprocess"`
-	SamplingRate             string   `flag:"sampling-rate"`
-	SamplingRatePtsPerMinute string   `flag:"sampling-rate-ptsperminute"`
+	ContainerEndpoints   []string `flag:"container-endpoints"`
+	NetlogMetric         bool     `flag:"netlog-metric"`
+	NetlogLog            bool     `flag:"netlog-log"`
+	NetlogProtocols      []string `flag:"netlog-protocols"`
+	TraceProtos          []string `flag:"trace-protos"`
+	TraceProtosBlacklist []string `flag:"trace-protos-blacklist"`
+	TraceEnvList         []string `flag:"trace-env-list"`
+	TraceNameList        []string `flag:"trace-name-list"`
+	TraceEnvBlacklist    []string `flag:"trace-env-blacklist"`
+	TraceNameBlacklist   []string `flag:"trace-name-blacklist"`
+	ConvToDDTrace        bool     `flag:"conv-to-ddtrace"`
+	TraceAllProcess      bool     `flag:"trace-allprocess"`
 
 	// Ours.
 	IgnoreCIDRs       []netip.Prefix `flag:"netflow-ignore-cidrs"` // flows whose remote address is inside one are not reported
@@ -251,8 +252,11 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 		return nil, fmt.Errorf("--enabled is required: want one or more of %s", strings.Join(options.Plugins, ", "))
 	}
 	// DataKit's input passes --res-net, which its collector does not define: it means --res-bandwidth.
-	if c.ResBandwidth == "" {
-		c.ResBandwidth = c.ResNet
+	if values[options.ByFlag("res-net")].set {
+		warn("--res-net is not a datakit-ebpf flag (DataKit's collector reads --res-bandwidth), treated as --res-bandwidth")
+		if c.ResBandwidth == 0 {
+			c.ResBandwidth = c.ResNet
+		}
 	}
 	return c, nil
 }

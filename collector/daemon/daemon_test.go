@@ -29,6 +29,9 @@ func TestLimitsCheckMemoryAtOnceAndCPUOverTheWindow(t *testing.T) {
 		{"cpu burst at start within a window", Limits{CPU: 0.5}, []Usage{{At: at(0)}, {At: at(3), CPU: 3 * time.Second}, {At: at(27), CPU: 3 * time.Second}}, ""},
 		{"cpu burst averaged over the window", Limits{CPU: 0.5}, []Usage{{At: at(0)}, {At: at(3), CPU: 3 * time.Second}, {At: at(30), CPU: 3 * time.Second}}, ""},
 		{"cpu over the window", Limits{CPU: 0.5}, []Usage{{At: at(0)}, {At: at(15), CPU: 10 * time.Second}, {At: at(30), CPU: 16 * time.Second}}, "0.53 cores used over the last 30s, over cpu_limit 0.5"},
+		{"net under", Limits{Net: 1000}, []Usage{{At: at(0), Net: map[string][2]uint64{"eth0": {0, 0}}}, {At: at(3), Net: map[string][2]uint64{"eth0": {3000, 2000}}}}, ""},
+		{"net sent over", Limits{Net: 1000}, []Usage{{At: at(0), Net: map[string][2]uint64{"eth0": {0, 0}}}, {At: at(3), Net: map[string][2]uint64{"eth0": {0, 3003}}}}, "eth0 sent 1001 bytes/s, over net_limit 1000"},
+		{"net counters reset", Limits{Net: 1000}, []Usage{{At: at(0), Net: map[string][2]uint64{"eth0": {9000, 9000}}}, {At: at(3), Net: map[string][2]uint64{"eth0": {0, 0}, "veth1": {5000, 0}}}}, ""},
 		{"old samples leave the window", Limits{CPU: 0.5}, []Usage{{At: at(0)}, {At: at(3), CPU: 20 * time.Second}, {At: at(33), CPU: 20 * time.Second}, {At: at(66), CPU: 21 * time.Second}}, ""},
 	}
 	for _, tt := range tests {
@@ -149,4 +152,15 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestParseNetDevLeavesLoopbackOut(t *testing.T) {
+	got := parseNetDev(`Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 1296474   12345    0    0    0     0          0         0  1296474   12345    0    0    0     0       0          0
+  eth0: 98765     321    0    0    0     0          0         0    4321      21    0    0    0     0       0          0
+`)
+	if len(got) != 1 || got["eth0"] != [2]uint64{98765, 4321} {
+		t.Errorf("parseNetDev = %v, want eth0 only, 98765 received and 4321 sent", got)
+	}
 }

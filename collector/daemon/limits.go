@@ -14,13 +14,14 @@ import (
 	"time"
 )
 
-// Limits are the collector's resource limits (cpu_limit / --res-cpu in cores, mem_limit / --res-mem in bytes;
-// 0 = none). They are held as DataKit holds them, by measuring, so they work on any host and in any container
+// Limits are the collector's resource limits (cpu_limit / --res-cpu in cores, mem_limit / --res-mem in bytes,
+// net_limit / --res-bandwidth in bytes per second; 0 = none). They are held as DataKit holds them, by measuring, so they work on any host and in any container
 // without a cgroup of their own: Go keeps its heap under Mem and its threads at CPU rounded up, and past either
 // limit the collector exits (the agent restarts it with backoff) rather than starve the host.
 type Limits struct {
 	CPU float64
 	Mem int64
+	Net int64 // bytes per second received or sent on any interface but lo (DataKit's bandwidth limit)
 }
 
 // CPUWindow is how long CPU use is averaged over before it counts against the limit: long enough that
@@ -43,11 +44,13 @@ func (l Limits) Apply() {
 	}
 }
 
-// Usage is what the process has used by At: CPU time since it started, and resident memory.
+// Usage is what the process has used by At: CPU time since it started, and resident memory; and the bytes
+// each network interface has received and sent.
 type Usage struct {
 	At  time.Time
 	CPU time.Duration
 	RSS int64
+	Net map[string][2]uint64 // interface -> bytes received, sent (lo left out: it is not the host's bandwidth)
 }
 
 // ReadUsage reads this process's usage from getrusage(2) and /proc/self/statm.
@@ -69,13 +72,35 @@ func ReadUsage() (Usage, error) {
 		return Usage{}, fmt.Errorf("/proc/self/statm: %w", err)
 	}
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return Usage{At: time.Now(), CPU: cpu, RSS: pages * int64(os.Getpagesize())}, nil
+	netDev, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{At: time.Now(), CPU: cpu, RSS: pages * int64(os.Getpagesize()), Net: parseNetDev(string(netDev))}, nil
+}
+
+// parseNetDev reads /proc/net/dev: "iface: rx_bytes packets ... (8 receive columns) tx_bytes ...".
+func parseNetDev(s string) map[string][2]uint64 {
+	out := map[string][2]uint64{}
+	for _, line := range strings.Split(s, "\n") {
+		name, counters, ok := strings.Cut(line, ":")
+		f := strings.Fields(counters)
+		if name = strings.TrimSpace(name); !ok || name == "lo" || len(f) < 9 {
+			continue
+		}
+		rx, err1 := strconv.ParseUint(f[0], 10, 64)
+		tx, err2 := strconv.ParseUint(f[8], 10, 64)
+		if err1 == nil && err2 == nil {
+			out[name] = [2]uint64{rx, tx}
+		}
+	}
+	return out
 }
 
 // Watch reads usage every 3 s until ctx ends. It returns an error wrapping ErrLimit, saying which limit and
 // by how much, as soon as resident memory is over Mem or CPU use averaged over CPUWindow is over CPU cores.
 func (l Limits) Watch(ctx context.Context, read func() (Usage, error)) error {
-	if l.CPU <= 0 && l.Mem <= 0 {
+	if l.CPU <= 0 && l.Mem <= 0 && l.Net <= 0 {
 		return nil
 	}
 	tick := time.NewTicker(checkEvery)
@@ -105,6 +130,11 @@ func (l Limits) check(w *window, u Usage) error {
 	if l.Mem > 0 && u.RSS > l.Mem {
 		return fmt.Errorf("%w: resident memory %d bytes is over mem_limit %d bytes", ErrLimit, u.RSS, l.Mem)
 	}
+	if n := len(*w); l.Net > 0 && n > 0 {
+		if err := l.checkNet((*w)[n-1], u); err != nil {
+			return err
+		}
+	}
 	*w = append(*w, u)
 	for len(*w) > 2 && u.At.Sub((*w)[1].At) >= CPUWindow { // keep the oldest sample at least CPUWindow old
 		*w = (*w)[1:]
@@ -114,6 +144,26 @@ func (l Limits) check(w *window, u Usage) error {
 		cores := float64(u.CPU-first.CPU) / float64(elapsed)
 		if cores > l.CPU {
 			return fmt.Errorf("%w: %.2f cores used over the last %s, over cpu_limit %g", ErrLimit, cores, elapsed.Round(time.Second), l.CPU)
+		}
+	}
+	return nil
+}
+
+// checkNet tells whether an interface received or sent more than Net bytes per second since the last sample.
+func (l Limits) checkNet(prev, u Usage) error {
+	elapsed := u.At.Sub(prev.At).Seconds()
+	if elapsed <= 0 {
+		return nil
+	}
+	for name, now := range u.Net {
+		before, ok := prev.Net[name]
+		for i, dir := range []string{"received", "sent"} {
+			if !ok || now[i] < before[i] {
+				continue // a new interface, or its counters reset
+			}
+			if rate := float64(now[i]-before[i]) / elapsed; rate > float64(l.Net) {
+				return fmt.Errorf("%w: %s %s %.0f bytes/s, over net_limit %d bytes/s", ErrLimit, name, dir, rate, l.Net)
+			}
 		}
 	}
 	return nil

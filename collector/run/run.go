@@ -22,6 +22,7 @@ import (
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/procfs"
+	"dkebpf/collector/sampling"
 	"dkebpf/collector/sender"
 	"dkebpf/collector/target"
 )
@@ -63,10 +64,13 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
+	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
 	flush := func(now time.Time) {
 		for _, b := range plugin.Flush(plugins, now) {
-			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, b.Points, log))
-			log.Debug("flushed", "plugin", b.Plugin.Name(), "points", len(b.Points))
+			pts := sampler.Sample(b.Plugin.Category(), b.Points, now)
+			self.sampledOut[b.Plugin.Name()] += uint64(len(b.Points) - len(pts))
+			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, pts, log))
+			log.Debug("flushed", "plugin", b.Plugin.Name(), "points", len(pts), "sampled_out", len(b.Points)-len(pts))
 		}
 		snd.Enqueue("metric", selfInput, encodeAll(enc, []point.Point{self.point(now, plugins, objects, snd.Stats())}, log))
 	}

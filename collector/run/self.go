@@ -12,9 +12,14 @@ import (
 // selfInput is the input= of the collector's own health point (measurement datakit_ebpf, category metric).
 const selfInput = "datakit-ebpf"
 
-type selfMetrics struct{ start time.Time }
+type selfMetrics struct {
+	start      time.Time
+	sampledOut map[string]uint64 // plugin -> points sampling dropped (sampling_rate*)
+}
 
-func newSelfMetrics(start time.Time) *selfMetrics { return &selfMetrics{start: start} }
+func newSelfMetrics(start time.Time) *selfMetrics {
+	return &selfMetrics{start: start, sampledOut: map[string]uint64{}}
+}
 
 // point is one datakit_ebpf point with every plugin's cumulative counters, prefixed by the plugin name:
 // events received, lost, map-full drops, decode errors, and the sender's points sent, failed, dropped.
@@ -47,6 +52,7 @@ func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []ob
 		f[n+"points_rejected"] = st.Rejected
 		f[n+"points_dropped"] = st.Dropped
 		f[n+"points_queued"] = st.Queued
+		f[n+"points_sampled_out"] = int64(s.sampledOut[p.Name()])
 		for k, v := range c.Extra {
 			f[n+k] = int64(v)
 		}

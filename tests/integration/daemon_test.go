@@ -89,3 +89,25 @@ func TestCollectorPastItsLimitsExitsSayingWhy(t *testing.T) {
 		})
 	}
 }
+
+// sampling_rate reaches the collector, which sends one netflow point in int(1/rate) of each interval's and
+// counts the others in netflow_points_sampled_out.
+func TestSamplingRateThinsPointsAndCountsWhatItDrops(t *testing.T) {
+	a := startAgent(t, `  sampling_rate = "0.5"`)
+	for i := 0; i < 10; i++ { // ten flows with ten server ports: twenty series (both sides) in an interval or two
+		tcpRound(t)
+	}
+	var self lpPoint
+	a.waitFor("netflow points sampled out", 30*time.Second, func() bool {
+		var ok bool
+		self, ok = latestSelfPoint(a)
+		return ok && intField(self, "netflow_points_sampled_out") >= 10
+	})
+	// Each interval keeps the first of every two points: never fewer sent than dropped, and at most one
+	// more per interval.
+	sent, dropped := intField(self, "netflow_points_sent")+intField(self, "netflow_points_queued"), intField(self, "netflow_points_sampled_out")
+	intervals := intField(self, "uptime_seconds")/int64(interval.Seconds()) + 1
+	if sent < dropped || sent > dropped+intervals {
+		t.Errorf("netflow points sent %d, sampled out %d over %d intervals: want dropped <= sent <= dropped+intervals", sent, dropped, intervals)
+	}
+}

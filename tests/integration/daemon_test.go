@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,12 +74,19 @@ func TestCollectorWritesItsPidFileAndLogAndServesPprof(t *testing.T) {
 // mem_limit and cpu_limit in ebpf.conf reach the collector, which exits saying which limit it passed; the
 // agent restarts it.
 func TestCollectorPastItsLimitsExitsSayingWhy(t *testing.T) {
-	for _, tc := range []struct{ key, want string }{
-		{`mem_limit = "1MiB"`, "over mem_limit 1048576 bytes"},
-		{`cpu_limit = "0.001"`, "over cpu_limit 0.001"},
+	for _, tc := range []struct {
+		key, want string
+		load      func(t *testing.T)
+	}{
+		{`mem_limit = "1MiB"`, "over mem_limit 1048576 bytes", nil},
+		{`cpu_limit = "0.001"`, "over cpu_limit 0.001", nil},
+		{`net_limit = "1KiB/s"`, "over net_limit 1024 bytes/s", trafficOffLoopback},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			t.Parallel()
+			if tc.load != nil {
+				tc.load(t)
+			}
 			a := launchAgent(t, ebpfConf("  "+tc.key))
 			a.waitFor("the collector to exit past its limit and be restarted", 90*time.Second, func() bool {
 				return strings.Contains(a.log.String(), tc.want) && a.collector().Starts >= 2
@@ -110,4 +118,35 @@ func TestSamplingRateThinsPointsAndCountsWhatItDrops(t *testing.T) {
 	if sent < dropped || sent > dropped+intervals {
 		t.Errorf("netflow points sent %d, sampled out %d over %d intervals: want dropped <= sent <= dropped+intervals", sent, dropped, intervals)
 	}
+}
+
+// trafficOffLoopback sends 64 KiB/s from this namespace over a veth pair into a namespace of the test's own,
+// until the test ends: traffic on an interface that is not lo.
+func trafficOffLoopback(t *testing.T) {
+	ns := fmt.Sprintf("dkebpf-net-%d", os.Getpid())
+	host, peer := fmt.Sprintf("dkn%d", os.Getpid()%100000), fmt.Sprintf("dkp%d", os.Getpid()%100000)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", host).Run() })
+	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
+	run(t, "ip", "addr", "add", "10.231.77.1/30", "dev", host)
+	run(t, "ip", "link", "set", host, "up")
+	run(t, "ip", "-n", ns, "addr", "add", "10.231.77.2/30", "dev", peer)
+	run(t, "ip", "-n", ns, "link", "set", peer, "up")
+	c, err := net.ListenPacket("udp4", ":0") // unconnected: the peer's port unreachable errors do not stop writes
+	must(t, err)
+	to := &net.UDPAddr{IP: net.IPv4(10, 231, 77, 2), Port: 9}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); c.Close() })
+	go func() {
+		buf := make([]byte, 1024)
+		for tick := time.NewTicker(time.Second / 64); ; {
+			select {
+			case <-stop:
+				tick.Stop()
+				return
+			case <-tick.C:
+				c.WriteTo(buf, to) // the peer has no listener: the datagrams still leave through the veth
+			}
+		}
+	}()
 }

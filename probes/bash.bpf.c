@@ -4,6 +4,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include "common/btf.bpf.h"
+#include "common/floor.bpf.h"
 #include "bash.h"
 
 #define BASH_LINES_BYTES (1 << 20)
@@ -11,8 +13,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Benchmark "floor": every program returns at once, so `make bench` can measure what the hooks alone cost. */
-const volatile bool floor_only = false;
+/* The enums Go mirrors, into the object's BTF for the layout tests (collector/bpf). */
+BTF_ENUM(bash_const);
+BTF_ENUM(bash_stat);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

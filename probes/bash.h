@@ -2,13 +2,18 @@
 #ifndef BASH_H
 #define BASH_H
 
-#define BASH_LINE_LEN 1024 /* bytes of a command line captured, NUL included */
-#define BASH_COMM_LEN 16
+/* Constants the Go side mirrors are enums: the object's BTF carries them (BTF_ENUM) and a test compares. */
+enum bash_const {
+	BASH_LINE_LEN = 1024, /* bytes of a command line captured, NUL included */
+	BASH_COMM_LEN = 16,
+};
 
 /* Indexes of the bash_stats per-CPU counters. */
-#define BASH_STAT_RB_LOST 0   /* lines the ring buffer had no room for */
-#define BASH_STAT_EXEC_LOST 1 /* bash execs the exec ring had no room for */
-#define BASH_STAT_MAX 2
+enum bash_stat {
+	BASH_STAT_RB_LOST = 0,   /* lines the ring buffer had no room for */
+	BASH_STAT_EXEC_LOST = 1, /* bash execs the exec ring had no room for */
+	BASH_STAT_MAX = 2,
+};
 
 /* One line an interactive bash's readline returned. */
 struct bash_line {

@@ -1,9 +1,22 @@
 /* dnsflow: the DNS messages of client sockets, taken in netflow's cgroup_skb programs (included by
- * netflow.bpf.c after struct pkt). A query is seen when the client's socket sends it and its answer when
+ * netflow.bpf.c, self-contained on common/skb.bpf.h). A query is seen when the client's socket sends it and its answer when
  * the socket receives it, so each query is seen once, on loopback too, in every network namespace, with
  * no hook of its own: no socket filter on every packet, no syscall tracepoint. The collector parses the
  * messages, reassembles DNS over TCP and pairs queries with answers. */
+#ifndef DNSFLOW_BPF_H
+#define DNSFLOW_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "common/btf.bpf.h"
+#include "common/skb.bpf.h"
 #include "dnsflow.h"
+
+/* The enums Go mirrors, into the object's BTF for the layout tests. */
+BTF_ENUM(df_const);
+BTF_ENUM(df_flag);
+BTF_ENUM(df_stat);
 
 #define DF_EVENTS_BYTES (2 << 20)
 
@@ -141,3 +154,5 @@ static __always_inline int df_tcp(struct __sk_buff *skb, int egress, const struc
 	df_emit(skb, egress, p, sport, dport, bpf_ntohl(th->seq), off, len, flags, owner);
 	return 1;
 }
+
+#endif

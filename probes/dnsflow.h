@@ -4,17 +4,23 @@
 
 #include "netflow.h"
 
-#define DF_MSG_LEN 512 /* bytes of a packet's DNS payload copied: the header, question and most answers */
-#define DF_PORTS_MAX 8 /* server ports that mark DNS (--dnsflow-ports) */
+enum df_const {
+	DF_MSG_LEN = 512, /* bytes of a packet's DNS payload copied: the header, question and most answers */
+	DF_PORTS_MAX = 8, /* server ports that mark DNS (--dnsflow-ports) */
+};
 
 /* df_event.flags */
-#define DF_F_EGRESS 1  /* sent by the local socket to the server (a query); else received from it */
-#define DF_F_OWNER 2   /* sent in the owner's process context: pid, comm and netns are the sender's */
-#define DF_F_TCP_FIN 4 /* TCP: the segment carries FIN or RST (the stream ends) */
+enum df_flag {
+	DF_F_EGRESS = 1,  /* sent by the local socket to the server (a query); else received from it */
+	DF_F_OWNER = 2,   /* sent in the owner's process context: pid, comm and netns are the sender's */
+	DF_F_TCP_FIN = 4, /* TCP: the segment carries FIN or RST (the stream ends) */
+};
 
 /* Indexes of the df_stats per-CPU counters. */
-#define DF_STAT_RB_LOST 0 /* DNS packets the ring buffer had no room for */
-#define DF_STAT_MAX 1
+enum df_stat {
+	DF_STAT_RB_LOST = 0, /* DNS packets the ring buffer had no room for */
+	DF_STAT_MAX = 1,
+};
 
 /* One DNS packet seen on a client's socket: a query it sent or an answer it received. For TCP, one
  * segment with payload of a connection to a DNS port (messages are reassembled by the collector). */

@@ -10,6 +10,15 @@
 #ifndef HTTPFLOW_BPF_H
 #define HTTPFLOW_BPF_H
 
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "common/btf.bpf.h"
+#include "common/floor.bpf.h"
+#include "common/skb.bpf.h"
+#include "common/sock.bpf.h"
 #include "httpflow.h"
 
 #define HF_EVENTS_BYTES (4 << 20)
@@ -181,8 +190,12 @@ struct {
 	__type(value, __u64);
 } hf_stats SEC(".maps");
 
-/* Puts struct hf_event, only written into the ring buffer, into the object's BTF for the layout test. */
+/* Puts struct hf_event, only written into the ring buffer, and the enums Go mirrors into the object's BTF
+ * for the layout tests. */
 const struct hf_event *hf_event_btf __attribute__((unused));
+BTF_ENUM(hf_const);
+BTF_ENUM(hf_flag);
+BTF_ENUM(hf_stat);
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 

@@ -4,22 +4,28 @@
 
 #include "netflow.h"
 
-#define HF_REQ_LEN 128 /* bytes of the request kept from its first byte: the request line */
-#define HF_HOST_LEN 64 /* bytes of the Host header's value kept */
+enum hf_const {
+	HF_REQ_LEN = 128, /* bytes of the request kept from its first byte: the request line */
+	HF_HOST_LEN = 64, /* bytes of the Host header's value kept */
+};
 
 /* hf_event.flags */
-#define HF_F_TLS 1       /* seen through the OpenSSL uprobes, not in packets */
-#define HF_F_REQ_SPLIT 2 /* the request line did not end in the first write (req holds only its start) */
+enum hf_flag {
+	HF_F_TLS = 1,       /* seen through the OpenSSL uprobes, not in packets */
+	HF_F_REQ_SPLIT = 2, /* the request line did not end in the first write (req holds only its start) */
+};
 
 /* Indexes of the hf_stats per-CPU counters. */
-#define HF_STAT_RB_LOST 0      /* exchanges the ring buffer had no room for */
-#define HF_STAT_CONN_FULL 1    /* connections whose state could not be created */
-#define HF_STAT_PIPELINE_FULL 2 /* requests beyond the pipelining depth (their exchange is not reported) */
-#define HF_STAT_DESYNC 3       /* streams that lost track of message boundaries (until a message start) */
-#define HF_STAT_UNANSWERED 4   /* requests whose connection ended before a response */
-#define HF_STAT_TLS_HITS 5     /* OpenSSL uprobe and uretprobe hits */
-#define HF_STAT_TLS_CALLS 6    /* SSL_read/SSL_write calls that moved data */
-#define HF_STAT_MAX 7
+enum hf_stat {
+	HF_STAT_RB_LOST = 0,       /* exchanges the ring buffer had no room for */
+	HF_STAT_CONN_FULL = 1,     /* connections whose state could not be created */
+	HF_STAT_PIPELINE_FULL = 2, /* requests beyond the pipelining depth (their exchange is not reported) */
+	HF_STAT_DESYNC = 3,        /* streams that lost track of message boundaries (until a message start) */
+	HF_STAT_UNANSWERED = 4,    /* requests whose connection ended before a response */
+	HF_STAT_TLS_HITS = 5,      /* OpenSSL uprobe and uretprobe hits */
+	HF_STAT_TLS_CALLS = 6,     /* SSL_read/SSL_write calls that moved data */
+	HF_STAT_MAX = 7,
+};
 
 /* One HTTP/1.x exchange: a request and its final response, paired in the kernel. */
 struct hf_event {

@@ -4,6 +4,9 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include "common/btf.bpf.h"
+#include "common/floor.bpf.h"
+#include "common/skb.bpf.h"
 #include "common/sock.bpf.h"
 #include "netflow.h"
 
@@ -12,9 +15,6 @@
 #define NF_UDP_SOCKS_MAX 16384
 #define NF_LISTEN_MAX 4096
 #define NF_EVENTS_BYTES (1 << 20)
-
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -25,9 +25,6 @@ const volatile bool cookie_helper = true;
 /* A kernel with no hook of the udp-owner ladder: learn a UDP socket's owner at its first datagram sent,
  * in cgroup_skb egress, which runs in the sender's call (sockets that only receive stay unowned). */
 const volatile bool udp_owner_at_egress = false;
-
-/* Benchmark "floor": every program returns at once, so `make bench` can measure what the hooks alone cost. */
-const volatile bool floor_only = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -75,8 +72,12 @@ struct {
 	__type(value, __u64);
 } nf_stats SEC(".maps");
 
-/* Puts struct nf_tcp_rec, only used as a local, into the object's BTF for the Go mirror's layout test. */
+/* Puts struct nf_tcp_rec, only used as a local, and the enums Go mirrors into the object's BTF for the
+ * layout tests (collector/bpf). */
 const struct nf_tcp_rec *nf_rec_btf __attribute__((unused));
+BTF_ENUM(nf_const);
+BTF_ENUM(nf_dir);
+BTF_ENUM(nf_stat);
 
 static __always_inline void count_stat(__u32 idx)
 {
@@ -591,45 +592,6 @@ int BPF_KPROBE(nf_kp_udp6_recv, struct sock *sk)
 	if (floor_only)
 		return 0;
 	return udp_owner_kprobe(sk);
-}
-
-/* A packet's network and transport header, as cgroup_skb sees it (from the network header). */
-struct pkt {
-	__u8 saddr[16], daddr[16];
-	__u32 l4off;
-	__u16 family;
-	__u8 proto;
-};
-
-static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
-{
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
-			return -1;
-		if (ip.frag_off & bpf_htons(0x1fff)) /* not the first fragment */
-			return -1;
-		p->l4off = ip.ihl * 4;
-		p->family = AF_INET;
-		p->proto = ip.protocol;
-		__builtin_memcpy(p->saddr, &ip.saddr, 4);
-		__builtin_memcpy(p->daddr, &ip.daddr, 4);
-		return 0;
-	}
-	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
-			return -1;
-		p->l4off = sizeof(ip6);
-		p->family = AF_INET6;
-		p->proto = ip6.nexthdr; /* extension headers are not followed */
-		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
-		return 0;
-	}
-	return -1;
 }
 
 /* UDP bytes per (socket, peer), from the datagrams themselves: unconnected sockets name no peer elsewhere. */

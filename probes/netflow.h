@@ -2,18 +2,25 @@
 #ifndef NETFLOW_H
 #define NETFLOW_H
 
-#define NF_COMM_LEN 16
+/* Constants the Go side mirrors are enums: the object's BTF carries them (BTF_ENUM) and a test compares. */
+enum nf_const {
+	NF_COMM_LEN = 16,
+};
 
 /* Direction of a socket, as DataKit names it. */
-#define NF_DIR_UNKNOWN 0
-#define NF_DIR_OUT 1 /* the local side initiated (connect, autobound UDP) */
-#define NF_DIR_IN 2  /* the local side accepted (accept, bound UDP port) */
+enum nf_dir {
+	NF_DIR_UNKNOWN = 0,
+	NF_DIR_OUT = 1, /* the local side initiated (connect, autobound UDP) */
+	NF_DIR_IN = 2,  /* the local side accepted (accept, bound UDP port) */
+};
 
 /* Indexes of the nf_stats per-CPU counters. */
-#define NF_STAT_RB_LOST 0     /* close records the ring buffer had no room for */
-#define NF_STAT_SOCK_FULL 1   /* nf_socks insert failures */
-#define NF_STAT_UDP_FULL 2    /* nf_udp insert failures */
-#define NF_STAT_MAX 3
+enum nf_stat {
+	NF_STAT_RB_LOST = 0,   /* close records the ring buffer had no room for */
+	NF_STAT_SOCK_FULL = 1, /* nf_socks insert failures */
+	NF_STAT_UDP_FULL = 2,  /* nf_udp insert failures */
+	NF_STAT_MAX = 3,
+};
 
 struct nf_tuple {
 	__u8 saddr[16]; /* local address; IPv4 in the first 4 bytes */

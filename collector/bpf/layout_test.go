@@ -61,3 +61,48 @@ func checkMirror(t *testing.T, obj []byte, cname string, goval any) {
 		off += binary.Size(reflect.New(f.Type).Elem().Interface())
 	}
 }
+
+// TestGoConstantsMatchTheCompiledEnums compares every Go constant mirroring a C enum member (stat indexes,
+// flags, directions, buffer sizes) with its value in the compiled object's BTF.
+func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
+	nf, bs := NetflowObject(), BashObject()
+	for _, m := range []struct {
+		obj  []byte
+		enum string
+		want map[string]int64 // C member -> Go constant
+	}{
+		{nf, "nf_const", map[string]int64{"NF_COMM_LEN": int64(len(flow.Sock{}.Comm))}},
+		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": flow.DirOut, "NF_DIR_IN": flow.DirIn}},
+		{nf, "nf_stat", map[string]int64{"NF_STAT_RB_LOST": netflow.StatRingLost, "NF_STAT_SOCK_FULL": netflow.StatSockFull,
+			"NF_STAT_UDP_FULL": netflow.StatUDPFull, "NF_STAT_MAX": netflow.StatMax}},
+		{nf, "hf_const", map[string]int64{"HF_REQ_LEN": httpflow.ReqLen, "HF_HOST_LEN": httpflow.HostLen}},
+		{nf, "hf_flag", map[string]int64{"HF_F_TLS": httpflow.FlagTLS, "HF_F_REQ_SPLIT": httpflow.FlagReqSplit}},
+		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": httpflow.DirOut, "NF_DIR_IN": httpflow.DirIn}},
+		{nf, "hf_stat", map[string]int64{"HF_STAT_RB_LOST": httpflow.StatRingLost, "HF_STAT_CONN_FULL": httpflow.StatConnFull,
+			"HF_STAT_PIPELINE_FULL": httpflow.StatPipelineFull, "HF_STAT_DESYNC": httpflow.StatDesync,
+			"HF_STAT_UNANSWERED": httpflow.StatUnanswered, "HF_STAT_TLS_HITS": httpflow.StatTLSHits,
+			"HF_STAT_TLS_CALLS": httpflow.StatTLSCalls, "HF_STAT_MAX": httpflow.StatMax}},
+		{nf, "df_const", map[string]int64{"DF_MSG_LEN": dnsflow.MsgLen, "DF_PORTS_MAX": DNSPortsMax}},
+		{nf, "df_flag", map[string]int64{"DF_F_EGRESS": dnsflow.FlagEgress, "DF_F_OWNER": dnsflow.FlagOwner, "DF_F_TCP_FIN": dnsflow.FlagTCPFin}},
+		{nf, "df_stat", map[string]int64{"DF_STAT_RB_LOST": dnsflow.StatRingLost, "DF_STAT_MAX": dnsflow.StatMax}},
+		{bs, "bash_const", map[string]int64{"BASH_LINE_LEN": bash.LineLen, "BASH_COMM_LEN": bash.CommLen}},
+		{bs, "bash_stat", map[string]int64{"BASH_STAT_RB_LOST": bash.StatRBLost, "BASH_STAT_EXEC_LOST": bash.StatExecLost, "BASH_STAT_MAX": bash.StatMax}},
+	} {
+		got, err := EnumValues(m.obj, m.enum)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		for member, want := range m.want {
+			if v, ok := got[member]; !ok || v != want {
+				t.Errorf("enum %s: %s = %d (present %v), Go mirror %d", m.enum, member, v, ok, want)
+			}
+		}
+		// Every member but the placeholders has a mirror: a new one must get one.
+		for member := range got {
+			if _, mirrored := m.want[member]; !mirrored && member != "NF_DIR_UNKNOWN" {
+				t.Errorf("enum %s: %s has no Go mirror in this test", m.enum, member)
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@
 #include <bpf/bpf_tracing.h>
 #include "common/btf.bpf.h"
 #include "common/floor.bpf.h"
+#include "common/task.bpf.h"
 #include "bash.h"
 
 #define BASH_LINES_BYTES (1 << 20)
@@ -60,6 +61,7 @@ int BPF_KRETPROBE(bash_readline, const char *line)
 	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->mntns = current_mntns();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->truncated = 0;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));

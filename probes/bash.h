@@ -21,12 +21,13 @@ struct bash_line {
 	__u32 pid;      /* tgid */
 	__u32 uid;      /* real uid, in the initial user namespace */
 	__u32 len;      /* bytes of line before its NUL (at most BASH_LINE_LEN - 1) */
+	__u32 mntns;    /* mount namespace (the container bash runs in) */
 	__u8 truncated; /* the line was longer than the capture: line holds its first len bytes */
-	__u8 pad[3];
+	__u8 pad[7];
 	char comm[BASH_COMM_LEN];
 	char line[BASH_LINE_LEN];
 };
-_Static_assert(sizeof(struct bash_line) == 1064, "bash_line layout");
+_Static_assert(sizeof(struct bash_line) == 1072, "bash_line layout");
 
 /* A process exec'd a program named bash (or sh): the collector checks its binary at once. */
 struct bash_exec {

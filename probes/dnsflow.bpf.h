@@ -11,6 +11,7 @@
 #include <bpf/bpf_endian.h>
 #include "common/btf.bpf.h"
 #include "common/skb.bpf.h"
+#include "common/task.bpf.h"
 #include "dnsflow.h"
 
 /* The enums Go mirrors, into the object's BTF for the layout tests. */
@@ -76,8 +77,9 @@ static __always_inline void df_emit(struct __sk_buff *skb, int egress, const str
 	e->seq = seq;
 	e->len = len;
 	e->pid = 0;
+	e->mntns = 0;
 	e->netns = 0;
-	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	e->pad = 0;
 	__builtin_memset(e->comm, 0, sizeof(e->comm));
 	if (egress)
 		flags |= DF_F_EGRESS;
@@ -86,6 +88,7 @@ static __always_inline void df_emit(struct __sk_buff *skb, int egress, const str
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 		e->pid = BPF_CORE_READ(task, tgid);
+		e->mntns = task_mntns(task);
 		e->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 		bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), BPF_CORE_READ(task, group_leader, comm));
 		flags |= DF_F_OWNER;

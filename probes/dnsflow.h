@@ -34,7 +34,8 @@ struct df_event {
 	__u32 len;         /* payload bytes in the packet (UDP payload, TCP segment payload) */
 	__u16 cap;         /* bytes of msg that are valid: min(len, DF_MSG_LEN) */
 	__u8 flags;        /* DF_F_* */
-	__u8 pad[5];
+	__u8 pad;
+	__u32 mntns;       /* the sender's mount namespace (its container) if DF_F_OWNER, else 0 */
 	char comm[NF_COMM_LEN];
 	__u8 msg[DF_MSG_LEN]; /* the payload's first bytes */
 };

@@ -19,6 +19,7 @@
 #include "common/floor.bpf.h"
 #include "common/skb.bpf.h"
 #include "common/sock.bpf.h"
+#include "common/task.bpf.h"
 #include "httpflow.h"
 
 #define HF_EVENTS_BYTES (4 << 20)
@@ -108,7 +109,7 @@ struct hf_conn { /* what every segment touches first, the rest after: it is shar
 	__u64 cookie;
 	__u32 netns;
 	char comm[NF_COMM_LEN];
-	__u8 pad2[4];
+	__u32 mntns;
 	struct hf_req q[HF_QUEUE];
 };
 
@@ -473,6 +474,8 @@ static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r)
 	e->req_bytes = r->bytes;
 	e->resp_bytes = c->resp_bytes;
 	e->pid = c->pid;
+	e->mntns = c->mntns;
+	e->pad2 = 0;
 	e->netns = c->netns;
 	__builtin_memcpy(e->comm, c->comm, NF_COMM_LEN);
 	e->status = c->status;
@@ -941,6 +944,7 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 		c->pid = BPF_CORE_READ(task, tgid);
+		c->mntns = task_mntns(task);
 		bpf_probe_read_kernel_str(c->comm, sizeof(c->comm), BPF_CORE_READ(task, group_leader, comm));
 	}
 	if (len) {
@@ -1026,6 +1030,7 @@ static __always_inline int hf_ssl_exit(long ret, int d)
 	}
 	if (c->pid != id >> 32) {
 		c->pid = id >> 32;
+		c->mntns = current_mntns();
 		process_comm(c->comm, sizeof(c->comm));
 	}
 	hf_data(c, d, NULL, 0, (const char *)cl.buf, len, bpf_ktime_get_ns(), NULL);

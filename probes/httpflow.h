@@ -43,9 +43,11 @@ struct hf_event {
 	__u8 req_len;       /* bytes of req that are valid */
 	__u8 host_len;      /* bytes of host that are valid (0: no Host header seen) */
 	__u8 pad[2];
+	__u32 mntns;        /* the owner's mount namespace (its container), with pid */
+	__u32 pad2;
 	char req[HF_REQ_LEN];
 	char host[HF_HOST_LEN];
 };
-_Static_assert(sizeof(struct hf_event) == 296, "hf_event layout");
+_Static_assert(sizeof(struct hf_event) == 304, "hf_event layout");
 
 #endif

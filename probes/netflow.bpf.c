@@ -8,6 +8,7 @@
 #include "common/floor.bpf.h"
 #include "common/skb.bpf.h"
 #include "common/sock.bpf.h"
+#include "common/task.bpf.h"
 #include "netflow.h"
 
 #define NF_SOCKS_MAX 65536
@@ -138,6 +139,7 @@ static __always_inline void fill_rec(struct nf_tcp_rec *r, __u64 cookie, const s
 	r->cookie = cookie;
 	r->t = s->t;
 	r->pid = s->pid;
+	r->mntns = s->mntns;
 	r->netns = s->netns;
 	__builtin_memcpy(r->comm, s->comm, NF_COMM_LEN);
 	r->dir = s->dir;
@@ -176,6 +178,7 @@ static __always_inline __u64 tcp_sock_id(struct sock *sk)
 static __always_inline void bind_current(struct nf_sock *s)
 {
 	s->pid = bpf_get_current_pid_tgid() >> 32;
+	s->mntns = current_mntns();
 	process_comm(s->comm, sizeof(s->comm));
 }
 
@@ -465,6 +468,7 @@ static __always_inline void bind_task(struct nf_sock *s)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	s->pid = BPF_CORE_READ(task, tgid);
+	s->mntns = task_mntns(task);
 	bpf_probe_read_kernel_str(s->comm, sizeof(s->comm), BPF_CORE_READ(task, group_leader, comm));
 }
 

@@ -48,7 +48,7 @@ struct nf_sock {
 	__u8 established; /* TCP: saw ->ESTABLISHED, so the bases are valid */
 	__u8 fin_sent;    /* TCP: our FIN took one sequence number */
 	__u8 preexisting; /* TCP: established before the collector started; counted from its start */
-	__u8 pad[4];
+	__u32 mntns;      /* the owner's mount namespace (its container), with pid */
 };
 _Static_assert(sizeof(struct nf_sock) == 104, "nf_sock layout");
 
@@ -69,7 +69,8 @@ struct nf_tcp_rec {
 	__u8 dir;
 	__u8 closed;
 	__u8 preexisting;
-	__u8 pad[5];
+	__u8 pad;
+	__u32 mntns;
 };
 _Static_assert(sizeof(struct nf_tcp_rec) == 112, "nf_tcp_rec layout");
 

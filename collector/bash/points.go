@@ -89,6 +89,7 @@ func (b *Buffer) Add(l Line) {
 
 	cmd, fired := b.cfg.Redactor.Redact(text)
 	p := newPoint(b.cfg.Wall(l.TsNs), l.Pid, b.cfg.Users.Name(l.Pid, l.Uid), cmd, l.Truncated != 0, fired)
+	p.Mntns = l.Mntns
 
 	b.mu.Lock()
 	defer b.mu.Unlock()

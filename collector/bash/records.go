@@ -11,7 +11,7 @@ import (
 const (
 	LineLen  = 1024 // BASH_LINE_LEN: bytes of a line captured, NUL included
 	CommLen  = 16   // BASH_COMM_LEN
-	SizeLine = 1064 // sizeof(struct bash_line)
+	SizeLine = 1072 // sizeof(struct bash_line)
 	SizeExec = 8    // sizeof(struct bash_exec)
 )
 
@@ -28,8 +28,9 @@ type Line struct {
 	Pid       uint32 // tgid
 	Uid       uint32 // real uid in the initial user namespace
 	Len       uint32 // bytes of Line before its NUL (at most LineLen-1)
+	Mntns     uint32 // mount namespace: the container bash runs in
 	Truncated uint8  // 1: the line was longer than the capture, Line holds its first Len bytes
-	_         [3]byte
+	_         [7]byte
 	Comm      [CommLen]byte
 	Line      [LineLen]byte
 }
@@ -50,9 +51,10 @@ func (l *Line) UnmarshalBinary(b []byte) error {
 	l.Pid = n.Uint32(b[8:])
 	l.Uid = n.Uint32(b[12:])
 	l.Len = n.Uint32(b[16:])
-	l.Truncated = b[20]
-	copy(l.Comm[:], b[24:24+CommLen])
-	copy(l.Line[:], b[24+CommLen:24+CommLen+LineLen])
+	l.Mntns = n.Uint32(b[20:])
+	l.Truncated = b[24]
+	copy(l.Comm[:], b[32:32+CommLen])
+	copy(l.Line[:], b[32+CommLen:32+CommLen+LineLen])
 	return nil
 }
 

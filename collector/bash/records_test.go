@@ -26,7 +26,7 @@ func encode(t *testing.T, v any) []byte {
 }
 
 func TestLineDecodeRoundTripsEveryField(t *testing.T) {
-	l := Line{TsNs: 1<<62 + 12345, Pid: 4242, Uid: 1001, Len: LineLen - 1, Truncated: 1, Comm: [CommLen]byte{'b', 'a', 's', 'h'}}
+	l := Line{TsNs: 1<<62 + 12345, Pid: 4242, Uid: 1001, Mntns: 4026531841, Len: LineLen - 1, Truncated: 1, Comm: [CommLen]byte{'b', 'a', 's', 'h'}}
 	for i := range l.Line {
 		l.Line[i] = byte(i%250 + 1)
 	}

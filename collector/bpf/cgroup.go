@@ -2,9 +2,13 @@ package bpf
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,27 +16,105 @@ import (
 // privateCgroup2 is where the collector mounts cgroup v2 when the host has not (cgroup v1-only hosts).
 const privateCgroup2 = "/run/datakit-ebpf/cgroup2"
 
-// cgroup2Root finds the cgroup v2 mount (its root covers every socket on the host), mounting one if
-// there is none.
-func cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
+// cgroup2Root is the root of the host's cgroup v2 hierarchy, where the cgroup_skb programs attach so they
+// see every socket on the host. Found once; CgroupNote says which it was.
+var cgroup2Root = sync.OnceValues(func() (string, error) {
+	root, how, err := findCgroup2Root("/proc")
+	if err == nil {
+		cgroupNote = root + " (" + how + ")"
+	}
+	return root, err
+})
+
+// cgroupNote says where the cgroup_skb programs attached, for the start-up line.
+var cgroupNote = "not used"
+
+// CgroupNote is "not used" unless a cgroup_skb program attached: then the root and how it was found.
+func CgroupNote() string { return cgroupNote }
+
+// findCgroup2Root returns the host's cgroup v2 root. In our own cgroup namespace (a bare host, or a pod
+// with hostCgroupns) it is the first cgroup2 mount we see. In a private one (a container's default), a cgroup2
+// mount shows only our own cgroup: a DaemonSet attached there would see nothing but its own traffic, so the
+// host's root is reached through pid 1's root directory (the host's init with hostPID; it needs
+// CAP_SYS_PTRACE). A host with no cgroup2 mount gets one of ours.
+func findCgroup2Root(proc string) (root, how string, err error) {
+	self, errSelf := os.Readlink(proc + "/self/ns/cgroup")
+	init, errInit := os.Readlink(proc + "/1/ns/cgroup")
+	if errSelf == nil && errInit == nil && self != init {
+		mp, err := cgroup2Mount(proc + "/1/mountinfo")
+		if err != nil {
+			return "", "", fmt.Errorf("in a private cgroup namespace (%s, the host's %s), the host's cgroup v2 root is out of reach: %w (run with hostPID and CAP_SYS_PTRACE)", self, init, err)
+		}
+		root := proc + "/1/root" + mp
+		if _, err := os.Stat(root); err != nil {
+			return "", "", fmt.Errorf("in a private cgroup namespace, the host's cgroup v2 root %s: %w (run with hostPID and CAP_SYS_PTRACE)", root, err)
+		}
+		return root, "the host's, through pid 1: our cgroup namespace is private", nil
+	}
+	mp, err := cgroup2Mount(proc + "/self/mountinfo")
+	if err == nil {
+		return mp, "the host's cgroup namespace", nil
+	}
+	if !errors.Is(err, errNoCgroup2) {
+		return "", "", err
+	}
+	if err := os.MkdirAll(privateCgroup2, 0o755); err != nil {
+		return "", "", fmt.Errorf("create %s: %w", privateCgroup2, err)
+	}
+	if err := unix.Mount("none", privateCgroup2, "cgroup2", 0, ""); err != nil {
+		return "", "", fmt.Errorf("no cgroup2 mount and mounting one at %s failed: %w", privateCgroup2, err)
+	}
+	return privateCgroup2, "mounted by the collector: the host had no cgroup v2 mount", nil
+}
+
+var errNoCgroup2 = errors.New("no cgroup2 mount")
+
+// cgroup2Mount returns the mount point of the first cgroup2 file system in a mountinfo file whose root is
+// the hierarchy's root (a bind mount of a sub-cgroup would see less).
+func cgroup2Mount(mountinfo string) (string, error) {
+	f, err := os.Open(mountinfo)
 	if err != nil {
 		return "", fmt.Errorf("find cgroup2 mount: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return parseCgroup2Mount(f)
+}
+
+// parseCgroup2Mount reads mountinfo lines: "id parent maj:min root mountpoint options [optional...] - fstype source superoptions".
+func parseCgroup2Mount(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == "cgroup2" {
-			return fields[1], nil
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
 		}
+		f, fs := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(fs) < 1 || fs[0] != "cgroup2" || f[3] != "/" {
+			continue
+		}
+		return unescapeMount(f[4]), nil
 	}
-	if err := os.MkdirAll(privateCgroup2, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", privateCgroup2, err)
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("find cgroup2 mount: %w", err)
 	}
-	if err := unix.Mount("none", privateCgroup2, "cgroup2", 0, ""); err != nil {
-		return "", fmt.Errorf("no cgroup2 mount and mounting one at %s failed: %w", privateCgroup2, err)
+	return "", errNoCgroup2
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) the kernel writes in mount paths.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
 	}
-	fmt.Fprintf(os.Stderr, "mounted cgroup2 at %s (the host had no cgroup v2 mount)\n", privateCgroup2)
-	return privateCgroup2, nil
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(c))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -29,7 +29,8 @@ type Event struct {
 	Len    uint32     // payload bytes in the packet
 	Cap    uint16     // valid bytes of Msg: min(Len, MsgLen)
 	Flags  uint8      // Flag*
-	_      [5]byte
+	_      uint8
+	Mntns  uint32 // the sender's mount namespace (its container) if FlagOwner, else 0
 	Comm   [16]byte
 	Msg    [MsgLen]byte // the payload's first bytes
 }
@@ -57,6 +58,7 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	e.Len = n.Uint32(b[68:])
 	e.Cap = n.Uint16(b[72:])
 	e.Flags = b[74]
+	e.Mntns = n.Uint32(b[76:])
 	copy(e.Comm[:], b[80:96])
 	if int(e.Cap) > len(b)-SizeHeader {
 		return fmt.Errorf("decode df_event: record has %d payload bytes, its cap says %d", len(b)-SizeHeader, e.Cap)

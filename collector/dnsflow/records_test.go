@@ -18,7 +18,7 @@ func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 	e := Event{
 		T: flow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 53},
 			Sport: 40000, Dport: 53, Family: afInet, Proto: protoTCP},
-		Cookie: 1 << 60, TsNs: 123456789012, Pid: 4242, Netns: 4026531840, Seq: 0xfffffff0, Len: 70000,
+		Cookie: 1 << 60, TsNs: 123456789012, Pid: 4242, Netns: 4026531840, Mntns: 4026531841, Seq: 0xfffffff0, Len: 70000,
 		Cap: MsgLen, Flags: FlagEgress | FlagOwner | FlagTCPFin, Comm: [16]byte{'d', 'i', 'g'},
 	}
 	for i := range e.Msg {

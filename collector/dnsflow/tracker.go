@@ -112,6 +112,7 @@ type owner struct {
 	pid   uint32
 	comm  string
 	netns uint32
+	mntns uint32
 }
 
 // rec is what a DNS message carries over from its record (or, for TCP, from the segment it started in).
@@ -136,7 +137,7 @@ func (t *Tracker) Add(e *Event) {
 	}
 	r := rec{t: e.T, cookie: e.Cookie, ts: e.TsNs, egress: e.Flags&FlagEgress != 0}
 	if e.Flags&FlagOwner != 0 {
-		r.owner, r.hasOwner = owner{e.Pid, t.comms.Name(e.Comm), e.Netns}, true
+		r.owner, r.hasOwner = owner{e.Pid, t.comms.Name(e.Comm), e.Netns, e.Mntns}, true
 	}
 	if e.T.Proto == protoTCP {
 		t.segment(e, r)
@@ -191,7 +192,7 @@ func (t *Tracker) Stats() Stats {
 func (t *Tracker) Flush(now time.Time) []point.Point {
 	pts := make([]point.Point, 0, len(t.points))
 	for k, a := range t.points {
-		pts = append(pts, point.Point{Name: "dnsflow", Tags: k.tags(), Fields: a.fields(k), Time: now})
+		pts = append(pts, point.Point{Name: "dnsflow", Tags: k.tags(), Fields: a.fields(k), Time: now, Mntns: k.flow.Mntns})
 	}
 	t.points = map[aggKey]*acc{}
 	return pts

@@ -15,7 +15,15 @@ type Key struct {
 	SrcPort, DstPort             int32 // AnyPort: aggregated as "*"
 	Pid                          uint32
 	Process                      string
+	Mntns                        uint32 // not a tag: the collector names the process's container from it
 	Netns                        uint32
+}
+
+// Proc is the process behind a flow, as the kernel recorded it.
+type Proc struct {
+	Pid   uint32
+	Comm  string
+	Mntns uint32 // its mount namespace (0: unknown)
 }
 
 // AnyPort is a Key port aggregated as "*".
@@ -24,11 +32,11 @@ const AnyPort = -1
 // NewKey builds the key of a socket seen from its local side (src) in direction dir (NF_DIR_IN is
 // incoming, anything else outgoing, as DataKit reports an unknown direction). The client's port is
 // aggregated as "*" when it is at or above ephemeralPort: src_port when outgoing, dst_port when incoming.
-func NewKey(t Tuple, dir uint8, ephemeralPort uint16, pid uint32, process string, netns uint32) Key {
+func NewKey(t Tuple, dir uint8, ephemeralPort uint16, p Proc, netns uint32) Key {
 	src, dst := Addr(t.Family, t.Saddr), Addr(t.Family, t.Daddr)
 	k := Key{Transport: "tcp", Family: "IPv4", Src: src, Dst: dst,
 		SrcPort: int32(t.Sport), DstPort: int32(t.Dport),
-		Pid: pid, Process: process, Netns: netns}
+		Pid: p.Pid, Process: p.Comm, Mntns: p.Mntns, Netns: netns}
 	if !src.Is4() {
 		k.Family = "IPv6"
 	}

@@ -45,7 +45,7 @@ type Sock struct {
 	Established  uint8
 	FinSent      uint8
 	Preexisting  uint8
-	_            [4]byte
+	Mntns        uint32 // the owner's mount namespace: its container
 }
 
 // Decode fills v (a pointer to one of the mirrors) from a kernel record in host byte order.

@@ -125,7 +125,7 @@ func (a *Aggregator) Add(e Event) {
 		a.stats.Ignored++
 		return
 	}
-	fk := flow.NewKey(e.T, e.Dir, a.cfg.EphemeralPort, e.Pid, process, e.Netns)
+	fk := flow.NewKey(e.T, e.Dir, a.cfg.EphemeralPort, flow.Proc{Pid: e.Pid, Comm: process, Mntns: e.Mntns}, e.Netns)
 	fk.Transport = "tcp"
 	if a.cfg.Filter.Ignores(fk) {
 		a.stats.Ignored++
@@ -201,7 +201,7 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 	for k, p := range a.points {
 		tags := k.flow.Tags()
 		tags[HostTag] = k.host
-		pts = append(pts, point.Point{Name: "httpflow", Tags: tags, Fields: p.fields(k), Time: now})
+		pts = append(pts, point.Point{Name: "httpflow", Tags: tags, Fields: p.fields(k), Time: now, Mntns: k.flow.Mntns})
 	}
 	a.points = map[key]*acc{}
 	a.paths = map[pathOwner]map[string]struct{}{}

@@ -42,12 +42,14 @@ type Event struct {
 	ReqLen    uint8  // valid bytes of Req
 	HostLen   uint8  // valid bytes of Host (0: no Host header seen)
 	_         [2]byte
+	Mntns     uint32 // the owner's mount namespace: its container
+	_         uint32
 	Req       [ReqLen]byte  // the request's first bytes: its request line
 	Host      [HostLen]byte // the Host header's value, from just after "Host:"
 }
 
 // SizeEvent is the size of struct hf_event (the layout test checks the mirror against the BTF).
-const SizeEvent = 296
+const SizeEvent = 304
 
 // UnmarshalBinary decodes a struct hf_event in host byte order by hand: one arrives per HTTP exchange,
 // up to hundreds of thousands a second, and reflection (binary.Read) would cost more than the rest.
@@ -66,7 +68,8 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	copy(e.Comm[:], b[80:96])
 	e.Status = n.Uint16(b[96:])
 	e.Dir, e.Flags, e.ReqLen, e.HostLen = b[98], b[99], b[100], b[101]
-	copy(e.Req[:], b[104:104+ReqLen])
-	copy(e.Host[:], b[104+ReqLen:104+ReqLen+HostLen])
+	e.Mntns = n.Uint32(b[104:])
+	copy(e.Req[:], b[112:112+ReqLen])
+	copy(e.Host[:], b[112+ReqLen:112+ReqLen+HostLen])
 	return nil
 }

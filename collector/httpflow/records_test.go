@@ -19,7 +19,7 @@ func TestEventDecodeRoundTripsEveryField(t *testing.T) {
 		T: flow.Tuple{Saddr: [16]byte{10, 0, 0, 1}, Daddr: [16]byte{10, 0, 0, 2},
 			Sport: 40000, Dport: 8080, Family: afInet, Proto: 6},
 		Cookie: 1 << 60, LatencyNs: 1234567, ReqBytes: 1 << 33, RespBytes: 99,
-		Pid: 4242, Netns: 4026531840, Comm: [16]byte{'c', 'u', 'r', 'l'},
+		Pid: 4242, Netns: 4026531840, Mntns: 4026531841, Comm: [16]byte{'c', 'u', 'r', 'l'},
 		Status: 404, Dir: DirIn, Flags: FlagTLS | FlagReqSplit, ReqLen: ReqLen, HostLen: 17,
 	}
 	for i := range e.Req {

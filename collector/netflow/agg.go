@@ -84,7 +84,7 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
 	if r.Pid != 0 {
-		owner = procfs.Owner{Pid: r.Pid, Comm: a.comms.Name(r.Comm)}
+		owner = procfs.Owner{Pid: r.Pid, Comm: a.comms.Name(r.Comm), Mntns: r.Mntns}
 	} else if owner.Pid == 0 && r.Ino != 0 {
 		owner, _ = a.owners.Lookup(uint64(r.Ino))
 	}
@@ -151,7 +151,7 @@ func (a *Aggregator) AddUDP(k UDPKey, v UDPVal, sock SockLookup) (forget bool) {
 		dir = flow.DirOut // DataKit reports an unknown direction as outgoing
 	}
 	t := flow.Tuple{Saddr: k.Laddr, Daddr: k.Raddr, Sport: k.Lport, Dport: k.Rport, Family: k.Family, Proto: flow.ProtoUDP}
-	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comms.Name(s.Comm)}, s.Netns)
+	f := a.flow(t, dir, procfs.Owner{Pid: s.Pid, Comm: a.comms.Name(s.Comm), Mntns: s.Mntns}, s.Netns)
 	if f == nil {
 		return false
 	}
@@ -176,7 +176,7 @@ func (a *Aggregator) forgetIdleUDPSockets() {
 }
 
 func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
-	k := flow.NewKey(t, dir, a.cfg.EphemeralPort, owner.Pid, owner.Comm, netns)
+	k := flow.NewKey(t, dir, a.cfg.EphemeralPort, owner, netns)
 	if a.cfg.Filter.Ignores(k) {
 		return nil
 	}
@@ -199,7 +199,7 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		if a.domains != nil {
 			a.addDomains(tags, k, now)
 		}
-		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now})
+		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now, Mntns: k.Mntns})
 	}
 	a.flows = map[flow.Key]*flowAcc{}
 	for c, seen := range a.tcpLast {

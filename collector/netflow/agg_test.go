@@ -64,8 +64,8 @@ func wantFields(t *testing.T, p point.Point, want map[string]int64) {
 
 func TestDecodeRoundTripsEveryRecordType(t *testing.T) {
 	for _, v := range []any{
-		&TCPRecord{Cookie: 7, T: tuple(t, "10.0.0.1", 1, "10.0.0.2", 2, flow.ProtoTCP), BytesWritten: 1 << 40, BytesRead: 3, Retrans: 4, SrttUs: 5, RttvarUs: 6, Ino: 8, Pid: 9, Netns: 10, Comm: [16]byte{'n', 'g', 'x'}, Dir: flow.DirIn, Closed: 1, Preexisting: 1},
-		&flow.Sock{T: tuple(t, "::1", 1, "::1", 2, flow.ProtoUDP), Sk: 11, Pid: 12, Dir: flow.DirOut, Established: 1, FinSent: 1},
+		&TCPRecord{Cookie: 7, T: tuple(t, "10.0.0.1", 1, "10.0.0.2", 2, flow.ProtoTCP), BytesWritten: 1 << 40, BytesRead: 3, Retrans: 4, SrttUs: 5, RttvarUs: 6, Ino: 8, Pid: 9, Netns: 10, Comm: [16]byte{'n', 'g', 'x'}, Dir: flow.DirIn, Closed: 1, Preexisting: 1, Mntns: 13},
+		&flow.Sock{T: tuple(t, "::1", 1, "::1", 2, flow.ProtoUDP), Sk: 11, Pid: 12, Dir: flow.DirOut, Established: 1, FinSent: 1, Mntns: 14},
 		&UDPKey{Cookie: 13, Lport: 53, Rport: 5353, Family: flow.AFInet6},
 		&UDPVal{BytesOut: 1, BytesIn: 2, PktsOut: 3, PktsIn: 4},
 	} {

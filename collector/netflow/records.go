@@ -25,7 +25,8 @@ type TCPRecord struct {
 	Dir          uint8
 	Closed       uint8
 	Preexisting  uint8
-	_            [5]byte
+	_            uint8
+	Mntns        uint32
 }
 
 // UDPKey mirrors struct nf_udp_key (probes/netflow.h).
@@ -69,6 +70,7 @@ func (r *TCPRecord) UnmarshalBinary(b []byte) error {
 	r.Netns = e.Uint32(b[84:])
 	copy(r.Comm[:], b[88:104])
 	r.Dir, r.Closed, r.Preexisting = b[104], b[105], b[106]
+	r.Mntns = e.Uint32(b[108:])
 	return nil
 }
 

@@ -20,6 +20,9 @@ type Point struct {
 	Tags   map[string]string
 	Fields map[string]any
 	Time   time.Time
+	// Mntns is the mount namespace of the process the point names (0: none or unknown). It is not
+	// encoded: the collector turns it into container tags before sending.
+	Mntns uint32
 }
 
 // ErrNoFields is returned for a point without fields, which line protocol cannot carry.

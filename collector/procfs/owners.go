@@ -3,17 +3,16 @@
 package procfs
 
 import (
+	"dkebpf/collector/flow"
+
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 )
 
-// Owner is a process that holds a socket.
-type Owner struct {
-	Pid  uint32
-	Comm string
-}
+// Owner is a process that holds a socket (its mount namespace is not read: 0).
+type Owner = flow.Proc
 
 // Owners resolves socket inodes, rescanning /proc at most once per Refresh.
 type Owners struct {

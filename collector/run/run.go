@@ -81,7 +81,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	defer interval.Stop()
 	// tp_btf, raw tracepoints, iterators and cgroup_skb attach without tracefs; only a classic tracepoint
 	// (a kernel refusing the others) needs it, and then the collector mounts it if the host has not.
-	log.Info("collector running", "tracefs", bpf.TracefsNote(), "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
+	log.Info("collector running", "tracefs", bpf.TracefsNote(), "cgroup2", bpf.CgroupNote(), "interval", cfg.Interval, "datakit", cfg.APIServer, "ephemeral_port", cfg.EphemeralPort)
 	for {
 		select {
 		case <-ctx.Done():

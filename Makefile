@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean
+.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -61,7 +61,17 @@ unit:
 	$(Q)$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
 
 # Root integration tests against the real kernel. They fail (never skip) if BPF cannot load.
-integration:
+# A real kube-apiserver v1.37.2 for the Kubernetes tests, built once into /var/cache/dkebpf-kube (~7 min, ~2.9 GB RAM the first time).
+kube-apiserver:
+	@echo "  KUBE    kube-apiserver v1.37.2 (cached)"
+	$(Q)./scripts/kube-apiserver.sh >/dev/null
+
+# A Debian root file system for the test containers, made with mmdebstrap once into /var/cache/dkebpf-images.
+test-rootfs:
+	@echo "  ROOTFS  test container image (cached)"
+	$(Q)./scripts/test-rootfs.sh >/dev/null
+
+integration: kube-apiserver test-rootfs
 	@echo "  TEST    integration (root, real kernel)"
 	$(Q)$(GO) test -count=1 -timeout 10m $(if $(filter 1,$(V)),-v) ./tests/...
 

@@ -15,7 +15,9 @@ import (
 	"dkebpf/collector/bash"
 	"dkebpf/collector/bpf"
 	"dkebpf/collector/cli"
+	"dkebpf/collector/container"
 	"dkebpf/collector/dnsflow"
+	"dkebpf/collector/enrich"
 	"dkebpf/collector/flow"
 	"dkebpf/collector/httpflow"
 	"dkebpf/collector/netflow"
@@ -65,8 +67,10 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
 	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
+	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT")})
 	flush := func(now time.Time) {
 		for _, b := range plugin.Flush(plugins, now) {
+			enrich.AddContainers(b.Points, containers)
 			pts := sampler.Sample(b.Plugin.Category(), b.Points, now)
 			self.sampledOut[b.Plugin.Name()] += uint64(len(b.Points) - len(pts))
 			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, pts, log))

@@ -1,0 +1,162 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testImage is made from Debian's packages by scripts/test-rootfs.sh (make test-rootfs): no registry.
+const testImage = "localhost/dkebpf-test:latest"
+
+// podmanSocket is where the tests run podman's Docker-compatible API, the collector's default.
+const podmanSocket = "/run/podman/podman.sock"
+
+// podman runs podman and returns its trimmed output, failing the test on error.
+func podman(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("podman", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// startContainer runs cmd in a detached container of the test image on the host's network and returns
+// its full id. runc, because crun refuses this VM's hybrid cgroup layout; explicit ulimits, because
+// podman's defaults exceed the VM's hard limits.
+func startContainer(t *testing.T, name string, cmd ...string) string {
+	t.Helper()
+	exec.Command("podman", "rm", "-f", "-t", "0", name).Run()
+	args := append([]string{"--runtime", "runc", "run", "-d", "--name", name, "--network", "host",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", testImage}, cmd...)
+	id := podman(t, args...)
+	t.Cleanup(func() { exec.Command("podman", "rm", "-f", "-t", "0", name).Run() })
+	return id
+}
+
+// startPodmanService serves podman's API on its default socket until the test ends, so the collector
+// can name containers.
+func startPodmanService(t *testing.T) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(podmanSocket), 0o755))
+	os.Remove(podmanSocket)
+	svc := exec.Command("podman", "system", "service", "--time=0", "unix://"+podmanSocket)
+	must(t, svc.Start())
+	t.Cleanup(func() { svc.Process.Kill(); svc.Wait(); os.Remove(podmanSocket) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", podmanSocket); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("podman system service did not open " + podmanSocket)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestContainerProcessesAreTaggedWithTheirContainer: a TCP flow and HTTP exchanges made by short-lived
+// processes inside a podman container arrive with its id, name and image (the processes are gone at the
+// flush: the mount namespace the kernel recorded names the container), counts exact, and the host's own
+// side of the same connections carries no container tag.
+func TestContainerProcessesAreTaggedWithTheirContainer(t *testing.T) {
+	startPodmanService(t)
+	a := startAgent(t, httpflowConf)
+
+	// Ground truth on the host's side: a server counting what it reads, and an HTTP server counting requests.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	var tcpRead, tcpConns atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			tcpConns.Add(1)
+			n, _ := io.Copy(io.Discard, c)
+			tcpRead.Add(n)
+			c.Close()
+		}
+	}()
+	tcpPort := l.Addr().(*net.TCPAddr).Port
+	var requests atomic.Int64
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		fmt.Fprint(w, "hello from the host\n")
+	})}
+	go hs.Serve(hl)
+	t.Cleanup(func() { hs.Close() })
+	httpPort := hl.Addr().(*net.TCPAddr).Port
+
+	const name, conns, size, reqs = "dkebpf-ctr-flows", 3, 5000, 4
+	id := startContainer(t, name, "sleep", "600")
+	script := fmt.Sprintf(`set -e
+for i in $(seq %d); do exec 3<>/dev/tcp/127.0.0.1/%d; head -c %d /dev/zero >&3; exec 3>&-; done
+for i in $(seq %d); do curl -sS -o /dev/null http://127.0.0.1:%d/container/path; done`, conns, tcpPort, size, reqs, httpPort)
+	podman(t, "exec", name, "bash", "-c", script)
+	a.waitFor("the host's side of the container's connections", 10*time.Second, func() bool {
+		return tcpConns.Load() == conns && tcpRead.Load() == conns*size && requests.Load() == reqs
+	})
+
+	wantTags := map[string]string{"container_id": id, "container_name": name, "container_image": testImage}
+	checkTags := func(what string, p lpPoint) {
+		for k, v := range wantTags {
+			if p.Tags[k] != v {
+				t.Errorf("%s: %s=%q, want %q (tags %v)", what, k, p.Tags[k], v, p.Tags)
+			}
+		}
+	}
+	port := fmt.Sprint(tcpPort)
+	client := settle(t, a, "netflow of the container's client", totals{written: conns * size, established: conns, closed: conns}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", "dst_port:"+port, "direction:outgoing"))
+	})
+	for _, p := range client.points {
+		checkTags("container client flow", p)
+	}
+	server := settle(t, a, "netflow of the host's server", totals{read: conns * size, established: conns, closed: conns}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", "src_port:"+port, "direction:incoming"))
+	})
+	for _, p := range server.points {
+		if v, ok := p.Tags["container_id"]; ok {
+			t.Errorf("the host's server flow is tagged container_id=%s: %v", v, p.Tags)
+		}
+	}
+
+	var got int64
+	var pts []lpPoint
+	a.waitFor("httpflow of the container's curl", 6*interval+10*time.Second, func() bool {
+		pts = a.query("httpflow", "5m", "dst_port:"+fmt.Sprint(httpPort), "direction:outgoing")
+		got = 0
+		for _, p := range pts {
+			got += intField(p, "count")
+		}
+		return got == reqs
+	})
+	time.Sleep(2 * interval)
+	pts = a.query("httpflow", "5m", "dst_port:"+fmt.Sprint(httpPort), "direction:outgoing")
+	got = 0
+	for _, p := range pts {
+		got += intField(p, "count")
+		checkTags("container curl exchange", p)
+		if p.Tags["process_name"] != "curl" {
+			t.Errorf("httpflow process_name %q, want curl", p.Tags["process_name"])
+		}
+	}
+	if got != reqs {
+		t.Errorf("httpflow: %d exchanges from the container, want %d", got, reqs)
+	}
+}

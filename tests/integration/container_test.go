@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,5 +159,126 @@ for i in $(seq %d); do curl -sS -o /dev/null http://127.0.0.1:%d/container/path;
 	}
 	if got != reqs {
 		t.Errorf("httpflow: %d exchanges from the container, want %d", got, reqs)
+	}
+}
+
+// TestContainerHTTPSThroughItsOwnLibssl: curl inside a container uses the container's libssl.so.3 (another
+// file than the host's); its HTTPS exchanges arrive tagged with the container, counted exactly. Warm-up
+// requests run until the collector has found that library (a different path, filtered out of the count).
+func TestContainerHTTPSThroughItsOwnLibssl(t *testing.T) {
+	startPodmanService(t)
+	a := startAgent(t, httpflowConf)
+	var requests atomic.Int64
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/counted" {
+			requests.Add(1)
+		}
+		fmt.Fprint(w, "hello over TLS\n")
+	}))
+	ts.StartTLS() // Go's crypto/tls: only the container's client side is probed
+	t.Cleanup(ts.Close)
+	port := ts.Listener.Addr().(*net.TCPAddr).Port
+
+	const name, reqs = "dkebpf-ctr-https", 5
+	// The container's libssl is found in the maps of a process that keeps it mapped (curl is too brief).
+	id := startContainer(t, name, "openssl", "s_server", "-nocert", "-quiet", "-accept", "127.0.0.1:0")
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	started := time.Now()
+	for !reportedFrom(a, port, "curl") {
+		if time.Since(started) > max(30*time.Second, 10*interval) {
+			t.Fatalf("no httpflow point from curl in the container after %s", time.Since(started).Round(time.Second))
+		}
+		podman(t, "exec", name, "curl", "-sSk", "-o", "/dev/null", url+"/warmup")
+		time.Sleep(500 * time.Millisecond)
+	}
+	podman(t, "exec", name, "bash", "-c", fmt.Sprintf("for i in $(seq %d); do curl -sSk -o /dev/null %s/counted; done", reqs, url))
+	if requests.Load() != reqs {
+		t.Fatalf("harness: the server answered %d requests, want %d", requests.Load(), reqs)
+	}
+	var got int64
+	count := func() []lpPoint {
+		got = 0
+		var pts []lpPoint
+		for _, p := range a.query("httpflow", "5m", "direction:outgoing") {
+			if onPort(p, port) && p.Fields["path"] == "/counted" {
+				got += intField(p, "count")
+				pts = append(pts, p)
+			}
+		}
+		return pts
+	}
+	for deadline := time.Now().Add(6*interval + 10*time.Second); time.Now().Before(deadline) && got != reqs; {
+		count()
+		time.Sleep(interval / 4)
+	}
+	time.Sleep(2 * interval)
+	pts := count()
+	if got != reqs {
+		t.Errorf("httpflow: %d HTTPS exchanges from the container, want %d", got, reqs)
+		for _, p := range a.query("httpflow", "5m", "direction:outgoing") {
+			if onPort(p, port) {
+				t.Logf("httpflow point: %v %v", p.Tags, p.Fields)
+			}
+		}
+	}
+	for _, p := range pts {
+		if p.Tags["container_id"] != id || p.Tags["container_name"] != name || p.Tags["process_name"] != "curl" {
+			t.Errorf("HTTPS exchange tags %v, want container %s (%s), process curl", p.Tags, name, id)
+		}
+	}
+}
+
+// TestContainerInteractiveBash: `podman exec -it <ctr> bash` (the container's own bash binary) is captured
+// line by line, each line tagged with the container.
+func TestContainerInteractiveBash(t *testing.T) {
+	startPodmanService(t)
+	a := startBashAgent(t)
+	const name = "dkebpf-ctr-bash"
+	probed := a.bashBinariesProbed()
+	id := startContainer(t, name, "sleep", "600")
+	// The container's bash is probed when its root directory is first scanned (every 5 s), before anyone
+	// runs it; a bash started before that would lose the lines typed while it waited in readline.
+	a.waitFor("the container's bash binary probed", 15*time.Second, func() bool { return a.bashBinariesProbed() > probed })
+	argv := []string{"podman", "exec", "-it"}
+	for _, e := range shellEnv {
+		argv = append(argv, "-e", e)
+	}
+	argv = append(argv, name, "bash", "--norc", "--noprofile", "-i")
+	s := startShell(t, "bash in a container", argv...)
+	want := []string{"echo inside-the-container", "true container-line-2", "exit"}
+	for _, l := range want {
+		s.typeLine(l)
+	}
+	var got []lpPoint
+	ofContainer := func() {
+		got = got[:0]
+		for _, p := range a.bashPoints() {
+			if p.Tags["container_id"] == id {
+				got = append(got, p)
+			}
+		}
+	}
+	for deadline := time.Now().Add(6*interval + 10*time.Second); time.Now().Before(deadline) && len(got) < len(want); {
+		ofContainer()
+		time.Sleep(interval / 4)
+	}
+	time.Sleep(2 * interval)
+	ofContainer()
+	if len(got) != len(want) {
+		for _, p := range a.bashPoints() {
+			t.Logf("bash point: %v %v", p.Tags, p.Fields)
+		}
+		for _, l := range strings.Split(a.log.String(), "\n") {
+			if strings.Contains(l, "bash") {
+				t.Log(l)
+			}
+		}
+		t.Logf("shell output: %s", tail(s.output()))
+		t.Fatalf("%d bash lines tagged with the container, want %d: %v", len(got), len(want), got)
+	}
+	for i, p := range got {
+		if p.Fields["cmd"] != want[i] || p.Tags["container_name"] != name || p.Tags["container_image"] != testImage {
+			t.Errorf("line %d: cmd %q tags %v, want %q in %s", i, p.Fields["cmd"], p.Tags, want[i], name)
+		}
 	}
 }

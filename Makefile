@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs
+.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs image
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -61,6 +61,10 @@ unit:
 	$(Q)$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
 
 # Root integration tests against the real kernel. They fail (never skip) if BPF cannot load.
+# The DaemonSet's image, localhost/datakit-ebpf:latest (deploy/datakit-ebpf.yaml), from Debian's packages: no registry.
+image: build
+	$(Q)./scripts/build-image.sh
+
 # A real kube-apiserver v1.37.2 for the Kubernetes tests, built once into /var/cache/dkebpf-kube (~7 min, ~2.9 GB RAM the first time).
 kube-apiserver:
 	@echo "  KUBE    kube-apiserver v1.37.2 (cached)"

@@ -7,8 +7,8 @@ tar=$cache/dkebpf-test-bookworm.tar
 image=localhost/dkebpf-test:latest
 mkdir -p "$cache"
 if [ ! -s "$tar" ]; then
-	mmdebstrap --quiet --variant=minbase --include=bash,curl,ca-certificates,openssl,iproute2 bookworm "$tar.tmp.$$"
-	mv "$tar.tmp.$$" "$tar"
+	mmdebstrap --quiet --variant=minbase --include=bash,curl,ca-certificates,openssl,iproute2 bookworm "$tar.tmp.$$.tar"
+	mv "$tar.tmp.$$.tar" "$tar"
 fi
 if ! podman image exists "$image"; then
 	podman import --quiet "$tar" "$image" >/dev/null

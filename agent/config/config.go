@@ -170,6 +170,13 @@ func Load(dir string, opts Options) (*Config, error) {
 		c.Hostname = h
 		c.resolveGlobalTags()
 	}
+	// DataKit's ENV_HTTP_LISTEN sets the API's address over datakit.conf (a DaemonSet picks its port).
+	if l, ok := opts.Lookup("ENV_HTTP_LISTEN"); ok && l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return nil, fmt.Errorf("ENV_HTTP_LISTEN: invalid address %q (want host:port, e.g. \"localhost:9529\")", l)
+		}
+		c.Listen = l
+	}
 	env := inputs.Env{InstallDir: c.Dir, APIAddr: ClientAddr(c.Listen), Hostname: c.Hostname, Log: opts.Log}
 
 	files, err := inputFiles(c.Dir)

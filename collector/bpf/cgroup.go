@@ -35,21 +35,21 @@ func CgroupNote() string { return cgroupNote }
 // findCgroup2Root returns the host's cgroup v2 root. In our own cgroup namespace (a bare host, or a pod
 // with hostCgroupns) it is the first cgroup2 mount we see. In a private one (a container's default), a cgroup2
 // mount shows only our own cgroup: a DaemonSet attached there would see nothing but its own traffic, so the
-// host's root is reached through pid 1's root directory (the host's init with hostPID; it needs
+// host's root is reached through kthreadd (pid 2)'s root directory (the host's init with hostPID; it needs
 // CAP_SYS_PTRACE). A host with no cgroup2 mount gets one of ours.
 func findCgroup2Root(proc string) (root, how string, err error) {
 	self, errSelf := os.Readlink(proc + "/self/ns/cgroup")
-	init, errInit := os.Readlink(proc + "/1/ns/cgroup")
+	init, errInit := os.Readlink(proc + "/" + hostPid + "/ns/cgroup")
 	if errSelf == nil && errInit == nil && self != init {
-		mp, err := cgroup2Mount(proc + "/1/mountinfo")
+		mp, err := cgroup2Mount(proc + "/" + hostPid + "/mountinfo")
 		if err != nil {
 			return "", "", fmt.Errorf("in a private cgroup namespace (%s, the host's %s), the host's cgroup v2 root is out of reach: %w (run with hostPID and CAP_SYS_PTRACE)", self, init, err)
 		}
-		root := proc + "/1/root" + mp
+		root := proc + "/" + hostPid + "/root" + mp
 		if _, err := os.Stat(root); err != nil {
 			return "", "", fmt.Errorf("in a private cgroup namespace, the host's cgroup v2 root %s: %w (run with hostPID and CAP_SYS_PTRACE)", root, err)
 		}
-		return root, "the host's, through pid 1: our cgroup namespace is private", nil
+		return root, "the host's, through kthreadd (pid 2): our cgroup namespace is private", nil
 	}
 	mp, err := cgroup2Mount(proc + "/self/mountinfo")
 	if err == nil {
@@ -57,6 +57,12 @@ func findCgroup2Root(proc string) (root, how string, err error) {
 	}
 	if !errors.Is(err, errNoCgroup2) {
 		return "", "", err
+	}
+	// A container without the host's cgroup2 mount (a v1 or hybrid host) still reaches it through kthreadd (pid 2).
+	if mp, err := cgroup2Mount(proc + "/" + hostPid + "/mountinfo"); err == nil {
+		if _, err := os.Stat(proc + "/" + hostPid + "/root" + mp); err == nil {
+			return proc + "/" + hostPid + "/root" + mp, "the host's, through kthreadd (pid 2): no cgroup2 mount in our mount namespace", nil
+		}
 	}
 	if err := os.MkdirAll(privateCgroup2, 0o755); err != nil {
 		return "", "", fmt.Errorf("create %s: %w", privateCgroup2, err)
@@ -69,8 +75,13 @@ func findCgroup2Root(proc string) (root, how string, err error) {
 
 var errNoCgroup2 = errors.New("no cgroup2 mount")
 
+// hostPid is a process always in the host's initial namespaces and root: kthreadd, pid 2 (with hostPID).
+// Not pid 1: a sandbox's init may refuse access to its root even to a privileged process (this VM's does).
+const hostPid = "2"
+
 // cgroup2Mount returns the mount point of the first cgroup2 file system in a mountinfo file whose root is
-// the hierarchy's root (a bind mount of a sub-cgroup would see less).
+// the hierarchy's root: "/", or "/../.." when read from a private cgroup namespace (a bind mount of a
+// sub-cgroup would see less).
 func cgroup2Mount(mountinfo string) (string, error) {
 	f, err := os.Open(mountinfo)
 	if err != nil {
@@ -89,7 +100,7 @@ func parseCgroup2Mount(r io.Reader) (string, error) {
 			continue
 		}
 		f, fs := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(fs) < 1 || fs[0] != "cgroup2" || f[3] != "/" {
+		if len(f) < 5 || len(fs) < 1 || fs[0] != "cgroup2" || strings.Trim(f[3], "/.") != "" {
 			continue
 		}
 		return unescapeMount(f[4]), nil

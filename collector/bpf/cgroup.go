@@ -35,15 +35,15 @@ func CgroupNote() string { return cgroupNote }
 // findCgroup2Root returns the host's cgroup v2 root. In our own cgroup namespace (a bare host, or a pod
 // with hostCgroupns) it is the first cgroup2 mount we see. In a private one (a container's default), a cgroup2
 // mount shows only our own cgroup: a DaemonSet attached there would see nothing but its own traffic, so the
-// host's root is reached through kthreadd (pid 2)'s root directory (the host's init with hostPID; it needs
+// host's root is reached through the root directory of kthreadd (pid 2 with hostPID; it needs
 // CAP_SYS_PTRACE). A host with no cgroup2 mount gets one of ours.
 func findCgroup2Root(proc string) (root, how string, err error) {
 	self, errSelf := os.Readlink(proc + "/self/ns/cgroup")
-	init, errInit := os.Readlink(proc + "/" + hostPid + "/ns/cgroup")
-	if errSelf == nil && errInit == nil && self != init {
+	host, errHost := os.Readlink(proc + "/" + hostPid + "/ns/cgroup")
+	if errSelf == nil && errHost == nil && self != host {
 		mp, err := cgroup2Mount(proc + "/" + hostPid + "/mountinfo")
 		if err != nil {
-			return "", "", fmt.Errorf("in a private cgroup namespace (%s, the host's %s), the host's cgroup v2 root is out of reach: %w (run with hostPID and CAP_SYS_PTRACE)", self, init, err)
+			return "", "", fmt.Errorf("in a private cgroup namespace (%s, the host's %s), the host's cgroup v2 root is out of reach: %w (run with hostPID and CAP_SYS_PTRACE)", self, host, err)
 		}
 		root := proc + "/" + hostPid + "/root" + mp
 		if _, err := os.Stat(root); err != nil {

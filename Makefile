@@ -77,7 +77,7 @@ test-rootfs:
 
 integration: kube-apiserver test-rootfs
 	@echo "  TEST    integration (root, real kernel)"
-	$(Q)$(GO) test -count=1 -timeout 10m $(if $(filter 1,$(V)),-v) ./tests/...
+	$(Q)$(GO) test -count=1 -timeout 15m $(if $(filter 1,$(V)),-v) ./tests/...
 
 # The same binaries on Debian 5.10, 6.1, 6.1-rt and 6.12 under qemu, and on this host (~5 min).
 test-kernels: build

@@ -1,140 +1,106 @@
 package container
 
 import (
-	"encoding/json"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 )
 
-const id = "51bf00f92182852101d7b04e1435dd8a7751dc6dc65297eb79ea99423e99ab71"
+const (
+	id   = "51bf00f92182852101d7b04e1435dd8a7751dc6dc65297eb79ea99423e99ab71"
+	id2  = "9a0c3d1e2f4b5a6978c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6"
+	uid  = "0d3e5c1a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
+	uidU = "0d3e5c1a_1b2c_4d5e_8f90_a1b2c3d4e5f6"
+)
 
-func TestFromCgroupPathKnowsEveryRuntimesLayout(t *testing.T) {
-	uid := "0d3e5c1a-1b2c-4d5e-8f90-a1b2c3d4e5f6"
-	uidU := "0d3e5c1a_1b2c_4d5e_8f90_a1b2c3d4e5f6"
-	for path, want := range map[string]Info{
-		"/docker/" + id:                                    {ID: id, Runtime: "docker"},
-		"/system.slice/docker-" + id + ".scope":            {ID: id, Runtime: "docker"},
-		"/libpod_parent/libpod-" + id:                      {ID: id, Runtime: "podman"},
-		"/machine.slice/libpod-" + id + ".scope":           {ID: id, Runtime: "podman"},
-		"/machine.slice/libpod-" + id + ".scope/container": {ID: id, Runtime: "podman"},
-		"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id + ".scope":                                  {ID: id, Runtime: "podman"},
-		"/kubepods/burstable/pod" + uid + "/" + id:                                                                          {ID: id, PodUID: uid},
-		"/kubepods/besteffort/pod" + uid + "/" + id:                                                                         {ID: id, PodUID: uid},
-		"/kubepods/pod" + uid + "/" + id:                                                                                    {ID: id, PodUID: uid},
-		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + id + ".scope": {ID: id, Runtime: "containerd", PodUID: uid},
-		"/system.slice/containerd.service/kubepods-burstable-pod" + uidU + ".slice:cri-containerd:" + id:                    {ID: id, Runtime: "containerd", PodUID: uid},
-		"/kubepods.slice/kubepods-pod" + uidU + ".slice/crio-" + id + ".scope":                                              {ID: id, Runtime: "cri-o", PodUID: uid},
-		"/../../kubepods/burstable/pod" + uid + "/" + id:                                                                    {ID: id, PodUID: uid}, // seen from a private cgroup namespace
+// Every runtime's layout, each tried as the v2 line of a pure v2 host and as a v1 line of a hybrid one
+// (whose v2 line is "/").
+func TestIDFromCgroupKnowsEveryRuntimesLayout(t *testing.T) {
+	for _, tc := range []struct {
+		path            string
+		runtime, podUID string
+	}{
+		{"/docker/" + id, "docker", ""},
+		{"/system.slice/docker-" + id + ".scope", "docker", ""},
+		{"/libpod_parent/libpod-" + id, "podman", ""},
+		{"/machine.slice/libpod-" + id + ".scope", "podman", ""},
+		{"/machine.slice/libpod-" + id + ".scope/container", "podman", ""},
+		{"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id + ".scope", "podman", ""},
+		{"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id + ".scope/container", "podman", ""},
+		// cgroupfs driver under Kubernetes: containerd's or dockershim's alike, so the runtime is not said.
+		{"/kubepods/burstable/pod" + uid + "/" + id, "", uid},
+		{"/kubepods/besteffort/pod" + uid + "/" + id, "", uid},
+		{"/kubepods/pod" + uid + "/" + id, "", uid},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/cri-containerd-" + id + ".scope", "containerd", uid},
+		{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod" + uidU + ".slice/cri-containerd-" + id + ".scope", "containerd", uid},
+		{"/kubepods.slice/kubepods-pod" + uidU + ".slice/cri-containerd-" + id + ".scope", "containerd", uid},
+		{"/system.slice/containerd.service/kubepods-burstable-pod" + uidU + ".slice:cri-containerd:" + id, "containerd", uid},
+		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-" + id + ".scope", "cri-o", uid},
+		{"/kubepods/burstable/pod" + uid + "/crio-" + id, "cri-o", uid},
+		{"/docker/" + id2 + "/docker/" + id, "docker", ""}, // docker in docker: the innermost
+		{"/docker/" + id + "/system.slice/cron.service", "docker", ""},
+		// Seen from a private cgroup namespace.
+		{"/../../kubepods/burstable/pod" + uid + "/" + id, "", uid},
+		{"/../../../libpod_parent/libpod-" + id, "podman", ""},
+		{"/../docker-" + id + ".scope", "docker", ""},
 	} {
-		got, ok := FromCgroupPath(path)
-		if !ok || got != want {
-			t.Errorf("%s: got %+v %v, want %+v", path, got, ok, want)
-		}
-	}
-	for _, path := range []string{"/", "/user.slice/user-0.slice/session-1.scope", "/system.slice/ssh.service",
-		"/machine.slice/libpod-conmon-" + id + ".scope", "/kubepods.slice/crio-conmon-" + id + ".scope"} {
-		if got, ok := FromCgroupPath(path); ok {
-			t.Errorf("%s: not a container, got %+v", path, got)
+		for _, content := range []string{
+			"0::" + tc.path + "\n",
+			"12:pids:" + tc.path + "\n11:memory:" + tc.path + "\n1:name=systemd:" + tc.path + "\n0::/\n",
+		} {
+			gotID, runtime, podUID, ok := IDFromCgroup(content)
+			if !ok || gotID != id || runtime != tc.runtime || podUID != tc.podUID {
+				t.Errorf("%q: got %q %q %q %v, want %q %q %q", content, gotID, runtime, podUID, ok, id, tc.runtime, tc.podUID)
+			}
 		}
 	}
 }
 
-func TestFromCgroupFilePrefersV2AndFallsBackToV1(t *testing.T) {
-	hybrid := "9:name=systemd:/libpod_parent/libpod-" + id + "\n4:memory:/libpod_parent/libpod-" + id + "\n0::/\n"
-	if got, ok := FromCgroupFile(hybrid); !ok || got.ID != id || got.Runtime != "podman" {
-		t.Fatalf("hybrid host: got %+v %v", got, ok)
+func TestIDFromCgroupRejectsHostsAndMonitors(t *testing.T) {
+	for _, path := range []string{
+		"/",
+		"/init.scope",
+		"/user.slice/user-0.slice/session-1.scope",
+		"/system.slice/ssh.service",
+		"/system.slice/containerd.service",
+		"/machine.slice/libpod-conmon-" + id + ".scope", // podman's monitor, not the container
+		"/libpod_parent/conmon",
+		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidU + ".slice/crio-conmon-" + id + ".scope",
+		"/kubepods/burstable/pod" + uid, // the pod's own cgroup holds no container process
+		"/docker/" + id[:63],            // not a full id
+		"/docker/" + strings.ToUpper(id),
+		"/process_api/f6323715bcb2146c5c3ff01188e8e3c9",
+	} {
+		for _, content := range []string{"0::" + path + "\n", "4:memory:" + path + "\n0::/\n"} {
+			if gotID, runtime, podUID, ok := IDFromCgroup(content); ok {
+				t.Errorf("%q named a container: %q %q %q", content, gotID, runtime, podUID)
+			}
+		}
 	}
-	if _, ok := FromCgroupFile("0::/init.scope\n"); ok {
-		t.Fatal("a host process named a container")
+	if _, _, _, ok := IDFromCgroup(""); ok {
+		t.Error("an empty file named a container")
 	}
 }
 
-// fakeProc makes /proc/<pid>/{ns/mnt,cgroup} for each pid.
-func fakeProc(t *testing.T, procs map[string][2]string) string {
-	dir := t.TempDir()
-	for pid, v := range procs {
-		if err := os.MkdirAll(filepath.Join(dir, pid, "ns"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(v[0], filepath.Join(dir, pid, "ns", "mnt")); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, pid, "cgroup"), []byte(v[1]), 0o644); err != nil {
-			t.Fatal(err)
-		}
+// The v2 line wins when it names a container; on a hybrid host whose v2 line is "/", a v1 line does.
+func TestIDFromCgroupPrefersTheV2Line(t *testing.T) {
+	got, _, _, _ := IDFromCgroup("4:memory:/docker/" + id2 + "\n0::/system.slice/docker-" + id + ".scope\n")
+	if got != id {
+		t.Errorf("got %.12s, want the v2 line's %.12s", got, id)
 	}
-	return dir
-}
-
-func TestResolverFindsAContainerByMountNamespaceWithRateLimitedScans(t *testing.T) {
-	proc := fakeProc(t, map[string][2]string{
-		"1":   {"mnt:[4026531841]", "0::/init.scope\n"},
-		"200": {"mnt:[4026532178]", "0::/libpod_parent/libpod-" + id + "\n"},
-		"300": {"mnt:[4026532500]", "0::/system.slice/private-tmp.service\n"}, // its own namespace, no container
-	})
-	now := time.Unix(1000, 0)
-	r := New(Config{Proc: proc, Endpoints: []string{}})
-	r.now = func() time.Time { return now }
-	if _, ok := r.ByMntns(4026531841); ok {
-		t.Fatal("the host's namespace named a container")
-	}
-	if got, ok := r.ByMntns(4026532178); !ok || got.ID != id {
-		t.Fatalf("container namespace: %+v %v", got, ok)
-	}
-	if _, ok := r.ByMntns(4026532500); ok {
-		t.Fatal("a non-container namespace named a container")
-	}
-	// A new container appears: a miss within a second of the last scan does not rescan, the next does.
-	if err := os.MkdirAll(filepath.Join(proc, "400", "ns"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	os.Symlink("mnt:[4026532600]", filepath.Join(proc, "400", "ns", "mnt"))
-	os.WriteFile(filepath.Join(proc, "400", "cgroup"), []byte("0::/docker/"+id+"\n"), 0o644)
-	if _, ok := r.ByMntns(4026532600); ok {
-		t.Fatal("rescanned within the rate limit")
-	}
-	now = now.Add(rescanEvery)
-	if got, ok := r.ByMntns(4026532600); !ok || got.Runtime != "docker" {
-		t.Fatalf("after the rate limit: %+v %v", got, ok)
-	}
-	// The container's processes exit: its entry stays while used, and goes once unused for forgetAfter.
-	os.RemoveAll(filepath.Join(proc, "200"))
-	now = now.Add(forgetAfter + 2*rescanEvery)
-	r.ByMntns(1) // a miss: rescans
-	if _, ok := r.byNS[4026532178]; ok {
-		t.Fatal("an unused namespace with no process was kept")
+	got, runtime, _, ok := IDFromCgroup("9:name=systemd:/\n4:memory:/libpod_parent/libpod-" + id + "\n0::/\n")
+	if !ok || got != id || runtime != "podman" {
+		t.Errorf("hybrid host: got %.12s %q %v", got, runtime, ok)
 	}
 }
 
-func TestRuntimeAPINamesPodmanAndDockerContainers(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "podman.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
+func TestAddTagsOnlyWhatIsKnown(t *testing.T) {
+	tags := map[string]string{"pid": "7"}
+	Info{ID: id, Runtime: "containerd"}.AddTags(tags)
+	if len(tags) != 2 || tags["container_id"] != id {
+		t.Errorf("id only: %v", tags)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/containers/"+id+"/json" {
-			http.NotFound(w, r)
-			return
-		}
-		json.NewEncoder(w).Encode(map[string]any{"Name": "/web", "ImageName": "localhost/web:1", "Config": map[string]any{"Image": "web"}})
-	})}
-	go srv.Serve(l)
-	defer srv.Close()
-
-	proc := fakeProc(t, map[string][2]string{"1": {"mnt:[1]", "0::/\n"}, "7": {"mnt:[2]", "0::/libpod_parent/libpod-" + id + "\n"}})
-	r := New(Config{Proc: proc, Endpoints: []string{filepath.Join(t.TempDir(), "absent.sock"), "unix://" + sock}})
-	got, ok := r.ByPid(7)
-	if !ok || got.Name != "web" || got.Image != "localhost/web:1" {
-		t.Fatalf("got %+v %v", got, ok)
-	}
-	tags := map[string]string{}
-	got.AddTags(tags)
-	if tags["container_id"] != id || tags["container_name"] != "web" || tags["container_image"] != "localhost/web:1" {
-		t.Fatalf("tags %v", tags)
+	Info{ID: id, Name: "web", Image: "nginx:1"}.AddTags(tags)
+	if len(tags) != 4 || tags["container_name"] != "web" || tags["container_image"] != "nginx:1" {
+		t.Errorf("named: %v", tags)
 	}
 }

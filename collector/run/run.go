@@ -67,7 +67,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
 	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
-	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT")})
+	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT"), Endpoints: cfg.ContainerEndpoints, Logger: log})
 	flush := func(now time.Time) {
 		for _, b := range plugin.Flush(plugins, now) {
 			enrich.AddContainers(b.Points, containers)

@@ -62,7 +62,7 @@ var Table = []Option{
 		Usage: "bpf-netlog: metrics only (false adds --netlog-log)"},
 	{Key: "netlog_log", Env: []string{env + "NETLOG_LOG", "ENV_NETLOG_LOG"}, Flag: "netlog-log", Kind: Bool, NotYet: "bpf-netlog", Usage: "bpf-netlog: report logs"},
 	{Flag: "netlog-protocols", Kind: List, Default: "http", NotYet: "bpf-netlog", Usage: "bpf-netlog: L7 protocols"},
-	{Flag: "container-endpoints", Kind: List, NotYet: "bpf-netlog", Usage: "bpf-netlog: container runtime endpoints"},
+	{Flag: "container-endpoints", Kind: List, Usage: "Docker-API sockets (docker, podman) asked for container names and images, under HOST_ROOT (default /var/run/docker.sock, /run/podman/podman.sock)"},
 	{Key: "trace_server", Env: []string{env + "TRACE_SERVER"}, Flag: "trace-server", Kind: URL, NotYet: "ebpf-trace", Usage: "ebpf-trace: address that receives spans"},
 	{Key: "trace_env_list", Env: []string{env + "TRACE_ENV_LIST"}, Flag: "trace-env-list", Kind: List, NotYet: "ebpf-trace", Usage: "ebpf-trace: environment variables selecting processes"},
 	{Key: "trace_env_blacklist", Env: []string{env + "TRACE_ENV_BLACKLIST"}, Flag: "trace-env-blacklist", Kind: List, NotYet: "ebpf-trace", Usage: "ebpf-trace: environment variables excluding processes"},

@@ -23,7 +23,7 @@ type acc struct {
 // flowKey returns the netflow key of a query's flow, with dnsflow's port rule: a port is kept when it is
 // a DNS server port and "*" otherwise (DataKit keeps exactly 53).
 func (t *Tracker) flowKey(tp flow.Tuple, o owner) flow.Key {
-	k := flow.NewKey(tp, dirOut, 0, flow.Proc{Pid: o.pid, Comm: o.comm, Mntns: o.mntns}, o.netns)
+	k := flow.NewKey(tp, dirOut, 0, o.Proc, o.netns)
 	k.SrcPort, k.DstPort = t.portKey(tp.Sport), t.portKey(tp.Dport)
 	return k
 }

@@ -17,23 +17,24 @@ func exchange(t *testing.T, tr *Tracker, tp flow.Tuple, cookie uint64, flags uin
 }
 
 func TestProcessTagsComeFromTheRecordThenConfigOwner(t *testing.T) {
-	owner := func(c uint64) (uint32, string, uint32, bool) {
+	owner := func(c uint64) (flow.Proc, uint32, bool) {
 		if c == 2 {
-			return 77, "resolved", 4026532000, true
+			return flow.Proc{Pid: 77, Comm: "resolved", Mntns: 4026532178}, 4026532000, true
 		}
-		return 0, "", 0, false
+		return flow.Proc{}, 0, false
 	}
 	for _, c := range []struct {
 		name   string
-		owner  func(uint64) (uint32, string, uint32, bool)
+		owner  func(uint64) (flow.Proc, uint32, bool)
 		cookie uint64
 		flags  uint8
 		want   map[string]string // "" : the tag is absent
+		mntns  uint32            // the point's mount namespace (the container key)
 	}{
-		{"record's owner", owner, 2, FlagOwner, map[string]string{"pid": "1234", "process_name": "curl", "netns": "4026531840"}},
-		{"Config.Owner", owner, 2, 0, map[string]string{"pid": "77", "process_name": "resolved", "netns": "4026532000"}},
-		{"Config.Owner does not know", owner, 3, 0, map[string]string{"pid": "0", "process_name": "", "netns": ""}},
-		{"no Config.Owner", nil, 2, 0, map[string]string{"pid": "0", "process_name": "", "netns": ""}},
+		{"record's owner", owner, 2, FlagOwner, map[string]string{"pid": "1234", "process_name": "curl", "netns": "4026531840"}, testMntns},
+		{"Config.Owner", owner, 2, 0, map[string]string{"pid": "77", "process_name": "resolved", "netns": "4026532000"}, 4026532178},
+		{"Config.Owner does not know", owner, 3, 0, map[string]string{"pid": "0", "process_name": "", "netns": ""}, 0},
+		{"no Config.Owner", nil, 2, 0, map[string]string{"pid": "0", "process_name": "", "netns": ""}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tr := newTestTracker(Config{Owner: c.owner})
@@ -41,6 +42,9 @@ func TestProcessTagsComeFromTheRecordThenConfigOwner(t *testing.T) {
 			pts := tr.Flush(wall0)
 			if len(pts) != 1 {
 				t.Fatalf("%d points, want 1", len(pts))
+			}
+			if pts[0].Mntns != c.mntns {
+				t.Errorf("mount namespace %d, want %d", pts[0].Mntns, c.mntns)
 			}
 			for k, want := range c.want {
 				got, ok := pts[0].Tags[k]

@@ -29,6 +29,7 @@ const (
 	testPid   = 1234
 	testComm  = "curl"
 	testNetns = 4026531840
+	testMntns = 4026531841
 )
 
 func tuple(c, s netip.AddrPort, proto uint8) flow.Tuple {
@@ -49,7 +50,7 @@ func ev(t flow.Tuple, cookie, ts uint64, flags uint8, payload []byte) *Event {
 	e := &Event{T: t, Cookie: cookie, TsNs: ts, Flags: flags, Len: uint32(len(payload))}
 	e.Cap = uint16(copy(e.Msg[:], payload))
 	if flags&FlagOwner != 0 {
-		e.Pid, e.Netns = testPid, testNetns
+		e.Pid, e.Netns, e.Mntns = testPid, testNetns, testMntns
 		copy(e.Comm[:], testComm)
 	}
 	return e

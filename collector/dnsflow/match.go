@@ -32,7 +32,7 @@ func newKey(r *rec, id uint16) queryKey {
 func (t *Tracker) query(r rec, m *message) {
 	o, known := r.owner, r.hasOwner
 	if !known && t.cfg.Owner != nil {
-		o.pid, o.comm, o.netns, known = t.cfg.Owner(r.cookie)
+		o.Proc, o.netns, known = t.cfg.Owner(r.cookie)
 	}
 	if !known {
 		o = owner{}
@@ -47,7 +47,7 @@ func (t *Tracker) query(r rec, m *message) {
 		t.stats.InFlightEvicted++
 	}
 	q := &query{key: k, ts: r.ts, qname: m.qname, qtype: m.qtype}
-	if flow.OwnProcess(o.comm) { // do not report our own lookups
+	if flow.OwnProcess(o.Comm) { // do not report our own lookups
 		q.ignored = true
 		t.stats.Ignored++
 	} else {

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"dkebpf/collector/flow"
 )
 
 // seg is one TCP segment of a test: its direction, its offset from the direction's first sequence number,
@@ -105,7 +107,7 @@ func TestTCPReassembly(t *testing.T) {
 }
 
 func TestTCPQueriesTakeTheConnectionsFirstOwner(t *testing.T) {
-	tr := newTestTracker(Config{Owner: func(uint64) (uint32, string, uint32, bool) { return 99, "other", 1, true }})
+	tr := newTestTracker(Config{Owner: func(uint64) (flow.Proc, uint32, bool) { return flow.Proc{Pid: 99, Comm: "other"}, 1, true }})
 	q := frame(queryMsg(t, 1, "example.com", dnsmessage.TypeA))
 	// The owner is first seen on a received segment (say, the SYN-ACK's owner-context ACK); the query
 	// itself is sent from softirq (a retransmit timer), without it.

@@ -31,8 +31,8 @@ type Config struct {
 	EphemeralPort uint16        // unused: the port rule above replaces it (kept so one setting feeds every plugin)
 	Filter        flow.Filter   // what the user chose not to see
 	// Owner finds the process of a socket whose record was not sent in its owner's context (the kernel's
-	// UDP socket-owner map). May be nil.
-	Owner func(cookie uint64) (pid uint32, comm string, netns uint32, ok bool)
+	// UDP socket-owner map), and its network namespace. May be nil.
+	Owner func(cookie uint64) (p flow.Proc, netns uint32, ok bool)
 }
 
 // Stats counts, since the Tracker was created, what it saw and what it did not report.
@@ -107,12 +107,10 @@ const (
 	protoUDP = 17
 )
 
-// owner is the process that sent a query.
+// owner is the process that sent a query, and its network namespace.
 type owner struct {
-	pid   uint32
-	comm  string
+	flow.Proc
 	netns uint32
-	mntns uint32
 }
 
 // rec is what a DNS message carries over from its record (or, for TCP, from the segment it started in).
@@ -137,7 +135,7 @@ func (t *Tracker) Add(e *Event) {
 	}
 	r := rec{t: e.T, cookie: e.Cookie, ts: e.TsNs, egress: e.Flags&FlagEgress != 0}
 	if e.Flags&FlagOwner != 0 {
-		r.owner, r.hasOwner = owner{e.Pid, t.comms.Name(e.Comm), e.Netns, e.Mntns}, true
+		r.owner, r.hasOwner = owner{flow.Proc{Pid: e.Pid, Comm: t.comms.Name(e.Comm), Mntns: e.Mntns}, e.Netns}, true
 	}
 	if e.T.Proto == protoTCP {
 		t.segment(e, r)

@@ -180,12 +180,12 @@ func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, log *slog.Logger) []plugin.P
 			Ports:   cfg.DNSPorts,
 			Timeout: cfg.DNSTimeout,
 			Filter:  filter,
-			Owner: func(cookie uint64) (uint32, string, uint32, bool) {
+			Owner: func(cookie uint64) (flow.Proc, uint32, bool) {
 				s, ok := nf.LookupSock(cookie)
 				if !ok || s.Pid == 0 {
-					return 0, "", 0, false
+					return flow.Proc{}, 0, false
 				}
-				return s.Pid, flow.Comm(s.Comm), s.Netns, true
+				return flow.Proc{Pid: s.Pid, Comm: flow.Comm(s.Comm), Mntns: s.Mntns}, s.Netns, true
 			},
 		}, log)
 		nf.SetDomains(dns.Names())

@@ -113,20 +113,12 @@ for i in $(seq %d); do curl -sS -o /dev/null http://127.0.0.1:%d/container/path;
 		return tcpConns.Load() == conns && tcpRead.Load() == conns*size && requests.Load() == reqs
 	})
 
-	wantTags := map[string]string{"container_id": id, "container_name": name, "container_image": testImage}
-	checkTags := func(what string, p lpPoint) {
-		for k, v := range wantTags {
-			if p.Tags[k] != v {
-				t.Errorf("%s: %s=%q, want %q (tags %v)", what, k, p.Tags[k], v, p.Tags)
-			}
-		}
-	}
 	port := fmt.Sprint(tcpPort)
 	client := settle(t, a, "netflow of the container's client", totals{written: conns * size, established: conns, closed: conns}, func() flowSum {
 		return sumFlows(a.query("netflow", "5m", "dst_port:"+port, "direction:outgoing"))
 	})
 	for _, p := range client.points {
-		checkTags("container client flow", p)
+		checkContainer(t, "container client flow", p, id, name)
 	}
 	server := settle(t, a, "netflow of the host's server", totals{read: conns * size, established: conns, closed: conns}, func() flowSum {
 		return sumFlows(a.query("netflow", "5m", "src_port:"+port, "direction:incoming"))
@@ -137,28 +129,52 @@ for i in $(seq %d); do curl -sS -o /dev/null http://127.0.0.1:%d/container/path;
 		}
 	}
 
-	var got int64
-	var pts []lpPoint
-	a.waitFor("httpflow of the container's curl", 6*interval+10*time.Second, func() bool {
-		pts = a.query("httpflow", "5m", "dst_port:"+fmt.Sprint(httpPort), "direction:outgoing")
-		got = 0
-		for _, p := range pts {
-			got += intField(p, "count")
-		}
-		return got == reqs
-	})
-	time.Sleep(2 * interval)
-	pts = a.query("httpflow", "5m", "dst_port:"+fmt.Sprint(httpPort), "direction:outgoing")
-	got = 0
-	for _, p := range pts {
-		got += intField(p, "count")
-		checkTags("container curl exchange", p)
+	for _, p := range settleExchanges(t, a, httpPort, "", reqs) {
+		checkContainer(t, "container curl exchange", p, id, name)
 		if p.Tags["process_name"] != "curl" {
 			t.Errorf("httpflow process_name %q, want curl", p.Tags["process_name"])
 		}
 	}
-	if got != reqs {
-		t.Errorf("httpflow: %d exchanges from the container, want %d", got, reqs)
+}
+
+// settleExchanges waits until the outgoing httpflow points to port (of path, if not "") count want
+// exchanges, waits two intervals more, and returns them; any other count fails the test.
+func settleExchanges(t *testing.T, a *agent, port int, path string, want int64) []lpPoint {
+	t.Helper()
+	var got int64
+	count := func() []lpPoint {
+		got = 0
+		var pts []lpPoint
+		for _, p := range a.query("httpflow", "5m", "direction:outgoing") {
+			if onPort(p, port) && (path == "" || p.Fields["path"] == path) {
+				got += intField(p, "count")
+				pts = append(pts, p)
+			}
+		}
+		return pts
+	}
+	for deadline := time.Now().Add(6*interval + 10*time.Second); time.Now().Before(deadline) && got != want; {
+		count()
+		time.Sleep(interval / 4)
+	}
+	time.Sleep(2 * interval)
+	pts := count()
+	if got != want {
+		t.Errorf("httpflow: %d exchanges to port %d %s, want %d; points:", got, port, path, want)
+		for _, p := range pts {
+			t.Logf("  %v %v", p.Tags, p.Fields)
+		}
+	}
+	return pts
+}
+
+// checkContainer checks that a point names the test container: its id, name and image.
+func checkContainer(t *testing.T, what string, p lpPoint, id, name string) {
+	t.Helper()
+	for k, v := range map[string]string{"container_id": id, "container_name": name, "container_image": testImage} {
+		if p.Tags[k] != v {
+			t.Errorf("%s: %s=%q, want %q (tags %v)", what, k, p.Tags[k], v, p.Tags)
+		}
 	}
 }
 
@@ -195,35 +211,10 @@ func TestContainerHTTPSThroughItsOwnLibssl(t *testing.T) {
 	if requests.Load() != reqs {
 		t.Fatalf("harness: the server answered %d requests, want %d", requests.Load(), reqs)
 	}
-	var got int64
-	count := func() []lpPoint {
-		got = 0
-		var pts []lpPoint
-		for _, p := range a.query("httpflow", "5m", "direction:outgoing") {
-			if onPort(p, port) && p.Fields["path"] == "/counted" {
-				got += intField(p, "count")
-				pts = append(pts, p)
-			}
-		}
-		return pts
-	}
-	for deadline := time.Now().Add(6*interval + 10*time.Second); time.Now().Before(deadline) && got != reqs; {
-		count()
-		time.Sleep(interval / 4)
-	}
-	time.Sleep(2 * interval)
-	pts := count()
-	if got != reqs {
-		t.Errorf("httpflow: %d HTTPS exchanges from the container, want %d", got, reqs)
-		for _, p := range a.query("httpflow", "5m", "direction:outgoing") {
-			if onPort(p, port) {
-				t.Logf("httpflow point: %v %v", p.Tags, p.Fields)
-			}
-		}
-	}
-	for _, p := range pts {
-		if p.Tags["container_id"] != id || p.Tags["container_name"] != name || p.Tags["process_name"] != "curl" {
-			t.Errorf("HTTPS exchange tags %v, want container %s (%s), process curl", p.Tags, name, id)
+	for _, p := range settleExchanges(t, a, port, "/counted", reqs) {
+		checkContainer(t, "container HTTPS exchange", p, id, name)
+		if p.Tags["process_name"] != "curl" {
+			t.Errorf("httpflow process_name %q, want curl", p.Tags["process_name"])
 		}
 	}
 }
@@ -277,8 +268,9 @@ func TestContainerInteractiveBash(t *testing.T) {
 		t.Fatalf("%d bash lines tagged with the container, want %d: %v", len(got), len(want), got)
 	}
 	for i, p := range got {
-		if p.Fields["cmd"] != want[i] || p.Tags["container_name"] != name || p.Tags["container_image"] != testImage {
-			t.Errorf("line %d: cmd %q tags %v, want %q in %s", i, p.Fields["cmd"], p.Tags, want[i], name)
+		if p.Fields["cmd"] != want[i] {
+			t.Errorf("line %d: cmd %q, want %q", i, p.Fields["cmd"], want[i])
 		}
+		checkContainer(t, fmt.Sprintf("bash line %d", i), p, id, name)
 	}
 }

@@ -14,7 +14,8 @@ import (
 // TestCollectorInAContainerAsTheDaemonSetRunsIt runs datakit and datakit-ebpf from the image of
 // scripts/build-image.sh the way deploy/datakit-ebpf.yaml runs them (host PID and network, its own cgroup
 // namespace, all capabilities dropped but the manifest's list, seccomp unconfined as the manifest says), and
-// checks the exact-count TCP flows of the host and that it attached to the host's cgroup root.
+// checks the exact-count TCP and UDP flows of the host, that it attached to the host's cgroup root, that no
+// part is off and that the bash uprobe attached.
 func TestCollectorInAContainerAsTheDaemonSetRunsIt(t *testing.T) {
 	out, err := exec.Command(filepath.Join(repoRoot, "scripts", "build-image.sh")).CombinedOutput()
 	if err != nil {
@@ -43,7 +44,7 @@ func TestCollectorInAContainerAsTheDaemonSetRunsIt(t *testing.T) {
 		"--cap-drop", "all", "--cap-add", strings.Join(caps, ","), "--security-opt", "seccomp=unconfined",
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
 		"-v", conf+":/usr/local/datakit/conf.d/datakit.conf:ro",
-		"-e", "ENV_ENABLE_INPUTS=ebpf", "-e", "ENV_INPUT_EBPF_ENABLED_PLUGINS=ebpf-net",
+		"-e", "ENV_ENABLE_INPUTS=ebpf", "-e", "ENV_INPUT_EBPF_ENABLED_PLUGINS=ebpf-net,ebpf-bash", "-e", "ENV_INPUT_EBPF_L7NET_ENABLED=httpflow,httpflow-tls",
 		"-e", "ENV_INPUT_EBPF_INTERVAL="+interval.String(), "-e", "ENV_HTTP_LISTEN="+addr,
 		image)
 	a := &agent{t: t, addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
@@ -63,6 +64,10 @@ func TestCollectorInAContainerAsTheDaemonSetRunsIt(t *testing.T) {
 	}
 	if strings.Contains(logs, " OFF") {
 		t.Errorf("a part is off in the container; its log:\n%s", tail(logs))
+	}
+	// Uprobes need the manifest's capabilities too (SYS_ADMIN: perf_event_open refuses them without it).
+	if !strings.Contains(logs, "bash: probing readline") || strings.Contains(logs, "cannot probe") {
+		t.Errorf("the bash uprobe did not attach in the container; its log:\n%s", tail(logs))
 	}
 	checkTCPFlows(t, a, "tcp4", "127.0.0.1", "IPv4")
 	checkUDPFlows(t, a, "udp4", "127.0.0.1", "IPv4")

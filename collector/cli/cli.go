@@ -60,8 +60,17 @@ type RunConfig struct {
 	SamplingRate             float64 `flag:"sampling-rate"`              // keep 1 point in int(1/rate), 0 = all
 	SamplingRatePtsPerMinute int     `flag:"sampling-rate-ptsperminute"` // or sample down to this many a minute
 
+	ContainerEndpoints []string `flag:"container-endpoints"` // Docker-API sockets asked for container names
+
+	// Kubernetes enrichment, from the environment the agent sets (DataKit's DKE_K8S_*).
+	K8sURL            string   `env:"DKE_K8S_URL"`
+	K8sToken          string   `env:"DKE_K8S_BEARER_TOKEN"`
+	K8sTokenFile      string   `env:"DKE_K8S_BEARER_TOKEN_PATH"`
+	K8sWorkloadLabels []string `env:"DKE_K8S_WORKLOAD_LABELS"`
+	K8sLabelPrefix    string   `env:"DKE_K8S_WORKLOAD_LABEL_PREFIX"`
+
 	// Accepted for compatibility with DataKit, not used yet.
-	ContainerEndpoints   []string `flag:"container-endpoints"`
+	NetlogNetFilter      string   `env:"DKE_NETLOG_NET_FILTER"`
 	NetlogMetric         bool     `flag:"netlog-metric"`
 	NetlogLog            bool     `flag:"netlog-log"`
 	NetlogProtocols      []string `flag:"netlog-protocols"`
@@ -241,6 +250,29 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 			warn("--%s is accepted but not supported yet (%s is not built), ignored", o.Flag, o.NotYet)
 		}
 	}
+	// Rows without a flag reach the collector as environment variables (DataKit's DKE_*).
+	for i := range options.Table {
+		o := &options.Table[i]
+		if o.ChildEnv == "" || o.Flag != "" {
+			continue
+		}
+		s := strings.TrimSpace(os.Getenv(o.ChildEnv))
+		var words []string
+		if s != "" {
+			words = []string{s}
+		}
+		val, err := o.Parse(words)
+		if err == nil && s != "" {
+			err = o.Check(val)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s=%s: %w", o.ChildEnv, s, err)
+		}
+		parsed["$"+o.ChildEnv] = val
+		if s != "" && o.NotYet != "" {
+			warn("%s is accepted but not supported yet (%s is not built), ignored", o.ChildEnv, o.NotYet)
+		}
+	}
 	if err := fill(c, parsed); err != nil {
 		return nil, err
 	}
@@ -303,11 +335,15 @@ func (v *flagValue) Set(word string) error {
 // IsBoolFlag lets pflag accept a bare boolean flag.
 func (v *flagValue) IsBoolFlag() bool { return v.opt.Kind == options.Bool }
 
-// fill sets every RunConfig field tagged `flag` from the parsed value of that flag.
+// fill sets every RunConfig field tagged `flag` (or `env`) from the parsed value of that flag (or
+// environment variable, keyed "$NAME").
 func fill(c *RunConfig, parsed map[string]any) error {
 	rv := reflect.ValueOf(c).Elem()
 	for i := 0; i < rv.NumField(); i++ {
 		name := rv.Type().Field(i).Tag.Get("flag")
+		if e := rv.Type().Field(i).Tag.Get("env"); e != "" {
+			name = "$" + e
+		}
 		if name == "" {
 			continue
 		}

@@ -20,6 +20,7 @@ import (
 	"dkebpf/collector/enrich"
 	"dkebpf/collector/flow"
 	"dkebpf/collector/httpflow"
+	"dkebpf/collector/k8s"
 	"dkebpf/collector/netflow"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
@@ -68,9 +69,10 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	self := newSelfMetrics(time.Now())
 	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
 	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT"), Endpoints: cfg.ContainerEndpoints, Logger: log})
+	pods := startK8s(ctx, cfg, log)
 	flush := func(now time.Time) {
 		for _, b := range plugin.Flush(plugins, now) {
-			enrich.AddContainers(b.Points, containers)
+			enrich.Points(b.Points, containers, pods)
 			pts := sampler.Sample(b.Plugin.Category(), b.Points, now)
 			self.sampledOut[b.Plugin.Name()] += uint64(len(b.Points) - len(pts))
 			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, pts, log))
@@ -98,6 +100,21 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 			flush(now)
 		}
 	}
+}
+
+// startK8s starts Kubernetes enrichment when a token is configured or the service account's is there (in
+// a pod); nil otherwise. It never waits for the API server.
+func startK8s(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) enrich.Pods {
+	ix, err := k8s.Start(ctx, k8s.Config{URL: cfg.K8sURL, Token: cfg.K8sToken, TokenFile: cfg.K8sTokenFile,
+		WorkloadLabels: cfg.K8sWorkloadLabels, LabelPrefix: cfg.K8sLabelPrefix, Logger: log})
+	switch {
+	case errors.Is(err, k8s.ErrNoCredentials) && cfg.K8sURL == "":
+		return nil // not in a pod, nothing configured: a host without Kubernetes
+	case err != nil:
+		log.Warn("kubernetes enrichment off", "err", err)
+		return nil
+	}
+	return ix
 }
 
 // ErrNothingRuns: no enabled plugin can run on this host (every one lacks a required hook).

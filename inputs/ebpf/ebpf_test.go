@@ -133,7 +133,7 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 	if got := strings.Join(extraEnv, "|"); got != wantEnv {
 		t.Errorf("env = %q, want %q", got, wantEnv)
 	}
-	wantUnsupported := "netlog_blacklist netlog_metric workload_labels"
+	wantUnsupported := "netlog_blacklist netlog_metric"
 	if got := strings.Join(in.Unsupported(), " "); got != wantUnsupported {
 		t.Errorf("unsupported = %q, want %q", got, wantUnsupported)
 	}

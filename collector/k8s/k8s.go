@@ -1,0 +1,221 @@
+// Package k8s names the Kubernetes pod, service and workload behind an address or a pod UID, for the
+// enrichment stage (DataKit's k8s tags, ref §3.6). It keeps client-go shared informers of what it reads:
+// the API server is watched in the background, lookups read the informers' caches and never wait for it,
+// so a slow or absent API server leaves points untagged, never late.
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+// ServiceAccountDir holds the pod's service-account token and the cluster's CA certificate.
+const ServiceAccountDir = "/run/secrets/kubernetes.io/serviceaccount"
+
+// DefaultURL is DataKit's API server address when neither kubernetes_url nor the in-cluster environment
+// (KUBERNETES_SERVICE_HOST/PORT, set in every pod) names one.
+const DefaultURL = "https://kubernetes.default:443"
+
+// Config is how to reach the API server and what to tag.
+type Config struct {
+	URL            string   // kubernetes_url; "": the in-cluster address, else DefaultURL
+	Token          string   // bearer_token_string; wins over TokenFile
+	TokenFile      string   // bearer_token; "": the service account's token
+	WorkloadLabels []string // workload_labels: labels of the src workload added as tags
+	LabelPrefix    string   // workload_label_prefix: prepended to those tags' keys
+	Logger         *slog.Logger
+}
+
+// ErrNoCredentials: no token was given and the service account's is absent, so this is not a pod with
+// an API server to ask (DataKit starts its client only if it can build one).
+var ErrNoCredentials = errors.New("no bearer token: neither bearer_token_string nor a token file")
+
+// restConfig builds the client configuration. TLS is verified with the service account's CA when it is
+// there (and the URL is the in-cluster one); otherwise, as DataKit does, it is not verified.
+func (c Config) restConfig() (*rest.Config, error) {
+	rc := &rest.Config{Host: c.URL, BearerToken: c.Token, UserAgent: "datakit-ebpf", QPS: 20, Burst: 40}
+	inCluster := c.URL == ""
+	if inCluster {
+		rc.Host = DefaultURL
+		if h, p := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT"); h != "" && p != "" {
+			rc.Host = "https://" + h + ":" + p
+		}
+	}
+	if c.Token == "" {
+		f := c.TokenFile
+		if f == "" {
+			f = filepath.Join(ServiceAccountDir, "token")
+		}
+		if _, err := os.Stat(f); err != nil {
+			if c.TokenFile == "" {
+				return nil, ErrNoCredentials
+			}
+			return nil, fmt.Errorf("bearer_token: %w", err)
+		}
+		rc.BearerTokenFile = f // re-read by client-go as the kubelet rotates it
+	}
+	ca := filepath.Join(ServiceAccountDir, "ca.crt")
+	if _, err := os.Stat(ca); err == nil && inCluster {
+		rc.TLSClientConfig.CAFile = ca
+	} else {
+		rc.TLSClientConfig.Insecure = true
+	}
+	return rc, nil
+}
+
+// Index answers lookups from the informers' caches.
+type Index struct {
+	cfg    Config
+	pods   cache.Indexer
+	svcs   cache.Indexer
+	slices cache.Indexer
+	owners map[string]cache.Indexer // by kind: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob
+	synced []cache.InformerSynced
+}
+
+// Start connects to the API server and starts the informers in the background until ctx ends. It returns
+// at once: the caches fill as the API server answers, and lookups see what has arrived so far.
+func Start(ctx context.Context, cfg Config) (*Index, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	rc, err := cfg.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
+	}
+	klog.SetSlogLogger(cfg.Logger.With("component", "client-go")) // its watch errors, in our log
+	f := informers.NewSharedInformerFactory(cs, 0)
+	ix := newIndex(cfg, f)
+	cfg.Logger.Info("kubernetes: watching the API server", "url", rc.Host)
+	f.Start(ctx.Done())
+	go ix.logSynced(ctx)
+	return ix, nil
+}
+
+// factory is the part of informers.SharedInformerFactory the index uses (a fake clientset's in tests).
+type factory = informers.SharedInformerFactory
+
+func newIndex(cfg Config, f factory) *Index {
+	ix := &Index{cfg: cfg, owners: map[string]cache.Indexer{}}
+	keepLabels := len(cfg.WorkloadLabels) > 0
+	add := func(inf cache.SharedIndexInformer, idx cache.Indexers) cache.Indexer {
+		must(inf.SetTransform(slim(keepLabels)))
+		if idx != nil {
+			must(inf.AddIndexers(idx))
+		}
+		ix.synced = append(ix.synced, inf.HasSynced)
+		return inf.GetIndexer()
+	}
+	ix.pods = add(f.Core().V1().Pods().Informer(), cache.Indexers{byUID: podUID, byIP: podIPs})
+	ix.svcs = add(f.Core().V1().Services().Informer(), cache.Indexers{byIP: serviceIPs})
+	ix.slices = add(f.Discovery().V1().EndpointSlices().Informer(), cache.Indexers{byPod: slicePods, byService: sliceService})
+	ix.owners["ReplicaSet"] = add(f.Apps().V1().ReplicaSets().Informer(), nil)
+	ix.owners["Job"] = add(f.Batch().V1().Jobs().Informer(), nil)
+	// The workloads themselves are read only for their labels.
+	if keepLabels {
+		ix.owners["Deployment"] = add(f.Apps().V1().Deployments().Informer(), nil)
+		ix.owners["StatefulSet"] = add(f.Apps().V1().StatefulSets().Informer(), nil)
+		ix.owners["DaemonSet"] = add(f.Apps().V1().DaemonSets().Informer(), nil)
+		ix.owners["CronJob"] = add(f.Batch().V1().CronJobs().Informer(), nil)
+	}
+	return ix
+}
+
+// logSynced says when the caches first hold the whole cluster (until then lookups may miss).
+func (ix *Index) logSynced(ctx context.Context) {
+	t0 := time.Now()
+	if cache.WaitForCacheSync(ctx.Done(), ix.synced...) {
+		ix.cfg.Logger.Info("kubernetes: caches synced", "pods", len(ix.pods.ListKeys()), "services", len(ix.svcs.ListKeys()),
+			"took", time.Since(t0).Round(time.Millisecond))
+	}
+}
+
+// Synced reports whether every informer has listed once.
+func (ix *Index) Synced() bool {
+	for _, s := range ix.synced {
+		if !s() {
+			return false
+		}
+	}
+	return true
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err) // only when called after the informer started: a programming error
+	}
+}
+
+// slim keeps of each object what lookups read, so 10 000 pods cost little memory. Labels are kept only
+// when workload labels are asked for.
+func slim(keepLabels bool) cache.TransformFunc {
+	meta := func(m metav1.ObjectMeta) metav1.ObjectMeta {
+		s := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, OwnerReferences: m.OwnerReferences}
+		if keepLabels {
+			s.Labels = m.Labels
+		}
+		return s
+	}
+	return func(obj any) (any, error) {
+		switch o := obj.(type) {
+		case *corev1.Pod:
+			p := &corev1.Pod{ObjectMeta: meta(o.ObjectMeta)}
+			p.Spec.HostNetwork = o.Spec.HostNetwork
+			for _, c := range o.Spec.Containers {
+				if len(c.Ports) > 0 {
+					p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Ports: c.Ports})
+				}
+			}
+			p.Status = corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs}
+			return p, nil
+		case *corev1.Service:
+			s := &corev1.Service{ObjectMeta: meta(o.ObjectMeta)}
+			s.ObjectMeta.Labels = nil
+			s.Spec = corev1.ServiceSpec{ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs, Ports: o.Spec.Ports}
+			return s, nil
+		case *discoveryv1.EndpointSlice:
+			e := &discoveryv1.EndpointSlice{ObjectMeta: meta(o.ObjectMeta)}
+			e.ObjectMeta.Labels = map[string]string{discoveryv1.LabelServiceName: o.Labels[discoveryv1.LabelServiceName]}
+			for _, ep := range o.Endpoints {
+				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+					e.Endpoints = append(e.Endpoints, discoveryv1.Endpoint{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: ep.TargetRef.Name}})
+				}
+			}
+			return e, nil
+		case *appsv1.ReplicaSet:
+			return &appsv1.ReplicaSet{ObjectMeta: meta(o.ObjectMeta)}, nil
+		case *appsv1.Deployment:
+			return &appsv1.Deployment{ObjectMeta: meta(o.ObjectMeta)}, nil
+		case *appsv1.StatefulSet:
+			return &appsv1.StatefulSet{ObjectMeta: meta(o.ObjectMeta)}, nil
+		case *appsv1.DaemonSet:
+			return &appsv1.DaemonSet{ObjectMeta: meta(o.ObjectMeta)}, nil
+		case *batchv1.Job:
+			return &batchv1.Job{ObjectMeta: meta(o.ObjectMeta)}, nil
+		case *batchv1.CronJob:
+			return &batchv1.CronJob{ObjectMeta: meta(o.ObjectMeta)}, nil
+		}
+		return obj, nil // a deletion tombstone
+	}
+}

@@ -17,6 +17,25 @@ type Key struct {
 	Process                      string
 	Mntns                        uint32 // not a tag: the collector names the process's container from it
 	Netns                        uint32
+	NAT                          netip.AddrPort // where the kernel's DNAT sent the connection (dst_nat_ip/port); zero: none
+}
+
+// NAT finds where the kernel's DNAT sent a connection made from src to dst (conntrack.Table.Lookup).
+type NAT func(proto uint8, src, dst netip.AddrPort) (netip.AddrPort, bool)
+
+// SetNAT records where DNAT sent the connection t of an outgoing key (the client's socket sees the
+// address it called, a Kubernetes ClusterIP for example). nat may be nil.
+func (k *Key) SetNAT(t Tuple, nat NAT) {
+	if nat == nil || k.Direction != "outgoing" {
+		return
+	}
+	proto := uint8(ProtoTCP)
+	if k.Transport == "udp" {
+		proto = ProtoUDP
+	}
+	if to, ok := nat(proto, netip.AddrPortFrom(k.Src, t.Sport), netip.AddrPortFrom(k.Dst, t.Dport)); ok {
+		k.NAT = to
+	}
 }
 
 // Proc is the process behind a flow, as the kernel recorded it.
@@ -113,6 +132,9 @@ func (k Key) Tags() map[string]string {
 		"pid": strconv.FormatUint(uint64(k.Pid), 10), "process_name": k.Process,
 		"netns":      strconv.FormatUint(uint64(k.Netns), 10),
 		"dst_nat_ip": "N/A", "dst_nat_port": "N/A",
+	}
+	if k.NAT.IsValid() {
+		t["dst_nat_ip"], t["dst_nat_port"] = k.NAT.Addr().Unmap().String(), strconv.Itoa(int(k.NAT.Port()))
 	}
 	// client_*/server_* mirror src/dst by direction (DataKit v1.77+, without its server_ip_type mix-up).
 	cli, srv := "src", "dst"

@@ -40,6 +40,7 @@ type Config struct {
 	EphemeralPort uint16      // the client's port at or above it is aggregated as "*" (as in netflow)
 	Filter        flow.Filter // what the user chose not to see
 	MaxPaths      int         // distinct paths per (pid, process_name, host) per interval; 0: DefaultMaxPaths
+	NAT           flow.NAT    // names the DNAT target of outgoing connections; nil: dst_nat_ip is N/A
 }
 
 // Stats counts the exchanges Add did not report under their own key, since the Aggregator was created
@@ -131,6 +132,7 @@ func (a *Aggregator) Add(e Event) {
 		a.stats.Ignored++
 		return
 	}
+	fk.SetNAT(e.T, a.cfg.NAT)
 	req, ok := a.parse.request(e.Req[:min(int(e.ReqLen), ReqLen)], e.Flags&FlagReqSplit != 0)
 	if !ok {
 		a.stats.Unparsable++

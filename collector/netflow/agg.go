@@ -14,6 +14,7 @@ import (
 type Config struct {
 	EphemeralPort uint16      // ports at or above it are aggregated as "*" on the client side
 	Filter        flow.Filter // what the user chose not to see
+	NAT           flow.NAT    // names the DNAT target of outgoing connections; nil: dst_nat_ip is N/A
 }
 
 // OwnerLookup finds a socket's process by inode (procfs.Owners in production).
@@ -180,6 +181,7 @@ func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uin
 	if a.cfg.Filter.Ignores(k) {
 		return nil
 	}
+	k.SetNAT(t, a.cfg.NAT)
 	f := a.flows[k]
 	if f == nil {
 		f = &flowAcc{}

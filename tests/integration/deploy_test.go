@@ -35,7 +35,7 @@ const deployManifest = "deploy/datakit-ebpf.yaml"
 // enrichmentReads is every (API group, resource) Kubernetes enrichment reads: the ClusterRole grants these,
 // read-only, and nothing else.
 var enrichmentReads = []string{
-	"/pods", "/services", "/namespaces",
+	"/pods", "/services",
 	"discovery.k8s.io/endpointslices",
 	"apps/replicasets", "apps/deployments", "apps/statefulsets", "apps/daemonsets",
 	"batch/jobs", "batch/cronjobs",

@@ -583,9 +583,12 @@ func run(t *testing.T, name string, args ...string) string {
 }
 
 // newTestNetns makes a network namespace with lo up (127.0.0.1 and ::1), deleted when the test ends.
-func newTestNetns(t *testing.T) *testNetns {
+func newTestNetns(t *testing.T) *testNetns { return newNetns(t, "dns") }
+
+// newNetns is newTestNetns with a name of the caller's (several namespaces in one test).
+func newNetns(t *testing.T, what string) *testNetns {
 	t.Helper()
-	n := &testNetns{name: fmt.Sprintf("dkebpf-dns-%d", os.Getpid())}
+	n := &testNetns{name: fmt.Sprintf("dkebpf-%s-%d", what, os.Getpid())}
 	n.path = filepath.Join("/run/netns", n.name)
 	exec.Command("ip", "netns", "del", n.name).Run() // a leftover of a killed run with this pid
 	run(t, "ip", "netns", "add", n.name)

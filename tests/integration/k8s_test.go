@@ -86,7 +86,9 @@ func controlledBy(kind, name string, uid types.UID, api string) []metav1.OwnerRe
 func (k kubeObjects) create(t *testing.T) {
 	t.Helper()
 	one := int32(1)
-	sel := func(app string) *metav1.LabelSelector { return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}} }
+	sel := func(app string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
 	sts, err := k.cs.AppsV1().StatefulSets(k.ns).Create(k.ctx(), &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "loadgen", Labels: map[string]string{"team": "qa"}},
 		Spec:       appsv1.StatefulSetSpec{Replicas: &one, Selector: sel("loadgen"), Template: podTemplate("loadgen")}}, metav1.CreateOptions{})
@@ -155,7 +157,10 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 	a.waitFor("the collector's kubernetes caches", 30*time.Second, func() bool { return strings.Contains(a.log.String(), "kubernetes: caches synced") })
 
 	var l net.Listener
-	must(t, srv.sockets(func() (err error) { l, err = net.Listen("tcp4", net.JoinHostPort(serverPodIP, strconv.Itoa(serverPort))); return }))
+	must(t, srv.sockets(func() (err error) {
+		l, err = net.Listen("tcp4", net.JoinHostPort(serverPodIP, strconv.Itoa(serverPort)))
+		return
+	}))
 	_, served, servedWG := serveAll(t, l)
 
 	round := func(what, serverPod string, conns int) {
@@ -163,7 +168,10 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 		sent := &counted{}
 		for i := 0; i < conns; i++ {
 			var c net.Conn
-			must(t, cli.sockets(func() (err error) { c, err = net.Dial("tcp4", net.JoinHostPort(clusterIP, strconv.Itoa(servicePort))); return }))
+			must(t, cli.sockets(func() (err error) {
+				c, err = net.Dial("tcp4", net.JoinHostPort(clusterIP, strconv.Itoa(servicePort)))
+				return
+			}))
 			must(t, exchange(c, sent, 1000+i*100, 3000+i*10))
 			c.Close()
 		}

@@ -135,6 +135,12 @@ func (ix *Index) ByAddr(ip netip.Addr, port int32, transport string) (Side, bool
 	return Side{}, false
 }
 
+// IsClusterIP reports whether ip is a service's ClusterIP.
+func (ix *Index) IsClusterIP(ip netip.Addr) bool {
+	objs, _ := ix.svcs.ByIndex(byIP, ip.Unmap().String())
+	return len(objs) > 0
+}
+
 // podAt returns the pod with this IP, preferring the live one: after a pod is deleted and another gets
 // its IP, both may be listed for a while.
 func (ix *Index) podAt(ip string, port int32, transport string) *corev1.Pod {

@@ -49,7 +49,12 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	go func() { snd.Run(sendCtx); close(senderDone) }()
 	defer func() { stopSender(); <-senderDone }()
 
-	plugins, objects, err := startPlugins(cfg, log)
+	k8sIndex := startK8s(ctx, cfg, log)
+	nat, natLookup := openNAT(cfg, k8sIndex, log)
+	if nat != nil {
+		defer nat.Close()
+	}
+	plugins, objects, err := startPlugins(cfg, natLookup, log)
 	if err != nil {
 		msg := err.Error()
 		log.Error(msg)
@@ -69,8 +74,16 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	self := newSelfMetrics(time.Now())
 	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
 	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT"), Endpoints: cfg.ContainerEndpoints, Logger: log})
-	pods := startK8s(ctx, cfg, log)
+	var pods enrich.Pods
+	if k8sIndex != nil {
+		pods = k8sIndex
+	}
 	flush := func(now time.Time) {
+		if nat != nil {
+			if err := nat.Refresh(); err != nil {
+				log.Warn("conntrack dump failed: dst_nat_ip from the previous one", "err", err)
+			}
+		}
 		for _, b := range plugin.Flush(plugins, now) {
 			enrich.Points(b.Points, containers, pods)
 			pts := sampler.Sample(b.Plugin.Category(), b.Points, now)
@@ -104,7 +117,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 
 // startK8s starts Kubernetes enrichment when a token is configured or the service account's is there (in
 // a pod); nil otherwise. It never waits for the API server.
-func startK8s(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) enrich.Pods {
+func startK8s(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) *k8s.Index {
 	ix, err := k8s.Start(ctx, k8s.Config{URL: cfg.K8sURL, Token: cfg.K8sToken, TokenFile: cfg.K8sTokenFile,
 		WorkloadLabels: cfg.K8sWorkloadLabels, LabelPrefix: cfg.K8sLabelPrefix, Logger: log})
 	switch {
@@ -129,7 +142,7 @@ type object interface {
 
 // startPlugins opens what --enabled asks for: the BPF objects, then the plugins reading them. Plugins not
 // built yet are named and skipped; if nothing can run, it is an error.
-func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, []object, error) {
+func startPlugins(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.Plugin, []object, error) {
 	var plugins []plugin.Plugin
 	var objects []object
 	var failures []string
@@ -141,7 +154,7 @@ func startPlugins(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, []obje
 		case "ebpf-bash":
 			ps, obj, err = openBash(cfg, log)
 		case "ebpf-net":
-			ps, obj, err = openNet(cfg, log)
+			ps, obj, err = openNet(cfg, nat, log)
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 			continue
@@ -176,21 +189,21 @@ func openBash(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, er
 }
 
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.
-func openNet(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, error) {
+func openNet(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.Plugin, object, error) {
 	k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
 		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
 	if err != nil {
 		return nil, nil, err
 	}
 	logReport(log, k.Report())
-	return netPlugins(cfg, k, log), k, nil
+	return netPlugins(cfg, k, nat, log), k, nil
 }
 
 // netPlugins are the plugins of ebpf-net, which share netflow's BPF object: netflow, dnsflow (which names
 // netflow's remote addresses) and httpflow.
-func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, log *slog.Logger) []plugin.Plugin {
+func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, nat flow.NAT, log *slog.Logger) []plugin.Plugin {
 	filter := flow.Filter{IgnoreCIDRs: cfg.IgnoreCIDRs, IPv6Disabled: cfg.IPv6Disabled}
-	nf := netflow.NewPlugin(k, netflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter}, procfs.NewOwners("/proc"), log)
+	nf := netflow.NewPlugin(k, netflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, NAT: nat}, procfs.NewOwners("/proc"), log)
 	plugins := []plugin.Plugin{nf}
 	if k.DNS() {
 		dns := dnsflow.NewPlugin(k, dnsflow.Config{
@@ -216,7 +229,7 @@ func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, log *slog.Logger) []plugin.P
 			return plugins
 		}
 		plugins = append(plugins, httpflow.NewPlugin(k, httpflow.PluginConfig{
-			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths},
+			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths, NAT: nat},
 			Plain:  cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), SSLRescan: cfg.SSLRescan,
 		}, log))
 	}

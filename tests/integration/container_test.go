@@ -36,9 +36,16 @@ func podman(t *testing.T, args ...string) string {
 // podman's defaults exceed the VM's hard limits.
 func startContainer(t *testing.T, name string, cmd ...string) string {
 	t.Helper()
+	return startContainerWith(t, name, nil, cmd...)
+}
+
+// startContainerWith is startContainer with more options of podman run.
+func startContainerWith(t *testing.T, name string, opts []string, cmd ...string) string {
+	t.Helper()
 	exec.Command("podman", "rm", "-f", "-t", "0", name).Run()
 	args := append([]string{"--runtime", "runc", "run", "-d", "--name", name, "--network", "host",
-		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", testImage}, cmd...)
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}, opts...)
+	args = append(append(args, testImage), cmd...)
 	id := podman(t, args...)
 	t.Cleanup(func() { exec.Command("podman", "rm", "-f", "-t", "0", name).Run() })
 	return id

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,15 +125,27 @@ func (k kubeObjects) apiPod(t *testing.T, name string) {
 	must(t, err)
 }
 
-// pod creates a pod and sets its status as a kubelet would: running, at ip.
-func (k kubeObjects) pod(t *testing.T, name, app, ip string, owners []metav1.OwnerReference) {
+// nodeAgentPod creates node-agent-x5z, a host-network pod of DaemonSet node-agent, and returns its UID.
+func (k kubeObjects) nodeAgentPod(t *testing.T) types.UID {
+	ds, err := k.cs.AppsV1().DaemonSets(k.ns).Create(k.ctx(), &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-agent", Labels: map[string]string{"team": "ops"}},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "node-agent"}},
+			Template: podTemplate("node-agent")}}, metav1.CreateOptions{})
+	must(t, err)
+	return k.pod(t, "node-agent-x5z", "node-agent", "192.0.2.1", controlledBy("DaemonSet", "node-agent", ds.UID, "apps/v1"))
+}
+
+// pod creates a pod and sets its status as a kubelet would: running, at ip. It returns the pod's UID.
+func (k kubeObjects) pod(t *testing.T, name, app, ip string, owners []metav1.OwnerReference) types.UID {
 	t.Helper()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}, OwnerReferences: owners}, Spec: podTemplate(app).Spec}
+	p.Spec.HostNetwork = app == "node-agent"
 	p, err := k.cs.CoreV1().Pods(k.ns).Create(k.ctx(), p, metav1.CreateOptions{})
 	must(t, err)
 	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "10.244.0.1"}
 	_, err = k.cs.CoreV1().Pods(k.ns).UpdateStatus(k.ctx(), p, metav1.UpdateOptions{})
 	must(t, err)
+	return p.UID
 }
 
 // A client pod calls a Service's ClusterIP; kube-proxy's DNAT (here: nftables) sends it to the server pod.
@@ -204,6 +218,33 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 	k.apiPod(t, "api-7c9-bbbbb")
 	time.Sleep(time.Second) // the watch event reaches the collector's informer
 	round("the pod recreated with the same IP", "api-7c9-bbbbb", 2)
+
+	// A process of a pod whose address says nothing (host network, 127.0.0.1) is its pod exactly: the
+	// kubelet's cgroup of the pod, /kubepods/…/pod<uid>/, holds its container.
+	uid := k.nodeAgentPod(t)
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer web.Close()
+	port := web.Listener.Addr().(*net.TCPAddr).Port
+	const curls = 3
+	id := startContainerWith(t, fmt.Sprintf("dkebpf-k8s-%d", os.Getpid()), []string{"--cgroup-parent", "/kubepods/besteffort/pod" + string(uid)},
+		"bash", "-c", fmt.Sprintf("for i in $(seq %d); do curl -sS -o /dev/null http://127.0.0.1:%d/; done; sleep 600", curls, port))
+	var agentFlows []lpPoint
+	a.waitFor("the node agent's curl flows", 20*time.Second, func() bool {
+		agentFlows = a.query("netflow", "5m", "process_name:curl", "dst_port:"+strconv.Itoa(port))
+		return sumFlows(agentFlows).closed == curls
+	})
+	time.Sleep(2 * interval)
+	agentFlows = a.query("netflow", "5m", "process_name:curl", "dst_port:"+strconv.Itoa(port))
+	if got := sumFlows(agentFlows); got.established != curls || got.closed != curls {
+		t.Errorf("node agent's curl: %d established, %d closed, want %d", got.established, got.closed, curls)
+	}
+	na := []string{"N/A", "N/A", "N/A", "N/A", "N/A", "N/A"}
+	for _, p := range agentFlows {
+		checkK8sTags(t, "node agent's curl", p, []string{ns, "node-agent-x5z", "N/A", "node-agent", "node-agent", "daemonset"}, na, "ops")
+		if p.Tags["container_id"] != id {
+			t.Errorf("node agent's curl: container_id %q, want %s", p.Tags["container_id"], id)
+		}
+	}
 }
 
 // manifestServiceAccountToken creates the manifest's ServiceAccount, ClusterRole and binding for real and

@@ -150,6 +150,9 @@ func (ix *Index) logSynced(ctx context.Context) {
 	}
 }
 
+// Pods is how many pods the cache holds.
+func (ix *Index) Pods() int { return len(ix.pods.ListKeys()) }
+
 // Synced reports whether every informer has listed once.
 func (ix *Index) Synced() bool {
 	for _, s := range ix.synced {

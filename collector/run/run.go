@@ -72,6 +72,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 
 	enc := point.NewEncoder(cfg.GlobalTags())
 	self := newSelfMetrics(time.Now())
+	self.nat, self.pods = nat, k8sIndex
 	sampler := sampling.New(cfg.SamplingRate, cfg.SamplingRatePtsPerMinute)
 	containers := container.New(container.Config{HostRoot: os.Getenv("HOST_ROOT"), Endpoints: cfg.ContainerEndpoints, Logger: log})
 	var pods enrich.Pods

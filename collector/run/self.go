@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"dkebpf/collector/bpf"
+	"dkebpf/collector/conntrack"
+	"dkebpf/collector/k8s"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/sender"
@@ -15,6 +17,8 @@ const selfInput = "datakit-ebpf"
 type selfMetrics struct {
 	start      time.Time
 	sampledOut map[string]uint64 // plugin -> points sampling dropped (sampling_rate*)
+	nat        *conntrack.Table  // nil: dst_nat_ip off
+	pods       *k8s.Index        // nil: Kubernetes enrichment off
 }
 
 func newSelfMetrics(start time.Time) *selfMetrics {
@@ -56,6 +60,14 @@ func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []ob
 		for k, v := range c.Extra {
 			f[n+k] = int64(v)
 		}
+	}
+	if s.nat != nil {
+		st := s.nat.Stats()
+		f["conntrack_dumps"], f["conntrack_dump_errors"] = int64(st.Dumps), int64(st.Errors)
+		f["conntrack_nat_entries"], f["conntrack_gets"], f["conntrack_hits"] = int64(st.Entries), int64(st.Gets), int64(st.Hits)
+	}
+	if s.pods != nil {
+		f["k8s_synced"], f["k8s_pods"] = s.pods.Synced(), int64(s.pods.Pods())
 	}
 	return point.Point{Name: "datakit_ebpf", Tags: map[string]string{}, Fields: f, Time: now}
 }

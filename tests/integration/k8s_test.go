@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -164,11 +165,13 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 	srv := podNetns(t, "server", serverPodIP, "10.244.2.1")
 	kubeProxy(t)
 
-	a := startAgent(t, fmt.Sprintf(`  kubernetes_url = %q
+	// The collector starts while its API server is unreachable (a proxy not yet listening): points flow
+	// without k8s tags, and the tags come once the API server answers.
+	proxy := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	a := startAgent(t, fmt.Sprintf(`  kubernetes_url = "https://%s"
   bearer_token = %q
   workload_labels = ["team"]
-  workload_label_prefix = "wl_"`, api.URL, manifestServiceAccountToken(t, api)))
-	a.waitFor("the collector's kubernetes caches", 30*time.Second, func() bool { return strings.Contains(a.log.String(), "kubernetes: caches synced") })
+  workload_label_prefix = "wl_"`, proxy, manifestServiceAccountToken(t, api)))
 
 	var l net.Listener
 	must(t, srv.sockets(func() (err error) {
@@ -176,6 +179,33 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 		return
 	}))
 	_, served, servedWG := serveAll(t, l)
+
+	direct := &counted{}
+	var c net.Conn
+	must(t, cli.sockets(func() (err error) {
+		c, err = net.Dial("tcp4", net.JoinHostPort(serverPodIP, strconv.Itoa(serverPort)))
+		return
+	}))
+	must(t, exchange(c, direct, 700, 1700))
+	c.Close()
+	servedWG.Wait()
+	untagged := settle(t, a, "API server unreachable: the client pod's side", totals{written: 700, read: 1700, established: 1, closed: 1}, func() flowSum {
+		return sumFlows(a.query("netflow", "5m", "direction:outgoing", "dst_ip:"+serverPodIP))
+	})
+	for _, p := range untagged.points {
+		if v, ok := p.Tags["src_k8s_pod_name"]; ok {
+			t.Errorf("API server unreachable: src_k8s_pod_name=%q on %v", v, p.Tags)
+		}
+	}
+	served.wrote.Store(0)
+	served.read.Store(0)
+	forward(t, proxy, strings.TrimPrefix(api.URL, "https://"))
+	a.waitFor("the collector's kubernetes caches", 90*time.Second, func() bool { return strings.Contains(a.log.String(), "kubernetes: caches synced") })
+	for _, line := range strings.Split(a.log.String(), "\n") {
+		if strings.Contains(line, "kubernetes: caches synced") || strings.Contains(line, "client-go") {
+			t.Log(line)
+		}
+	}
 
 	round := func(what, serverPod string, conns int) {
 		t.Helper()
@@ -245,6 +275,31 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 			t.Errorf("node agent's curl: container_id %q, want %s", p.Tags["container_id"], id)
 		}
 	}
+}
+
+// forward accepts on addr from now on and joins each connection to to, until the test ends.
+func forward(t *testing.T, addr, to string) {
+	l, err := net.Listen("tcp", addr)
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", to)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
 }
 
 // manifestServiceAccountToken creates the manifest's ServiceAccount, ClusterRole and binding for real and

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -82,6 +83,7 @@ func (c Config) restConfig() (*rest.Config, error) {
 // Index answers lookups from the informers' caches.
 type Index struct {
 	cfg    Config
+	warned sync.Map // reflector name -> time of its last warning
 	pods   cache.Indexer
 	svcs   cache.Indexer
 	slices cache.Indexer
@@ -103,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
 	}
-	klog.SetSlogLogger(cfg.Logger.With("component", "client-go")) // its watch errors, in our log
+	klog.SetSlogLogger(cfg.Logger.With("component", "client-go"))
 	f := informers.NewSharedInformerFactory(cs, 0)
 	ix := newIndex(cfg, f)
 	cfg.Logger.Info("kubernetes: watching the API server", "url", rc.Host)
@@ -120,6 +122,7 @@ func newIndex(cfg Config, f factory) *Index {
 	keepLabels := len(cfg.WorkloadLabels) > 0
 	add := func(inf cache.SharedIndexInformer, idx cache.Indexers) cache.Indexer {
 		must(inf.SetTransform(slim(keepLabels)))
+		must(inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) { ix.watchFailed(r, err) }))
 		if idx != nil {
 			must(inf.AddIndexers(idx))
 		}
@@ -141,12 +144,35 @@ func newIndex(cfg Config, f factory) *Index {
 	return ix
 }
 
-// logSynced says when the caches first hold the whole cluster (until then lookups may miss).
+// watchFailed says why the API server could not be listed or watched (down, a bad token, a permission
+// missing), at most once a minute per resource: client-go retries with backoff meanwhile.
+func (ix *Index) watchFailed(r *cache.Reflector, err error) {
+	now := time.Now()
+	if last, ok := ix.warned.Load(r.TypeDescription()); ok && now.Sub(last.(time.Time)) < time.Minute {
+		return
+	}
+	ix.warned.Store(r.TypeDescription(), now)
+	ix.cfg.Logger.Warn("kubernetes: list/watch failed, retrying", "resource", r.TypeDescription(), "err", err)
+}
+
+// logSynced says when the caches first hold the whole cluster (until then lookups may miss), and warns
+// while they do not: client-go retries an unreachable API server quietly.
 func (ix *Index) logSynced(ctx context.Context) {
 	t0 := time.Now()
-	if cache.WaitForCacheSync(ctx.Done(), ix.synced...) {
-		ix.cfg.Logger.Info("kubernetes: caches synced", "pods", len(ix.pods.ListKeys()), "services", len(ix.svcs.ListKeys()),
-			"took", time.Since(t0).Round(time.Millisecond))
+	for wait := 30 * time.Second; ; wait = time.Minute {
+		waitCtx, cancel := context.WithTimeout(ctx, wait)
+		synced := cache.WaitForCacheSync(waitCtx.Done(), ix.synced...)
+		cancel()
+		switch {
+		case synced:
+			ix.cfg.Logger.Info("kubernetes: caches synced", "pods", ix.Pods(), "services", len(ix.svcs.ListKeys()),
+				"took", time.Since(t0).Round(time.Millisecond))
+			return
+		case ctx.Err() != nil:
+			return
+		}
+		ix.cfg.Logger.Warn("kubernetes: not synced yet: is the API server reachable, and the token allowed to list? points go untagged meanwhile",
+			"waited", time.Since(t0).Round(time.Second))
 	}
 }
 

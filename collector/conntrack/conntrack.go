@@ -3,32 +3,40 @@
 // conntrack table over netlink (github.com/ti-mo/conntrack).
 //
 // The table is per network namespace: the collector must run in the host's (hostNetwork), where
-// kube-proxy translates pods' connections (PREROUTING) and host processes' (OUTPUT). A dump at each flush
-// holds the translated connections still in the table (a closed TCP connection stays 120 s in TIME_WAIT);
-// a connection born and gone between two dumps is asked for by its tuple, but only when its destination
-// is one that is translated (seen in a dump, or a ClusterIP), so other connections cost no syscall.
+// kube-proxy translates pods' connections (PREROUTING) and host processes' (OUTPUT); from a pod's own
+// namespace none of them is visible. A dump at each flush holds the translated connections still in the
+// table, closed ones included (a TCP entry stays 120 s in TIME_WAIT). A connection born and gone between
+// two dumps is asked for by its tuple, but only when its destination is one known to be translated (seen
+// in the last dump, or a ClusterIP), so that all other connections cost no syscall.
 package conntrack
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
 
 	ct "github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 )
 
 // Tuple is a connection as its client's socket sees it.
 type Tuple struct {
-	Proto    uint8 // 6 TCP, 17 UDP
+	Proto    uint8 // 6 TCP, 17 UDP (syscall.IPPROTO_*)
 	Src, Dst netip.AddrPort
 }
 
 // Stats counts the table's work since Open, for the collector's self-metric.
 type Stats struct {
-	Dumps, Entries, Gets, Hits, Errors uint64 // Entries: translated connections in the last dump
+	Dumps   uint64 // Refresh calls
+	Entries uint64 // translated connections in the last successful dump
+	Gets    uint64 // targeted queries by tuple
+	Hits    uint64 // Lookups answered
+	Errors  uint64 // failed dumps and queries
 }
 
+// dest is a translated ("virtual") destination, such as a ClusterIP's ip:port.
 type dest struct {
 	proto uint8
 	addr  netip.AddrPort
@@ -39,12 +47,11 @@ type Table struct {
 	conn *ct.Conn
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	nat      map[Tuple]netip.AddrPort // translated connections; a zero value caches "not translated"
-	virtual  map[dest]bool            // destinations seen translated in the last dump
-	isVIP    func(netip.AddrPort, uint8) bool
-	stats    Stats
-	noFilter bool // the kernel refused a dump filtered by status (before 5.15): filter here
+	mu      sync.Mutex
+	nat     map[Tuple]netip.AddrPort // translated connections; the zero AddrPort caches a miss
+	virtual map[dest]struct{}        // destinations seen translated in the last dump
+	isVIP   func(netip.AddrPort, uint8) bool
+	stats   Stats
 }
 
 // Open connects to the conntrack table of the calling thread's network namespace.
@@ -53,7 +60,7 @@ func Open(log *slog.Logger) (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("conntrack netlink: %w", err)
 	}
-	return &Table{conn: c, log: log, nat: map[Tuple]netip.AddrPort{}, virtual: map[dest]bool{}}, nil
+	return &Table{conn: c, log: log, nat: map[Tuple]netip.AddrPort{}, virtual: map[dest]struct{}{}}, nil
 }
 
 // Close releases the netlink socket.
@@ -70,40 +77,26 @@ func (t *Table) SetVirtual(f func(dst netip.AddrPort, proto uint8) bool) {
 // Refresh dumps the translated connections once and replaces what the last dump and queries knew. On
 // error the previous state is kept.
 func (t *Table) Refresh() error {
-	flows, err := t.dump()
+	// The kernel filters on the status bit since 5.15; older ones ignore the filter and send everything,
+	// which translated() sorts out.
+	flows, err := t.conn.DumpFilter(ct.NewFilter().Status(ct.StatusDstNAT), nil)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.stats.Dumps++
 	if err != nil {
 		t.stats.Errors++
-		return err
+		return fmt.Errorf("conntrack dump: %w", err)
 	}
 	t.nat = make(map[Tuple]netip.AddrPort, len(flows))
-	t.virtual = map[dest]bool{}
+	t.virtual = map[dest]struct{}{}
 	for _, f := range flows {
-		k, to, ok := translated(f)
-		if !ok {
-			continue
+		if orig, to, ok := translated(f); ok {
+			t.nat[orig] = to
+			t.virtual[dest{orig.Proto, orig.Dst}] = struct{}{}
 		}
-		t.nat[k] = to
-		t.virtual[dest{k.Proto, k.Dst}] = true
 	}
 	t.stats.Entries = uint64(len(t.nat))
 	return nil
-}
-
-// dump asks the kernel for the connections with the DST_NAT status bit only; a kernel older than 5.15
-// cannot filter on status, and then everything is dumped and filtered here.
-func (t *Table) dump() ([]ct.Flow, error) {
-	if !t.noFilter {
-		flows, err := t.conn.DumpFilter(ct.NewFilter().Status(ct.StatusDstNAT), nil)
-		if err == nil {
-			return flows, nil
-		}
-		t.noFilter = true
-		t.log.Info("conntrack: the kernel cannot filter a dump by status, dumping all", "err", err)
-	}
-	return t.conn.Dump(nil)
 }
 
 // translated returns a connection's original tuple and where DNAT sent it: the reply's source.
@@ -123,7 +116,10 @@ func (t *Table) Lookup(c Tuple) (netip.AddrPort, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	to, known := t.nat[c]
-	if !known && (t.virtual[dest{c.Proto, c.Dst}] || t.isVIP != nil && t.isVIP(c.Dst, c.Proto)) {
+	if !known {
+		if _, ok := t.virtual[dest{c.Proto, c.Dst}]; !ok && (t.isVIP == nil || !t.isVIP(c.Dst, c.Proto)) {
+			return netip.AddrPort{}, false
+		}
 		to = t.get(c)
 		t.nat[c] = to // a miss is remembered too, until the next dump
 	}
@@ -143,9 +139,14 @@ func (t *Table) get(c Tuple) netip.AddrPort {
 		Proto: ct.ProtoTuple{Protocol: c.Proto, SourcePort: c.Src.Port(), DestinationPort: c.Dst.Port()}}}
 	f, err := t.conn.Get(q)
 	if err != nil {
-		return netip.AddrPort{} // ENOENT: gone (or never tracked)
+		if !errors.Is(err, unix.ENOENT) { // ENOENT: gone, or never tracked
+			t.stats.Errors++
+			t.log.Debug("conntrack get", "tuple", c, "err", err)
+		}
+		return netip.AddrPort{}
 	}
-	if _, to, ok := translated(f); ok {
+	// The kernel matches either direction: only an entry that c originated counts.
+	if orig, to, ok := translated(f); ok && orig == c {
 		return to
 	}
 	return netip.AddrPort{}

@@ -118,10 +118,8 @@ func Start(ctx context.Context, cfg Config) (*Index, error) {
 	return ix, nil
 }
 
-// factory is the part of informers.SharedInformerFactory the index uses (a fake clientset's in tests).
-type factory = informers.SharedInformerFactory
-
-func newIndex(cfg Config, f factory) *Index {
+// newIndex makes the informers of f (a fake clientset's in tests) and indexes their caches.
+func newIndex(cfg Config, f informers.SharedInformerFactory) *Index {
 	ix := &Index{cfg: cfg, owners: map[string]cache.Indexer{}}
 	keepLabels := len(cfg.WorkloadLabels) > 0
 	add := func(inf cache.SharedIndexInformer, idx cache.Indexers) cache.Indexer {

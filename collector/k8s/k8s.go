@@ -122,8 +122,9 @@ func Start(ctx context.Context, cfg Config) (*Index, error) {
 func newIndex(cfg Config, f informers.SharedInformerFactory) *Index {
 	ix := &Index{cfg: cfg, owners: map[string]cache.Indexer{}}
 	keepLabels := len(cfg.WorkloadLabels) > 0
+	trim := slim(keepLabels)
 	add := func(inf cache.SharedIndexInformer, idx cache.Indexers) cache.Indexer {
-		must(inf.SetTransform(slim(keepLabels)))
+		must(inf.SetTransform(trim))
 		must(inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) { ix.watchFailed(r, err) }))
 		if idx != nil {
 			must(inf.AddIndexers(idx))
@@ -131,7 +132,7 @@ func newIndex(cfg Config, f informers.SharedInformerFactory) *Index {
 		ix.synced = append(ix.synced, inf.HasSynced)
 		return inf.GetIndexer()
 	}
-	ix.pods = add(f.InformerFor(&corev1.Pod{}, pagedPods(slim(keepLabels))), cache.Indexers{byUID: podUID, byIP: podIPs})
+	ix.pods = add(f.InformerFor(&corev1.Pod{}, pagedPods(trim)), cache.Indexers{byUID: podUID, byIP: podIPs})
 	ix.svcs = add(f.Core().V1().Services().Informer(), cache.Indexers{byIP: serviceIPs})
 	ix.slices = add(f.Discovery().V1().EndpointSlices().Informer(), cache.Indexers{byPod: slicePods, byService: sliceService})
 	ix.owners["ReplicaSet"] = add(f.Apps().V1().ReplicaSets().Informer(), nil)

@@ -3,7 +3,6 @@ package run
 import (
 	"log/slog"
 	"net/netip"
-	"slices"
 
 	"dkebpf/collector/cli"
 	"dkebpf/collector/conntrack"
@@ -15,7 +14,7 @@ import (
 // (dst_nat_ip/dst_nat_port: the pod behind a ClusterIP). The caller refreshes it at each flush. Without
 // ebpf-net, or when conntrack cannot be read, it returns nils and the tags stay N/A.
 func openNAT(cfg *cli.RunConfig, pods *k8s.Index, log *slog.Logger) (*conntrack.Table, flow.NAT) {
-	if !slices.Contains(cfg.Enabled, "ebpf-net") {
+	if !cfg.Plugin("ebpf-net") {
 		return nil, nil
 	}
 	t, err := conntrack.Open(log)

@@ -123,15 +123,7 @@ func TestSamplingRateThinsPointsAndCountsWhatItDrops(t *testing.T) {
 // trafficOffLoopback sends 64 KiB/s from this namespace over a veth pair into a namespace of the test's own,
 // until the test ends: traffic on an interface that is not lo.
 func trafficOffLoopback(t *testing.T) {
-	ns := fmt.Sprintf("dkebpf-net-%d", os.Getpid())
-	host, peer := fmt.Sprintf("dkn%d", os.Getpid()%100000), fmt.Sprintf("dkp%d", os.Getpid()%100000)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run(); exec.Command("ip", "link", "del", host).Run() })
-	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns)
-	run(t, "ip", "addr", "add", "10.231.77.1/30", "dev", host)
-	run(t, "ip", "link", "set", host, "up")
-	run(t, "ip", "-n", ns, "addr", "add", "10.231.77.2/30", "dev", peer)
-	run(t, "ip", "-n", ns, "link", "set", peer, "up")
+	routedNetns(t, "net", "10.231.77.2", "10.231.77.1")
 	c, err := net.ListenPacket("udp4", ":0") // unconnected: the peer's port unreachable errors do not stop writes
 	must(t, err)
 	to := &net.UDPAddr{IP: net.IPv4(10, 231, 77, 2), Port: 9}

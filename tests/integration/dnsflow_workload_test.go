@@ -612,6 +612,22 @@ func newNetns(t *testing.T, what string) *testNetns {
 	return n
 }
 
+// routedNetns makes a namespace holding ip/30 on a veth whose other end (the gateway gw) is in this
+// namespace, with a default route through it: a pod as a CNI wires it, or any host off loopback.
+func routedNetns(t *testing.T, what, ip, gw string) *testNetns {
+	n := newNetns(t, what)
+	host := fmt.Sprintf("dk%s%d", what[:3], os.Getpid()%100000)
+	exec.Command("ip", "link", "del", host).Run()
+	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", n.name)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	run(t, "ip", "addr", "add", gw+"/30", "dev", host)
+	run(t, "ip", "link", "set", host, "up")
+	run(t, "ip", "-n", n.name, "addr", "add", ip+"/30", "dev", "eth0")
+	run(t, "ip", "-n", n.name, "link", "set", "eth0", "up")
+	run(t, "ip", "-n", n.name, "route", "add", "default", "via", gw)
+	return n
+}
+
 // sockets runs f on an OS thread that entered the namespace, so the sockets f makes belong to it (a
 // socket stays in the namespace it was made in, whichever thread uses it later). The thread goes back to
 // its own namespace after f; if it cannot, it is never given back to the runtime and ends with its

@@ -38,22 +38,6 @@ const (
 	serverPort  = 8080
 )
 
-// podNetns makes a namespace holding ip/30 on a veth whose other end (the gateway, ip-1) is in this
-// namespace, with a default route through it.
-func podNetns(t *testing.T, what, ip, gw string) *testNetns {
-	n := newNetns(t, what)
-	host := fmt.Sprintf("dk%s%d", what[:3], os.Getpid()%100000)
-	exec.Command("ip", "link", "del", host).Run()
-	run(t, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", n.name)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	run(t, "ip", "addr", "add", gw+"/30", "dev", host)
-	run(t, "ip", "link", "set", host, "up")
-	run(t, "ip", "-n", n.name, "addr", "add", ip+"/30", "dev", "eth0")
-	run(t, "ip", "-n", n.name, "link", "set", "eth0", "up")
-	run(t, "ip", "-n", n.name, "route", "add", "default", "via", gw)
-	return n
-}
-
 // kubeProxy routes between the pods and DNATs the ClusterIP to the server pod until the test ends.
 func kubeProxy(t *testing.T) {
 	fwd := strings.TrimSpace(run(t, "sysctl", "-n", "net.ipv4.ip_forward"))
@@ -161,8 +145,8 @@ func TestKubernetesTagsOnBothSidesOfAServiceCall(t *testing.T) {
 	k.create(t)
 	k.apiPod(t, "api-7c9-aaaaa")
 
-	cli := podNetns(t, "client", clientPodIP, "10.244.1.1")
-	srv := podNetns(t, "server", serverPodIP, "10.244.2.1")
+	cli := routedNetns(t, "client", clientPodIP, "10.244.1.1")
+	srv := routedNetns(t, "server", serverPodIP, "10.244.2.1")
 	kubeProxy(t)
 
 	// The collector starts while its API server is unreachable (a proxy not yet listening): points flow

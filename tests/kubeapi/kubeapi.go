@@ -187,8 +187,8 @@ func start(t testing.TB, logPath, bin string, args ...string) *proc {
 	return p
 }
 
-// stopTimeout bounds a graceful stop. An API server holding 10 000 pods has taken over 15 s to drain
-// (its storage-size estimator times out on etcd, about 3 s a round); 1–4.5 s otherwise.
+// stopTimeout bounds a graceful stop: an API server holding 10 000 pods (TestCollectorMemoryWith10000Pods)
+// was once seen to need more than 15 s.
 const stopTimeout = 60 * time.Second
 
 func (p *proc) stop(t testing.TB) {

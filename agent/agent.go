@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"dkebpf/agent/api"
 	"dkebpf/agent/config"
 	"dkebpf/agent/store"
@@ -26,6 +28,14 @@ var Version = "dev"
 
 // retentionInterval is how often the store's bounds are enforced.
 const retentionInterval = time.Minute
+
+// Bounds of the HTTP API's connections: how many are open at once, how long a request may take to arrive
+// (its body included: 64 MiB at 3 MB/s) and how long an answer may take to be read.
+const (
+	maxConns     = 256
+	readTimeout  = 30 * time.Second
+	writeTimeout = time.Minute
+)
 
 // Options configure Run.
 type Options struct {
@@ -47,7 +57,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("invalid configuration, not starting:\n%w", err)
 	}
 
-	st, err := store.Open(cfg.StorePath, store.Options{MaxSize: cfg.MaxSize, MaxAge: cfg.MaxAge})
+	st, err := store.Open(cfg.StorePath, store.Options{MaxSize: cfg.MaxSize, MaxAge: cfg.MaxAge, Log: logger})
 	if err != nil {
 		return err
 	}
@@ -70,6 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 		Version:    Version,
 		Log:        logger,
 		GlobalTags: cfg.GlobalTags,
+		Token:      cfg.Token,
 		Externals: func() []external.State {
 			out := make([]external.State, len(states))
 			for i, s := range states {
@@ -83,7 +94,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("http api: listen %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// A client that is slow to send its request, or to read the answer, or that opens connections without
+	// end, holds at most maxConns connections and each for a bounded time.
+	ln = netutil.LimitListener(ln, maxConns)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout,
+		WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	logger.Printf("agent: version %s, install dir %s, http api listening on %s", Version, cfg.Dir, ln.Addr())

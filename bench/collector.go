@@ -164,7 +164,7 @@ func (a *agent) query(measurement string) (stored, error) { return a.queryIn(mea
 
 // queryIn is query restricted to one category ("": any).
 func (a *agent) queryIn(measurement, category string) (stored, error) {
-	args := []string{"query", measurement, "--since", "1h", "--dir", a.dir}
+	args := []string{"query", measurement, "--since", "1h", "--limit", "100000", "--dir", a.dir}
 	if category != "" {
 		args = append(args, "--category", category)
 	}

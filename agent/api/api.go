@@ -4,20 +4,24 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	lp "github.com/influxdata/line-protocol/v2/lineprotocol"
 
@@ -34,8 +38,10 @@ const maxBody = 64 << 20
 
 // Store is what the API needs from the local store.
 type Store interface {
-	Write(points []store.Point) error
+	Commit(b *store.Batch) (duplicate bool, err error)
 	Query(q store.Query) ([]store.Point, error)
+	Evicted() int64 // points removed to stay under the size bound
+	Damaged() int64 // points lost to a damaged file
 }
 
 // Options configure a Server.
@@ -48,13 +54,43 @@ type Options struct {
 	// GlobalTags are added to every point written, where the point lacks the key, unless the request says
 	// ignore_global_host_tags (or the deprecated ignore_global_tags), as DataKit does.
 	GlobalTags map[string]string
+	// Token, when set, is required of every request but GET /v1/ping: "Authorization: Bearer <token>" or
+	// DataKit's "X-Token: <token>".
+	Token string
 }
+
+// Limits of the API: one client can neither stall it nor exhaust the agent's memory.
+const (
+	// MaxConcurrentWrites are decoded and stored at once; more are answered 429 with Retry-After.
+	MaxConcurrentWrites = 4
+	// MaxConcurrentQueries likewise.
+	MaxConcurrentQueries = 4
+	// DefaultQueryLimit is the most recent points a query returns without a limit; MaxQueryLimit is the
+	// largest limit accepted.
+	DefaultQueryLimit = 10000
+	MaxQueryLimit     = 100000
+	// maxLastErrors is the inputs whose last error is kept (the oldest is forgotten beyond), and
+	// maxLastErrorLen the bytes kept of each.
+	maxLastErrors   = 100
+	maxLastErrorLen = 4096
+	// retryAfter is what a client refused for load is told to wait, in seconds.
+	retryAfter = "1"
+)
+
+// BatchIDHeader carries a client's id for a write: a write with an id already stored is answered 200 and
+// stored again nowhere, so a client may retry a write whose answer it did not get.
+const BatchIDHeader = "X-Batch-Id"
+
+// TruncatedHeader is set on a query's answer when older matches were left out by the limit.
+const TruncatedHeader = "X-Datakit-Truncated"
 
 // Server is the API's http.Handler.
 type Server struct {
 	opts    Options
 	mux     *http.ServeMux
 	started time.Time
+
+	writes, queries chan struct{} // semaphores
 
 	mu        sync.Mutex
 	lastError map[string]LastError
@@ -76,7 +112,8 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, mux: http.NewServeMux(), started: opts.Now(), lastError: map[string]LastError{}}
+	s := &Server{opts: opts, mux: http.NewServeMux(), started: opts.Now(), lastError: map[string]LastError{},
+		writes: make(chan struct{}, MaxConcurrentWrites), queries: make(chan struct{}, MaxConcurrentQueries)}
 	s.mux.HandleFunc("POST /v1/write/{category}", s.write)
 	s.mux.HandleFunc("POST /v1/lasterror", s.lastErr)
 	s.mux.HandleFunc("GET /v1/ping", s.ping)
@@ -86,7 +123,42 @@ func New(opts Options) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.opts.Log.Printf("api: %s %s: panic: %v\n%s", r.Method, r.URL.Path, v, debug.Stack())
+			fail(w, http.StatusInternalServerError, "internalError", "internal error: %v", v)
+		}
+	}()
+	if s.opts.Token != "" && !(r.Method == http.MethodGet && r.URL.Path == "/v1/ping") && !s.authorized(r) {
+		fail(w, http.StatusUnauthorized, "unauthorized", "this API needs a token: send Authorization: Bearer <token> or X-Token: <token>")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	got := r.Header.Get("X-Token")
+	if a := r.Header.Get("Authorization"); got == "" && len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+		got = a[7:]
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
+}
+
+// acquire takes a slot of sem, or answers 429 and returns false.
+func acquire(w http.ResponseWriter, sem chan struct{}, what string) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		w.Header().Set("Retry-After", retryAfter)
+		fail(w, http.StatusTooManyRequests, "tooManyRequests", "%d %s are in progress, retry after %s s", cap(sem), what, retryAfter)
+		return false
+	}
+}
 
 // apiError is DataKit's JSON error body.
 type apiError struct {
@@ -106,6 +178,10 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (s *Server) write(w http.ResponseWriter, r *http.Request) {
+	if !acquire(w, s.writes, "writes") {
+		return
+	}
+	defer func() { <-s.writes }()
 	category := r.PathValue("category")
 	if !validCategory(category) {
 		fail(w, http.StatusBadRequest, "invalidCategory", "invalid category %q, want one of %s", category, strings.Join(Categories, ", "))
@@ -125,31 +201,57 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "invalidPrecision", "invalid precision %q, want one of n, u, ms, s, m, h", q.Get("precision"))
 		return
 	}
-	body, err := readBody(r)
+	rd, err := bodyReader(r)
 	if err != nil {
 		fail(w, http.StatusBadRequest, "decodeBodyFailed", "read body: %v", err)
 		return
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		fail(w, http.StatusBadRequest, "emptyBody", "empty body")
+	defer rd.Close()
+	batch := store.NewBatch(r.Header.Get(BatchIDHeader))
+	global := s.opts.GlobalTags
+	if isTrue(q.Get("ignore_global_host_tags")) || isTrue(q.Get("ignore_global_tags")) {
+		global = nil
+	}
+	add := func(p *store.Point) error {
+		addTags(p, global)
+		return batch.Add(p)
+	}
+	switch media, _ := parseMediaType(r.Header.Get("Content-Type")); media {
+	case mediaJSON, mediaProtobuf:
+		var body []byte
+		if body, err = io.ReadAll(rd); err == nil {
+			var points []store.Point
+			points, err = decodeBody(r.Header.Get("Content-Type"), body, category, input, prec, s.opts.Now())
+			for i := 0; err == nil && i < len(points); i++ {
+				err = add(&points[i])
+			}
+		}
+	default:
+		// Line protocol is decoded as it arrives, point by point into the batch: the body is never held whole.
+		err = decodeLineProtocol(lp.NewDecoder(rd), category, input, prec, s.opts.Now(), add)
+	}
+	if rd.err != nil { // the body itself was bad (too large, bad gzip, cut short): that is the error to report
+		fail(w, http.StatusBadRequest, "decodeBodyFailed", "read body: %v", rd.err)
 		return
 	}
-	points, err := decode(body, category, input, prec, s.opts.Now())
 	if err != nil {
 		fail(w, http.StatusBadRequest, "invalidLinePoint", "%v", err)
 		return
 	}
-	if !isTrue(q.Get("ignore_global_host_tags")) && !isTrue(q.Get("ignore_global_tags")) {
-		for i := range points {
-			addTags(&points[i], s.opts.GlobalTags)
-		}
+	if rd.n == 0 || rd.blank {
+		fail(w, http.StatusBadRequest, "emptyBody", "empty body")
+		return
 	}
-	if len(points) == 0 {
+	if batch.Len() == 0 {
 		fail(w, http.StatusBadRequest, "noPoints", "no points in body")
 		return
 	}
-	if err := s.opts.Store.Write(points); err != nil {
+	if _, err := s.opts.Store.Commit(batch); err != nil {
 		s.opts.Log.Printf("api: %s from %s: %v", r.URL.Path, input, err)
+		if errors.Is(err, store.ErrTooLarge) {
+			fail(w, http.StatusRequestEntityTooLarge, "bodyTooLarge", "%v", err)
+			return
+		}
 		fail(w, http.StatusInternalServerError, "storeFailed", "%v", err)
 		return
 	}
@@ -158,17 +260,12 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 
 func isTrue(v string) bool { b, _ := strconv.ParseBool(v); return b }
 
-// addTags adds the tags a point lacks, keeping its tags sorted.
+// addTags adds the tags a point lacks; the batch sorts them.
 func addTags(p *store.Point, tags map[string]string) {
-	added := false
 	for k, v := range tags {
 		if !slices.ContainsFunc(p.Tags, func(t store.Tag) bool { return t.Key == k }) {
 			p.Tags = append(p.Tags, store.Tag{Key: k, Value: v})
-			added = true
 		}
-	}
-	if added {
-		sort.Slice(p.Tags, func(i, j int) bool { return p.Tags[i].Key < p.Tags[j].Key })
 	}
 }
 
@@ -181,8 +278,17 @@ func validCategory(c string) bool {
 	return false
 }
 
-func readBody(r *http.Request) ([]byte, error) {
-	var rd io.Reader = r.Body
+// body reads a request's body, decompressed, counting it: more than maxBody bytes is an error.
+type body struct {
+	rd     io.Reader
+	closer io.Closer
+	n      int64 // bytes read
+	blank  bool  // only white space so far
+	err    error // the first error other than io.EOF
+}
+
+func bodyReader(r *http.Request) (*body, error) {
+	b := &body{rd: r.Body, blank: true}
 	enc := r.Header.Get("Content-Encoding")
 	if e := r.URL.Query().Get("encoding"); e != "" {
 		enc = e
@@ -191,22 +297,42 @@ func readBody(r *http.Request) ([]byte, error) {
 	case "", "identity":
 	case "gzip":
 		zr, err := gzip.NewReader(r.Body)
+		if err == io.EOF {
+			return b, nil // an empty body: said as such by the caller
+		}
 		if err != nil {
 			return nil, fmt.Errorf("gzip: %w", err)
 		}
-		defer zr.Close()
-		rd = zr
+		b.rd, b.closer = zr, zr
 	default:
 		return nil, fmt.Errorf("unsupported content encoding %q, want gzip", enc)
 	}
-	body, err := io.ReadAll(io.LimitReader(rd, maxBody+1))
-	if err != nil {
-		return nil, err
+	return b, nil
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
 	}
-	if len(body) > maxBody {
-		return nil, fmt.Errorf("body larger than %d bytes", maxBody)
+	n, err := b.rd.Read(p)
+	b.n += int64(n)
+	if b.blank && len(bytes.TrimSpace(p[:n])) > 0 {
+		b.blank = false
 	}
-	return body, nil
+	switch {
+	case b.n > maxBody:
+		b.err = fmt.Errorf("body larger than %d bytes", maxBody)
+		return n, b.err
+	case err != nil && err != io.EOF:
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *body) Close() {
+	if b.closer != nil {
+		b.closer.Close()
+	}
 }
 
 // precisions maps the precision query value to a multiplier to nanoseconds;
@@ -233,22 +359,30 @@ func autoScale(ts int64) int64 {
 	return 1
 }
 
-// decode parses the whole body; any invalid line rejects the whole body.
+// decode is decodeLineProtocol of a whole body into a slice.
 func decode(body []byte, category, input string, prec int64, now time.Time) ([]store.Point, error) {
-	dec := lp.NewDecoderWithBytes(body)
-	var points []store.Point
+	var out []store.Point
+	err := decodeLineProtocol(lp.NewDecoderWithBytes(body), category, input, prec, now, func(p *store.Point) error {
+		out = append(out, *p)
+		return nil
+	})
+	return out, err
+}
+
+// decodeLineProtocol parses the whole body, passing each point to add; any invalid line rejects the whole body
+// (the caller stores nothing then).
+func decodeLineProtocol(dec *lp.Decoder, category, input string, prec int64, now time.Time, add func(*store.Point) error) error {
 	for line := 1; dec.Next(); line++ {
 		p, err := decodePoint(dec, prec, now)
-		if err != nil {
-			return nil, fmt.Errorf("point %d: %w", line, err)
+		if err == nil {
+			p.Category, p.Input = category, input
+			err = add(&p)
 		}
-		p.Category, p.Input = category, input
-		points = append(points, p)
+		if err != nil {
+			return fmt.Errorf("point %d: %w", line, err)
+		}
 	}
-	if err := dec.Err(); err != nil {
-		return nil, err
-	}
-	return points, nil
+	return dec.Err()
 }
 
 func decodePoint(dec *lp.Decoder, prec int64, now time.Time) (store.Point, error) {
@@ -277,7 +411,6 @@ func decodePoint(dec *lp.Decoder, prec int64, now time.Time) (store.Point, error
 		}
 		p.Time = time.Unix(0, ns)
 	}
-	sort.Slice(p.Tags, func(i, j int) bool { return p.Tags[i].Key < p.Tags[j].Key })
 	return p, nil
 }
 
@@ -292,7 +425,17 @@ func (s *Server) lastErr(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	le.Time = s.opts.Now()
+	le.Input, le.Source, le.Content = truncate(le.Input, 256), truncate(le.Source, 256), truncate(le.Content, maxLastErrorLen)
 	s.mu.Lock()
+	if _, known := s.lastError[le.Input]; !known && len(s.lastError) >= maxLastErrors {
+		oldest := ""
+		for in, e := range s.lastError {
+			if oldest == "" || e.Time.Before(s.lastError[oldest].Time) {
+				oldest = in
+			}
+		}
+		delete(s.lastError, oldest)
+	}
 	s.lastError[le.Input] = le
 	s.mu.Unlock()
 	s.opts.Log.Printf("api: last error from %s (source %q): %s", le.Input, le.Source, le.Content)
@@ -311,12 +454,26 @@ func (s *Server) LastErrors() []LastError {
 	return out
 }
 
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 func (s *Server) lastErrors(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.LastErrors()) }
 
 func (s *Server) ping(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, map[string]any{"content": map[string]string{
+	writeJSON(w, map[string]any{"content": map[string]any{
 		"version": s.opts.Version,
 		"uptime":  s.opts.Now().Sub(s.started).Round(time.Second).String(),
+		// since the agent started: what the store gave up, so that no loss goes uncounted
+		"store_evicted_points": s.opts.Store.Evicted(),
+		"store_damaged_points": s.opts.Store.Damaged(),
 	}})
 }
 
@@ -329,24 +486,40 @@ func (s *Server) externals(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) query(w http.ResponseWriter, r *http.Request) {
+	if !acquire(w, s.queries, "queries") {
+		return
+	}
+	defer func() { <-s.queries }()
 	v := r.URL.Query()
 	q, err := ParseQuery(v.Get("measurement"), v.Get("since"), v.Get("until"), v["tag"], v.Get("category"), v.Get("limit"), s.opts.Now())
 	if err != nil {
 		fail(w, http.StatusBadRequest, "invalidQuery", "%v", err)
 		return
 	}
+	limit := q.Limit
+	q.Limit++ // one more tells whether older matches were left out
 	points, err := s.opts.Store.Query(q)
 	if err != nil {
 		fail(w, http.StatusInternalServerError, "queryFailed", "%v", err)
 		return
 	}
-	body, err := FormatPoints(points)
-	if err != nil {
-		fail(w, http.StatusInternalServerError, "queryFailed", "%v", err)
-		return
+	if len(points) > limit {
+		points = points[len(points)-limit:]
+		w.Header().Set(TruncatedHeader, strconv.Itoa(limit))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write(body)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	var line []byte
+	for i := range points {
+		if line, err = points[i].AppendLineProtocol(line[:0]); err != nil {
+			s.opts.Log.Printf("api: query %s: %v", q.Measurement, err)
+			return // the client sees a short answer: the status is already sent
+		}
+		if _, err := bw.Write(append(line, '\n')); err != nil {
+			return
+		}
+	}
+	_ = bw.Flush()
 }
 
 // FormatPoints renders points as line protocol, one per line.
@@ -364,7 +537,8 @@ func FormatPoints(points []store.Point) ([]byte, error) {
 
 // ParseQuery builds a store query from the /v1/query parameters (shared with
 // `datakit query`). since and until are a duration before now ("5m") or an
-// RFC 3339 time; until "" is now; tags are "k:v" (or "k=v"); limit "" is none.
+// RFC 3339 time; until "" is now; tags are "k:v" (or "k=v"); limit "" is
+// DefaultQueryLimit, and at most MaxQueryLimit.
 func ParseQuery(measurement, since, until string, tags []string, category, limit string, now time.Time) (store.Query, error) {
 	q := store.Query{Measurement: measurement, Category: category}
 	if measurement == "" {
@@ -397,9 +571,10 @@ func ParseQuery(measurement, since, until string, tags []string, category, limit
 		}
 		q.Tags[k] = v
 	}
+	q.Limit = DefaultQueryLimit
 	if limit != "" {
-		if q.Limit, err = strconv.Atoi(limit); err != nil || q.Limit < 0 {
-			return q, fmt.Errorf("limit: invalid %q, want a non-negative integer", limit)
+		if q.Limit, err = strconv.Atoi(limit); err != nil || q.Limit <= 0 || q.Limit > MaxQueryLimit {
+			return q, fmt.Errorf("limit: invalid %q, want 1 to %d (default %d)", limit, MaxQueryLimit, DefaultQueryLimit)
 		}
 	}
 	return q, nil

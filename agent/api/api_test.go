@@ -206,7 +206,7 @@ func TestLastErrorPingAndExternals(t *testing.T) {
 		t.Errorf("GET lasterror = %s", body)
 	}
 	_, body = get(t, ts.URL+"/v1/ping")
-	if !strings.Contains(body, `"content":{"uptime":"0s","version":"test"}`) {
+	if !strings.Contains(body, `"content":{"store_damaged_points":0,"store_evicted_points":0,"uptime":"0s","version":"test"}`) {
 		t.Errorf("ping = %s", body)
 	}
 	_, body = get(t, ts.URL+"/v1/externals")

@@ -1,6 +1,11 @@
 // Package config loads the agent's configuration: conf.d/datakit.conf, every
 // input table under conf.d/*/ and ENV_ENABLE_INPUTS, and turns it into
 // validated inputs, or errors naming the file, the key and the bad value.
+//
+// What this agent does not implement but DataKit does (keys of a DataKit
+// datakit.conf, DataKit's other inputs) is logged and ignored, so that a
+// DataKit conf.d can be used as is; what looks like a misspelling of something
+// it does implement is an error.
 package config
 
 import (
@@ -8,9 +13,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -28,6 +35,7 @@ type Main struct {
 	Hostname string `toml:"hostname"` // "" = os.Hostname()
 	HTTPAPI  struct {
 		Listen string `toml:"listen"`
+		Token  string `toml:"token"` // required when Listen is not loopback
 	} `toml:"http_api"`
 	Store struct {
 		Path      string `toml:"path"` // relative to the install dir
@@ -42,6 +50,19 @@ type Input struct {
 	Name  string       // registered name, e.g. "ebpf"
 	File  string       // config file relative to the install dir, or "env ENV_ENABLE_INPUTS"
 	Input inputs.Input //
+
+	lines keyLines // of File, to point at a key an error names
+}
+
+// errKey returns the key an input's error starts with ("inputs.ebpf.interval: invalid duration ..." →
+// "inputs.ebpf.interval", as Initializer asks), or "" when the error does not start with a plain key
+// followed by ": " (e.g. "inputs.ebpf.interval (from ENV_INPUT_EBPF_INTERVAL): ...", not from the file).
+func errKey(err error) string {
+	key, _, ok := strings.Cut(err.Error(), ": ")
+	if !ok || strings.ContainsAny(key, " ([") {
+		return ""
+	}
+	return key
 }
 
 // Config is the loaded configuration.
@@ -49,8 +70,9 @@ type Config struct {
 	Dir        string // absolute install dir
 	Main       Main
 	Hostname   string            // ENV_HOSTNAME (in Load), else hostname, else the machine's
-	GlobalTags map[string]string // [global_host_tags], __datakit_hostname replaced by Hostname
-	Listen     string            // [http_api] listen
+	GlobalTags map[string]string // [global_host_tags], __datakit_hostname / $datakit_hostname replaced by Hostname
+	Listen     string            // ENV_HTTP_LISTEN (in Load), else [http_api] listen
+	Token      string            // ENV_HTTP_TOKEN (in Load), else [http_api] token; "" = none
 	StorePath  string            // absolute
 	MaxSize    int64             // bytes
 	MaxAge     time.Duration     //
@@ -64,9 +86,17 @@ type Options struct {
 	Log    *log.Logger                 // warnings; default log.Default()
 }
 
-// LoadMain reads conf.d/datakit.conf of dir (defaults when absent) without
-// touching inputs; `datakit query` uses it to find the API and the store.
+// LoadMain is LoadMainLog with the standard logger.
 func LoadMain(dir string) (*Config, error) {
+	return LoadMainLog(dir, log.Default())
+}
+
+// LoadMainLog reads conf.d/datakit.conf of dir (defaults when absent) without
+// touching inputs or the environment; `datakit query` uses it to find the API
+// and the store. Keys this agent does not know (a DataKit datakit.conf has
+// many) are logged to logger, one line each, and ignored; bad values of keys
+// it knows are errors.
+func LoadMainLog(dir string, logger *log.Logger) (*Config, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("install dir %s: %w", dir, err)
@@ -77,15 +107,19 @@ func LoadMain(dir string) (*Config, error) {
 	c.Main.Store.MaxSizeMB = 512
 	c.Main.Store.MaxAge = "168h"
 
-	path := filepath.Join(abs, MainFile)
-	md, err := toml.DecodeFile(path, &c.Main)
+	data, err := os.ReadFile(filepath.Join(abs, MainFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("%s: %w", MainFile, err)
 	default:
-		if err := undecoded(md, ""); err != nil {
+		md, err := toml.Decode(string(data), &c.Main)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", MainFile, err)
+		}
+		lines := scanKeyLines(data)
+		for _, k := range outermost(md.Undecoded()) {
+			logger.Printf("config: %s: %s: unknown %s, ignored%s", MainFile, k, kind(md, k), lines.at(strings.Join(k, ".")))
 		}
 	}
 
@@ -119,21 +153,79 @@ func LoadMain(dir string) (*Config, error) {
 			return nil, fmt.Errorf("%s: global_host_tags.%s: invalid tag %q = %q (keys may not be empty or contain = , or a newline)", MainFile, k, k, v)
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(m.GlobalHostTags)) {
+		if v := m.GlobalHostTags[k]; v == "__datakit_ip" || v == "$datakit_ip" {
+			logger.Printf("config: %s: global_host_tags.%s: %q is not resolved by this agent; the tag is added as written", MainFile, k, v)
+		}
+	}
 	c.resolveGlobalTags()
+	c.Token = m.HTTPAPI.Token
+	if err := checkToken(c.Token); err != nil {
+		return nil, fmt.Errorf("%s: http_api.token: %w", MainFile, err)
+	}
 	return c, nil
 }
 
-// hostnamePlaceholder is DataKit's value of a global tag that stands for the agent's host name.
-const hostnamePlaceholder = "__datakit_hostname"
+// outermost returns the keys none of whose prefixes is among keys: an unknown table stands for its keys.
+func outermost(keys []toml.Key) []toml.Key {
+	set := map[string]bool{}
+	for _, k := range keys {
+		set[strings.Join(k, "\x00")] = true
+	}
+	var out []toml.Key
+next:
+	for _, k := range keys {
+		for i := 1; i < len(k); i++ {
+			if set[strings.Join(k[:i], "\x00")] {
+				continue next
+			}
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// kind names what k is in a message: "table" or "key".
+func kind(md toml.MetaData, k toml.Key) string {
+	if t := md.Type(k...); t == "Hash" || t == "ArrayHash" {
+		return "table"
+	}
+	return "key"
+}
+
+// checkToken refuses a token that clients could not send in an HTTP header; it never shows the token.
+func checkToken(t string) error {
+	if strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f || r > '~' }) >= 0 {
+		return errors.New("contains a blank, control or non-ASCII character (want printable ASCII without spaces, e.g. the output of `openssl rand -hex 32`)")
+	}
+	return nil
+}
+
+// hostnamePlaceholders are DataKit's values of a global tag that stand for the agent's host name.
+var hostnamePlaceholders = map[string]bool{"__datakit_hostname": true, "$datakit_hostname": true}
 
 func (c *Config) resolveGlobalTags() {
 	c.GlobalTags = map[string]string{}
 	for k, v := range c.Main.GlobalHostTags {
-		if v == hostnamePlaceholder {
+		if hostnamePlaceholders[v] {
 			v = c.Hostname
 		}
 		c.GlobalTags[k] = v
 	}
+}
+
+// isLoopback tells whether the host of listen (host:port) is "localhost" or a loopback IP. Wildcards
+// ("", 0.0.0.0, ::) and any other name are not: they may be reachable from other hosts.
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ClientAddr returns the host:port a local client should dial to reach an
@@ -161,7 +253,7 @@ func Load(dir string, opts Options) (*Config, error) {
 	if opts.Log == nil {
 		opts.Log = log.Default()
 	}
-	c, err := LoadMain(dir)
+	c, err := LoadMainLog(dir, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -171,13 +263,27 @@ func Load(dir string, opts Options) (*Config, error) {
 		c.resolveGlobalTags()
 	}
 	// DataKit's ENV_HTTP_LISTEN sets the API's address over datakit.conf (a DaemonSet picks its port).
+	listenFrom := MainFile + ": http_api.listen"
 	if l, ok := opts.Lookup("ENV_HTTP_LISTEN"); ok && l != "" {
 		if _, _, err := net.SplitHostPort(l); err != nil {
 			return nil, fmt.Errorf("ENV_HTTP_LISTEN: invalid address %q (want host:port, e.g. \"localhost:9529\")", l)
 		}
 		c.Listen = l
+		listenFrom = "ENV_HTTP_LISTEN"
 	}
-	env := inputs.Env{InstallDir: c.Dir, APIAddr: ClientAddr(c.Listen), Hostname: c.Hostname, Log: opts.Log}
+	if t, ok := opts.Lookup("ENV_HTTP_TOKEN"); ok && t != "" {
+		if err := checkToken(t); err != nil {
+			return nil, fmt.Errorf("ENV_HTTP_TOKEN: %w", err)
+		}
+		c.Token = t
+	}
+	if !isLoopback(c.Listen) && c.Token == "" {
+		_, port, _ := net.SplitHostPort(c.Listen)
+		return nil, fmt.Errorf("%s %q is not a loopback address: flows and bash history would be readable by anyone who can reach it; "+
+			"set http_api.token in %s or ENV_HTTP_TOKEN (clients then send Authorization: Bearer <token> or X-Token: <token>), or listen on localhost:%s",
+			listenFrom, c.Listen, MainFile, port)
+	}
+	env := inputs.Env{InstallDir: c.Dir, APIAddr: ClientAddr(c.Listen), Hostname: c.Hostname, APIToken: c.Token, Log: opts.Log}
 
 	files, err := inputFiles(c.Dir)
 	if err != nil {
@@ -191,13 +297,18 @@ func Load(dir string, opts Options) (*Config, error) {
 		}
 		c.Inputs = append(c.Inputs, ins...)
 	}
-	c.Inputs = append(c.Inputs, envInputs(c.Inputs, env, opts)...)
+	fromEnv, err := envInputs(c.Inputs, env, opts)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Inputs = append(c.Inputs, fromEnv...)
 
 	seen := map[string]string{}
 	for _, in := range c.Inputs {
 		if _, single := in.Input.(inputs.Singleton); single {
 			if prev, dup := seen[in.Name]; dup {
-				errs = append(errs, fmt.Errorf("%s: inputs.%s: declared more than once (also in %s); it may be declared only once", in.File, in.Name, prev))
+				errs = append(errs, fmt.Errorf("%s: inputs.%s: declared more than once (also in %s); it may be declared only once%s",
+					in.File, in.Name, prev, in.lines.at("inputs."+in.Name)))
 				continue
 			}
 			seen[in.Name] = in.File
@@ -210,7 +321,7 @@ func Load(dir string, opts Options) (*Config, error) {
 		}
 		if i, ok := in.Input.(inputs.Initializer); ok {
 			if err := i.Init(); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", in.File, err))
+				errs = append(errs, fmt.Errorf("%s: %w%s", in.File, err, in.lines.at(errKey(err))))
 			}
 		}
 	}
@@ -256,22 +367,24 @@ func loadInputFile(dir, path string, env inputs.Env, logger *log.Logger) ([]Inpu
 	if err != nil {
 		rel = path
 	}
-	var f inputFile
-	md, err := toml.DecodeFile(path, &f)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rel, err)
 	}
+	var f inputFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rel, err)
+	}
+	lines := scanKeyLines(data)
 	var out []Input
 	var errs []error
-	names := make([]string, 0, len(f.Inputs))
-	for name := range f.Inputs {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(f.Inputs)) {
 		creator, ok := inputs.Get(name)
 		if !ok {
-			logger.Printf("config: %s: inputs.%s: unknown input, ignored (known: %s)", rel, name, strings.Join(inputs.Names(), ", "))
+			if err := unknownInput(rel, name, lines.at("inputs."+name), logger); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		for _, prim := range f.Inputs[name] {
@@ -280,39 +393,59 @@ func loadInputFile(dir, path string, env inputs.Env, logger *log.Logger) ([]Inpu
 				errs = append(errs, fmt.Errorf("%s: inputs.%s: %w", rel, name, err))
 				continue
 			}
-			out = append(out, Input{Name: name, File: rel, Input: in})
+			out = append(out, Input{Name: name, File: rel, Input: in, lines: lines})
 		}
-		if err := undecoded(md, "inputs."+name+"."); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", rel, err))
+		// Keys no field took; an input that decodes its table itself (ebpf) checks its keys in Init.
+		for _, k := range outermost(md.Undecoded()) {
+			if len(k) > 2 && k[0] == "inputs" && k[1] == name {
+				errs = append(errs, fmt.Errorf("%s: %s: unknown %s%s", rel, k, kind(md, k), lines.at(strings.Join(k, "."))))
+			}
 		}
 	}
-	for _, k := range md.Undecoded() {
-		if len(k) > 0 && k[0] != "inputs" {
-			logger.Printf("config: %s: %s: unknown key, ignored", rel, k)
+	for _, k := range outermost(md.Undecoded()) {
+		if k[0] == "inputs" {
+			continue
 		}
+		at := lines.at(strings.Join(k, "."))
+		if inputs.Closest(k[0], []string{"inputs"}) == "" {
+			logger.Printf("config: %s: %s: unknown %s, ignored%s", rel, k, kind(md, k), at)
+			continue
+		}
+		// [[input.ebpf]] and the like: a misspelt [[inputs.<name>]].
+		want := "[[inputs.<name>]]"
+		if len(k) > 1 {
+			name := k[1]
+			if _, known := inputs.Get(name); !known {
+				if near := inputs.Closest(name, inputs.Names()); near != "" {
+					name = near
+				}
+			}
+			want = "[[inputs." + name + "]]"
+		}
+		errs = append(errs, fmt.Errorf("%s: %s: unknown %s (did you mean %s?)%s", rel, k, kind(md, k), want, at))
 	}
 	return out, errors.Join(errs...)
 }
 
-// undecoded returns an error naming the keys with prefix that no field took.
-func undecoded(md toml.MetaData, prefix string) error {
-	var bad []string
-	for _, k := range md.Undecoded() {
-		if s := k.String(); strings.HasPrefix(s, prefix) {
-			bad = append(bad, s)
-		}
+// unknownInput reports an input name no input is registered under: an error when it looks like a
+// misspelling of one that is, else a warning (DataKit has some hundred inputs this agent does not
+// implement, and their configs must not stop it).
+func unknownInput(file, name, at string, logger *log.Logger) error {
+	known := strings.Join(inputs.Names(), ", ")
+	if near := inputs.Closest(name, inputs.Names()); near != "" {
+		return fmt.Errorf("%s: inputs.%s: unknown input (did you mean %q? known: %s)%s", file, name, near, known, at)
 	}
-	if len(bad) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%s: unknown key", strings.Join(bad, ", "))
+	logger.Printf("config: WARNING: %s: inputs.%s: unknown input, ignored%s: this agent implements only %s, so nothing collects that input's data",
+		file, name, at, known)
+	return nil
 }
 
 // envInputs creates, with defaults, the inputs listed in ENV_ENABLE_INPUTS
-// that no config file declares.
-func envInputs(declared []Input, env inputs.Env, opts Options) []Input {
+// that no config file declares. Unknown names are treated as in files.
+func envInputs(declared []Input, env inputs.Env, opts Options) ([]Input, error) {
 	v, _ := opts.Lookup("ENV_ENABLE_INPUTS")
 	var out []Input
+	var errs []error
 	for _, name := range strings.Split(v, ",") {
 		name = strings.TrimSpace(name)
 		if name == "" {
@@ -320,7 +453,9 @@ func envInputs(declared []Input, env inputs.Env, opts Options) []Input {
 		}
 		creator, ok := inputs.Get(name)
 		if !ok {
-			opts.Log.Printf("config: ENV_ENABLE_INPUTS: unknown input %q, ignored (known: %s)", name, strings.Join(inputs.Names(), ", "))
+			if err := unknownInput("ENV_ENABLE_INPUTS", name, "", opts.Log); err != nil {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		dup := false
@@ -331,5 +466,5 @@ func envInputs(declared []Input, env inputs.Env, opts Options) []Input {
 			out = append(out, Input{Name: name, File: "env ENV_ENABLE_INPUTS", Input: creator(env)})
 		}
 	}
-	return out
+	return out, errors.Join(errs...)
 }

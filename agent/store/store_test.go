@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,15 +174,23 @@ func TestRetentionDeletesPointsOlderThanMaxAge(t *testing.T) {
 
 func TestRetentionEvictsOldestPointsAcrossMeasurementsOverMaxSize(t *testing.T) {
 	const maxSize = 1 << 20
-	s, _ := openTemp(t, Options{MaxSize: maxSize, MaxAge: 1000 * time.Hour})
-	big := strings.Repeat("x", 900)
+	big, path := openTemp(t, Options{MaxAge: 1000 * time.Hour})
+	s := big // filled past maxSize, then reopened with it
+	rnd := rand.New(rand.NewPCG(1, 2))
+	pad := func() string { // compresses as little as a real value
+		b := make([]byte, 900)
+		for i := range b {
+			b[i] = byte('a' + rnd.IntN(26))
+		}
+		return string(b)
+	}
 	n := 0
 	for batch := 0; batch < 30; batch++ {
 		var ps []Point
 		for i := 0; i < 100; i++ {
 			meas := []string{"netflow", "dnsflow"}[n%2]
 			p := pt(meas, t0.Add(time.Duration(n)*time.Second))
-			v, _ := lp.StringValue(big)
+			v, _ := lp.StringValue(pad())
 			p.Fields = append(p.Fields, Field{"pad", v})
 			ps = append(ps, p)
 			n++
@@ -194,6 +203,12 @@ func TestRetentionEvictsOldestPointsAcrossMeasurementsOverMaxSize(t *testing.T) 
 	if before <= maxSize {
 		t.Fatalf("used %d bytes, test needs more than %d", before, maxSize)
 	}
+	big.Close()
+	s, err := Open(path, Options{MaxSize: maxSize, MaxAge: 1000 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	st, err := s.Retain(t0.Add(time.Duration(n) * time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -201,8 +216,8 @@ func TestRetentionEvictsOldestPointsAcrossMeasurementsOverMaxSize(t *testing.T) 
 	if st.Evicted == 0 || st.UsedSize > maxSize*9/10 {
 		t.Fatalf("stats = %+v (before %d bytes), want eviction under 90%% of %d", st, before, maxSize)
 	}
-	// The survivors are the newest points: every remaining point is newer than
-	// every evicted one.
+	// The survivors are the newest points: blocks are evicted in the order they
+	// were written, and each batch holds one block of each measurement.
 	var oldest time.Time
 	total := 0
 	for _, meas := range []string{"netflow", "dnsflow"} {
@@ -215,7 +230,15 @@ func TestRetentionEvictsOldestPointsAcrossMeasurementsOverMaxSize(t *testing.T) 
 	if total+st.Evicted != n {
 		t.Errorf("%d left + %d evicted != %d written", total, st.Evicted, n)
 	}
-	if wantOldest := t0.Add(time.Duration(st.Evicted) * time.Second); !oldest.Equal(wantOldest) {
+	if st.Evicted%50 != 0 {
+		t.Errorf("%d points evicted, want whole blocks of 50", st.Evicted)
+	}
+	batch := st.Evicted / 100 // whole batches evicted; a half batch means its netflow block went
+	wantOldest := t0.Add(time.Duration(batch*100) * time.Second)
+	if st.Evicted%100 != 0 {
+		wantOldest = wantOldest.Add(time.Second)
+	}
+	if !oldest.Equal(wantOldest) {
 		t.Errorf("oldest survivor %v, want %v", oldest, wantOldest)
 	}
 }

@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		err = runAgent(args, stderr)
 	case "query":
-		err = query(args, stdout)
+		err = query(args, stdout, stderr)
 	case "install":
 		err = install(args, stdout)
 	case "version":
@@ -144,13 +144,13 @@ func runAgent(args []string, stderr io.Writer) error {
 	return nil
 }
 
-func query(args []string, stdout io.Writer) error {
+func query(args []string, stdout, stderr io.Writer) error {
 	fs, dirFlag := flagSet("query")
 	since := fs.String("since", "5m", "start: a duration before now (5m) or an RFC 3339 time")
 	until := fs.String("until", "", "end: a duration before now or an RFC 3339 time (default now)")
 	tags := fs.StringArray("tag", nil, "tag filter k=v (repeatable; all must match)")
 	category := fs.String("category", "", "category filter, e.g. network")
-	limit := fs.Int("limit", 0, "print only the N most recent points (0: all)")
+	limit := fs.Int("limit", 0, fmt.Sprintf("print only the N most recent points (0: %d; at most %d)", api.DefaultQueryLimit, api.MaxQueryLimit))
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -192,7 +192,18 @@ func query(args []string, stdout io.Writer) error {
 	if agentAnswers(base) {
 		v := url.Values{"measurement": {measurement}, "since": {*since}, "until": {*until},
 			"category": {*category}, "limit": {limitStr}, "tag": apiTags}
-		resp, err := client.Get(base + "/v1/query?" + v.Encode())
+		req, err := http.NewRequest(http.MethodGet, base+"/v1/query?"+v.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		token := cfg.Token
+		if t, ok := os.LookupEnv("ENV_HTTP_TOKEN"); ok && t != "" {
+			token = t
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("query agent at %s: %w", base, err)
 		}
@@ -201,8 +212,13 @@ func query(args []string, stdout io.Writer) error {
 			body, _ := io.ReadAll(resp.Body)
 			return fmt.Errorf("query agent at %s: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
 		}
-		_, err = io.Copy(stdout, resp.Body)
-		return err
+		if _, err = io.Copy(stdout, resp.Body); err != nil {
+			return err
+		}
+		if n := resp.Header.Get(api.TruncatedHeader); n != "" {
+			fmt.Fprintf(stderr, "datakit query: only the %s most recent points are shown (--limit, at most %d)\n", n, api.MaxQueryLimit)
+		}
+		return nil
 	}
 
 	st, err := store.Open(cfg.StorePath, store.Options{ReadOnly: true})
@@ -213,9 +229,15 @@ func query(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	shown := q.Limit
+	q.Limit++ // one more says whether older points were left out
 	points, err := st.Query(q)
 	if err != nil {
 		return err
+	}
+	if len(points) > shown {
+		points = points[len(points)-shown:]
+		defer fmt.Fprintf(stderr, "datakit query: only the %d most recent points are shown (--limit, at most %d)\n", shown, api.MaxQueryLimit)
 	}
 	out, err := api.FormatPoints(points)
 	if err != nil {

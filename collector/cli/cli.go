@@ -69,6 +69,10 @@ type RunConfig struct {
 	K8sWorkloadLabels []string `env:"DKE_K8S_WORKLOAD_LABELS"`
 	K8sLabelPrefix    string   `env:"DKE_K8S_WORKLOAD_LABEL_PREFIX"`
 
+	// Set by our agent for its own child, not user options (so not rows of options.Table): read verbatim.
+	SpoolDir string `agentenv:"DKE_SPOOL_DIR"` // where the sender keeps what it could not post at shutdown; "" = none
+	APIToken string `agentenv:"DKE_API_TOKEN"` // sent as Authorization: Bearer <token> to the agent's API; "" = none
+
 	// Accepted for compatibility with DataKit, not used yet.
 	NetlogNetFilter      string   `env:"DKE_NETLOG_NET_FILTER"`
 	NetlogMetric         bool     `flag:"netlog-metric"`
@@ -276,6 +280,7 @@ func parseRun(args []string, stderr io.Writer) (*RunConfig, error) {
 	if err := fill(c, parsed); err != nil {
 		return nil, err
 	}
+	fillAgentEnv(c, os.Getenv)
 
 	if config := values[options.ByFlag("config")]; config.set {
 		return nil, fmt.Errorf("--config %q: --config is not supported yet, pass the settings as flags", config.String())
@@ -358,6 +363,16 @@ func fill(c *RunConfig, parsed map[string]any) error {
 		f.Set(pv.Convert(f.Type()))
 	}
 	return nil
+}
+
+// fillAgentEnv sets every RunConfig field tagged `agentenv` from that environment variable, spaces trimmed.
+func fillAgentEnv(c *RunConfig, getenv func(string) string) {
+	rv := reflect.ValueOf(c).Elem()
+	for i := 0; i < rv.NumField(); i++ {
+		if name := rv.Type().Field(i).Tag.Get("agentenv"); name != "" {
+			rv.Field(i).SetString(strings.TrimSpace(getenv(name)))
+		}
+	}
 }
 
 // joinLegacyBoolValues rewrites `--ipv6-disabled true` as `--ipv6-disabled=true`, the form pflag parses.

@@ -258,3 +258,28 @@ func TestGlobalTags(t *testing.T) {
 func containsSubstring(list []string, sub string) bool {
 	return slices.ContainsFunc(list, func(s string) bool { return strings.Contains(s, sub) })
 }
+
+func TestParseRunReadsTheAgentsSpoolDirAndToken(t *testing.T) {
+	t.Setenv("DKE_SPOOL_DIR", " /opt/datakit/data/ebpf-spool\n")
+	t.Setenv("DKE_API_TOKEN", "s3cret")
+	c, _, err := parseRunArgs(t, "--enabled", "ebpf-net")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.SpoolDir != "/opt/datakit/data/ebpf-spool" || c.APIToken != "s3cret" {
+		t.Errorf("SpoolDir, APIToken = %q, %q", c.SpoolDir, c.APIToken)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("Warnings = %q, want none", c.Warnings)
+	}
+
+	t.Setenv("DKE_SPOOL_DIR", "")
+	os.Unsetenv("DKE_API_TOKEN")
+	c, _, err = parseRunArgs(t, "--enabled", "ebpf-net")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.SpoolDir != "" || c.APIToken != "" {
+		t.Errorf("unset: SpoolDir, APIToken = %q, %q, want none", c.SpoolDir, c.APIToken)
+	}
+}

@@ -93,8 +93,8 @@ func (p *Plugin) Input() string    { return "ebpf-net/httpflow" }
 func (p *Plugin) Drain() {
 	plugin.DrainRecords(&p.c, p.k.DrainHTTP, func(e *Event) {
 		if p.debug {
-			p.log.Debug("httpflow: exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "req", string(e.Req[:e.ReqLen]),
-				"host", string(e.Host[:e.HostLen]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport)
+			p.log.Debug("httpflow: exchange", "dir", e.Dir, "status", e.Status, "pid", e.Pid, "req", string(e.Req[:min(int(e.ReqLen), ReqLen)]),
+				"host", string(e.Host[:min(int(e.HostLen), HostLen)]), "req_bytes", e.ReqBytes, "resp_bytes", e.RespBytes, "sport", e.T.Sport, "dport", e.T.Dport)
 		}
 		p.agg.Add(*e)
 	})

@@ -43,7 +43,8 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 	if cfg.EphemeralPort == 0 {
 		cfg.EphemeralPort = kernelEphemeralStart(log)
 	}
-	snd := sender.New(sender.Config{BaseURL: cfg.APIServer, MaxBufferedPoints: cfg.MaxBufferedPoints, Logger: log})
+	snd := sender.New(sender.Config{BaseURL: cfg.APIServer, Token: cfg.APIToken, MaxBufferedPoints: cfg.MaxBufferedPoints,
+		SpoolDir: cfg.SpoolDir, Logger: log})
 	sendCtx, stopSender := context.WithCancel(context.Background())
 	senderDone := make(chan struct{})
 	go func() { snd.Run(sendCtx); close(senderDone) }()
@@ -92,7 +93,8 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 			snd.Enqueue(b.Plugin.Category(), b.Plugin.Input(), encodeAll(enc, pts, log))
 			log.Debug("flushed", "plugin", b.Plugin.Name(), "points", len(pts), "sampled_out", len(b.Points)-len(pts))
 		}
-		snd.Enqueue("metric", selfInput, encodeAll(enc, []point.Point{self.point(now, plugins, objects, snd.Stats())}, log))
+		// The health point goes through the sender like the others, so it is counted (self_points_*) too.
+		snd.Enqueue("metric", selfInput, encodeAll(enc, []point.Point{self.point(now, plugins, objects, snd.Stats(), snd.SpoolCorrupt())}, log))
 	}
 
 	drain := time.NewTicker(drainEvery)

@@ -26,9 +26,13 @@ func newSelfMetrics(start time.Time) *selfMetrics {
 }
 
 // point is one datakit_ebpf point with every plugin's cumulative counters, prefixed by the plugin name:
-// events received, lost, map-full drops, decode errors, and the sender's points sent, failed, dropped.
-func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []object, sent map[string]sender.InputStats) point.Point {
+// events received, lost, map-full drops, decode errors, and the sender's points sent, failed, rejected,
+// dropped, queued, spooled and resumed; the same sender counters of these points themselves (self_); and
+// the spool records skipped as damaged.
+func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []object, sent map[string]sender.InputStats, spoolCorrupt int64) point.Point {
 	f := map[string]any{"uptime_seconds": int64(now.Sub(s.start).Seconds())}
+	senderFields(f, "self_", sent[selfInput])
+	f["spool_corrupt_records"] = spoolCorrupt
 	// A fleet dashboard finds degraded hosts by these: hooks the kernel refused, parts on a fallback or off.
 	var refused, fallback, off int64
 	for _, o := range objects {
@@ -51,11 +55,7 @@ func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []ob
 		f[n+"events_lost"] = int64(c.Lost)
 		f[n+"map_full_drops"] = int64(c.MapFull)
 		f[n+"decode_errors"] = int64(c.DecodeErrors)
-		f[n+"points_sent"] = st.Sent
-		f[n+"points_failed_posts"] = st.Failed
-		f[n+"points_rejected"] = st.Rejected
-		f[n+"points_dropped"] = st.Dropped
-		f[n+"points_queued"] = st.Queued
+		senderFields(f, n, st)
 		f[n+"points_sampled_out"] = int64(s.sampledOut[p.Name()])
 		for k, v := range c.Extra {
 			f[n+k] = int64(v)
@@ -70,4 +70,15 @@ func (s *selfMetrics) point(now time.Time, plugins []plugin.Plugin, objects []ob
 		f["k8s_synced"], f["k8s_pods"] = s.pods.Synced(), int64(s.pods.Pods())
 	}
 	return point.Point{Name: "datakit_ebpf", Tags: map[string]string{}, Fields: f, Time: now}
+}
+
+// senderFields adds the sender's counters of one input, prefixed.
+func senderFields(f map[string]any, prefix string, st sender.InputStats) {
+	f[prefix+"points_sent"] = st.Sent
+	f[prefix+"points_failed_posts"] = st.Failed
+	f[prefix+"points_rejected"] = st.Rejected
+	f[prefix+"points_dropped"] = st.Dropped
+	f[prefix+"points_queued"] = st.Queued
+	f[prefix+"points_spooled"] = st.Spooled
+	f[prefix+"points_resumed"] = st.Resumed
 }

@@ -1,16 +1,55 @@
 // Package sender is the last stage of the pipeline: it buffers encoded line protocol and posts it to the parent
-// datakit's HTTP API, retrying with backoff and counting what it sends, fails, rejects and drops.
+// datakit's HTTP API, retrying with backoff and counting what it sends, fails, rejects, drops and spools.
+//
+// Wire contract with the parent:
+//   - POST /v1/write/<category>?input=<input>, Content-Type text/plain; charset=utf-8, the body the batch's
+//     lines joined by \n, and X-Batch-Id: <32 lowercase hex digits>, 128 random bits fixed when the batch is
+//     formed. Every retry of a batch, in this run or from the spool after a restart, sends the same id and
+//     the same body. The parent stores the id with the points in one transaction and answers 2xx to an id it
+//     has already stored, without storing again: a retry after a timeout does not duplicate points.
+//   - Authorization: Bearer <Token> on every request (write, lasterror, ping) when Token is set.
+//   - 2xx: sent. 408, 429, 5xx, 401, 403 or no answer: retried, after MinBackoff doubling up to MaxBackoff;
+//     a 429 or 503 carrying Retry-After (seconds or an HTTP date) is retried after that long instead, at
+//     most MaxRetryAfter. 401 and 403 are retried because the batch is fine and the token is not (the agent
+//     restarts its collector with the new token, which then sends what was spooled). Any other status:
+//     rejected, dropped and counted, not retried (a bug on our side).
+//   - While it waits after no answer at all (refused, timed out) for longer than a second, it asks
+//     GET /v1/ping every second and retries as soon as that answers 200: the parent is back, so the batch
+//     goes within 2 s, not after up to 30 s of backoff. After an answer (5xx, 429) the parent is up but
+//     unwilling, so the backoff or Retry-After is kept.
+//
+// Nothing is lost silently. Every point enqueued, or found in the spool at start (Resumed), ends Sent,
+// Rejected or Dropped, or is still Queued (in memory, or in the spool waiting to be resent) or Spooled (on
+// disk when Run returned): Enqueued + Resumed = Sent + Rejected + Dropped + Queued + Spooled.
+//
+// The spool (SpoolDir set) carries the buffer across a restart of either program. When Run stops, what the
+// 2 s flush window could not post is written to one new segment file, fsynced once, instead of dropped; it
+// holds too the spooled batches of the previous run not sent yet, so the old segments are deleted after it
+// is written. The next Run posts the spooled batches first, oldest first, with their ids (a batch the parent
+// stored just before a crash is answered 200 and not stored twice), and deletes a segment once all its
+// batches are acknowledged (a restart mid-segment resends the acknowledged ones, which the ids make
+// harmless). Beyond SpoolMaxBytes the oldest batches are dropped, counted, and logged once. Damaged or
+// truncated records (a kill -9 mid-write) are skipped, logged and counted (Dropped when their header names
+// the input, and in SpoolCorrupt), never fatal.
+//
+// While running, the bound is the memory buffer (MaxBufferedPoints): an overflow drops the oldest lines,
+// counted, and does not spill to disk. The spool is there to survive a restart, not to be a second, slower
+// buffer with an fsync on the path of every batch; MaxBufferedPoints is the knob for a longer outage.
 package sender
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,49 +62,71 @@ const (
 	DefaultTimeout           = 10 * time.Second
 	DefaultMinBackoff        = time.Second
 	DefaultMaxBackoff        = 30 * time.Second
+	DefaultMaxRetryAfter     = 30 * time.Second
+	DefaultSpoolMaxBytes     = 64 << 20
 )
 
 // How long Run keeps flushing after its context is cancelled.
 const shutdownFlushTimeout = 2 * time.Second
 
+// How often GET /v1/ping asks whether the parent is back, and that request's timeout.
+const probeEvery = time.Second
+
 // At most this many distinct rejection messages are remembered (and so logged).
 const maxRejectMessages = 100
+
+// BatchIDHeader carries a batch's id on POST /v1/write.
+const BatchIDHeader = "X-Batch-Id"
 
 // Config configures a Sender. Zero fields take the defaults above.
 type Config struct {
 	BaseURL           string        // the parent datakit, e.g. "http://0.0.0.0:9529"
-	MaxBufferedPoints int           // lines buffered across all queues, the oldest are dropped beyond
+	Token             string        // sent as Authorization: Bearer <Token> when set
+	MaxBufferedPoints int           // lines buffered in memory across all queues, the oldest are dropped beyond
 	BatchSize         int           // lines per POST
 	Timeout           time.Duration // per POST
 	MinBackoff        time.Duration // first wait after a failed POST, doubled on each further failure
 	MaxBackoff        time.Duration
-	Client            *http.Client // default: a plain http.Client
-	Logger            *slog.Logger // default: slog.Default()
+	MaxRetryAfter     time.Duration // bound of a wait the parent asks for with Retry-After
+	SpoolDir          string        // where what is left at shutdown is kept for the next run; "" = dropped
+	SpoolMaxBytes     int64         // bound of the spool, the oldest batches are dropped beyond
+	Client            *http.Client  // default: a plain http.Client
+	Logger            *slog.Logger  // default: slog.Default()
 }
 
 // InputStats counts the points of one input.
 type InputStats struct {
-	Sent     int64 // points acknowledged with 200
-	Failed   int64 // failed POST attempts (network error, 5xx, 429), retried
-	Rejected int64 // points in batches the parent refused with a 4xx, dropped
-	Dropped  int64 // points dropped because the buffer overflowed or the sender stopped
-	Queued   int64 // points waiting now
+	Sent     int64 // points acknowledged with 2xx
+	Failed   int64 // failed POST attempts (no answer, 5xx, 429, 408, 401, 403), retried
+	Rejected int64 // points in batches the parent refused with another 4xx, dropped
+	Dropped  int64 // points dropped: buffer overflow, stopped without a spool, spool full or damaged
+	Queued   int64 // points waiting now, in memory or in the spool
+	Spooled  int64 // points left in the spool when Run returned, for the next run
+	Resumed  int64 // points found in the spool when Run started, then counted like enqueued ones
 }
 
-// Sender buffers lines per category and input and posts them in batches. Enqueue and Stats are safe for
-// concurrent use; Run is called once.
+// Sender buffers lines per category and input and posts them in batches. Enqueue, Stats and SpoolCorrupt are
+// safe for concurrent use; Run is called once.
 type Sender struct {
 	cfg          Config
 	log          *slog.Logger
 	flushTimeout time.Duration
+	probeEvery   time.Duration
 
 	wake chan struct{} // signalled, without blocking, when lines are enqueued
 
+	// Only Run's goroutine uses these.
+	segments     []*segment // spool files found at start
+	spool        []*record  // spooled batches not yet taken, oldest first
+	lastStamp    int64      // of the newest segment seen
+	spoolFullLog bool       // "spool full" was logged
+
 	mu       sync.Mutex
 	queues   []*queue // one per category and input
-	total    int      // lines in queues plus the batch being posted
+	total    int      // lines in queues plus the batch from memory being posted
 	seq      uint64   // enqueue order across queues, to find the oldest line
 	stats    map[string]*InputStats
+	corrupt  int64           // spool records skipped as damaged
 	rejected map[string]bool // rejection messages already logged
 	closed   bool
 }
@@ -80,10 +141,14 @@ type line struct {
 	b   []byte
 }
 
-// batch is up to BatchSize lines taken from the head of one queue.
+// batch is up to BatchSize lines of one queue, or a spooled record. It does not change once formed: every
+// retry posts the same id and body.
 type batch struct {
+	id              string
 	category, input string
-	lines           [][]byte
+	points          int
+	body            []byte
+	rec             *record // the spool record it was read from; nil for a batch from memory
 }
 
 // New returns a Sender for cfg.
@@ -105,6 +170,12 @@ func New(cfg Config) *Sender {
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
 	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if cfg.SpoolMaxBytes <= 0 {
+		cfg.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{}
 	}
@@ -117,6 +188,7 @@ func New(cfg Config) *Sender {
 		cfg:          cfg,
 		log:          log,
 		flushTimeout: shutdownFlushTimeout,
+		probeEvery:   probeEvery,
 		wake:         make(chan struct{}, 1),
 		stats:        make(map[string]*InputStats),
 		rejected:     make(map[string]bool),
@@ -170,134 +242,476 @@ func (s *Sender) Stats() map[string]InputStats {
 	return out
 }
 
-// Run posts queued lines until ctx is cancelled, then tries for a short while to flush what is left, counts
-// the rest as dropped and returns. Lines enqueued after Run returned are dropped.
+// SpoolCorrupt returns how many damaged or truncated spool records (or unreadable rests of files) were
+// skipped. Their points are counted as Dropped when the header naming their input could be read.
+func (s *Sender) SpoolCorrupt() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.corrupt
+}
+
+// Run loads the spool, then posts spooled and queued lines until ctx is cancelled, then tries for a short
+// while to flush what is left and spools (or, without a spool, drops and counts) the rest, and returns.
+// Lines enqueued after Run returned are dropped.
 func (s *Sender) Run(ctx context.Context) {
+	s.loadSpool()
+	// A POST in flight is not cancelled by ctx: cancelling one the parent has already stored would only make
+	// the flush send it again. But it, and the final flush, end flushTimeout after ctx does, so the rest is
+	// spooled well before the agent's SIGKILL (a batch cut short is resent with its id, so not duplicated).
+	dctx, stopDrain := s.drainContext(ctx)
+	defer stopDrain()
 	var (
 		b       *batch
 		backoff time.Duration
+		failing bool
 	)
 	for {
 		if b == nil {
-			b = s.take()
+			b = s.next()
 		}
 		if b == nil {
 			select {
 			case <-ctx.Done():
-				s.shutdown(ctx, nil)
+				s.shutdown(dctx, nil)
 				return
 			case <-s.wake:
 				continue
 			}
 		}
 		if ctx.Err() != nil {
-			s.shutdown(ctx, b)
+			s.shutdown(dctx, b)
 			return
 		}
-		// A POST in flight is not cancelled by shutdown (only by its own timeout): cancelling one the
-		// parent has already stored would make the final flush send the batch again.
-		if err := s.post(context.WithoutCancel(ctx), b); err != nil {
-			if backoff == 0 {
-				s.log.Warn("post to datakit failed, retrying", "input", b.input, "err", err)
+		f := s.post(dctx, b)
+		if f == nil {
+			if failing {
+				s.log.Info("post to datakit recovered")
 			}
-			backoff = min(max(2*backoff, s.cfg.MinBackoff), s.cfg.MaxBackoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				s.shutdown(ctx, b)
-				return
-			case <-t.C:
-			}
+			b, backoff, failing = nil, 0, false
 			continue
 		}
-		if backoff != 0 {
-			s.log.Info("post to datakit recovered")
-			backoff = 0
+		if !failing {
+			s.log.Warn("post to datakit failed, retrying", "input", b.input, "err", f.err)
+			failing = true
 		}
-		b = nil
+		wait := f.retryAfter
+		if wait <= 0 {
+			backoff = min(max(2*backoff, s.cfg.MinBackoff), s.cfg.MaxBackoff)
+			wait = backoff
+		}
+		if !s.pause(ctx, wait, !f.answered) {
+			s.shutdown(dctx, b)
+			return
+		}
 	}
 }
 
-// shutdown posts b and the queued lines until the first failure or the flush deadline, then drops the rest.
-func (s *Sender) shutdown(ctx context.Context, b *batch) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.flushTimeout)
+// drainContext returns a context that is not cancelled with ctx but ends flushTimeout after it.
+func (s *Sender) drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var t *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		t = time.AfterFunc(s.flushTimeout, cancel)
+		mu.Unlock()
+	})
+	return dctx, func() {
+		stop()
+		mu.Lock()
+		if t != nil {
+			t.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// pause waits d and reports true, or false as soon as ctx ends. With probe set and d longer than a probe
+// period, it asks GET /v1/ping every period and returns early once the parent answers 200.
+func (s *Sender) pause(ctx context.Context, d time.Duration, probe bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var tick <-chan time.Time
+	if probe && d > s.probeEvery {
+		tk := time.NewTicker(s.probeEvery)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-tick:
+			if s.ping(ctx) {
+				return true
+			}
+		}
+	}
+}
+
+// ping reports whether the parent answers GET /v1/ping with 200 within a probe period.
+func (s *Sender) ping(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.probeEvery)
 	defer cancel()
+	a, err := s.do(ctx, http.MethodGet, s.cfg.BaseURL+"/v1/ping", "", nil, nil)
+	return err == nil && a.status == http.StatusOK
+}
+
+// shutdown posts b and what waits until the first failure or the end of dctx (the flush window), then
+// spools the rest, or drops it without a spool.
+func (s *Sender) shutdown(dctx context.Context, b *batch) {
 	for {
 		if b == nil {
-			b = s.take()
+			b = s.next()
 		}
-		if b == nil || s.post(ctx, b) != nil {
+		if b == nil || s.post(dctx, b) != nil {
 			break
 		}
 		b = nil
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	if b != nil {
-		s.removeLocked(b, func(st *InputStats, n int64) { st.Dropped += n })
+	// What is left, oldest first: b, the spooled records not taken, the queues.
+	var items []spoolItem
+	if b != nil && b.rec != nil {
+		items = append(items, spoolItem{rec: b.rec, size: b.rec.size})
 	}
-	for _, q := range s.queues {
-		st := s.statsLocked(q.input)
-		st.Dropped += int64(len(q.lines))
-		st.Queued -= int64(len(q.lines))
-		s.total -= len(q.lines)
-		q.lines = nil
+	for _, r := range s.spool {
+		items = append(items, spoolItem{rec: r, size: r.size})
+	}
+	s.spool = nil
+	s.mu.Lock()
+	s.closed = true
+	if b != nil && b.rec == nil {
+		items = append(items, memItem(b))
+	}
+	for nb := s.takeLocked(); nb != nil; nb = s.takeLocked() {
+		items = append(items, memItem(nb))
+	}
+	if s.cfg.SpoolDir == "" { // then there are no records
+		for _, it := range items {
+			s.removeLocked(it.b, func(st *InputStats, n int64) { st.Dropped += n })
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.spoolOut(items)
+}
+
+// spoolOut writes items to a new segment, dropping the oldest beyond SpoolMaxBytes, then deletes the older
+// segments (their pending records are in the new one).
+func (s *Sender) spoolOut(items []spoolItem) {
+	if len(items) == 0 {
+		s.removeSegments()
+		return
+	}
+	var size int64
+	for _, it := range items {
+		size += it.size
+	}
+	drop := 0
+	for size > s.cfg.SpoolMaxBytes && drop < len(items) {
+		size -= items[drop].size
+		drop++
+	}
+	keep := items[drop:]
+	var unreadable []badRecord
+	path, err := "", error(nil)
+	if len(keep) > 0 {
+		path, unreadable, err = writeSegment(s.cfg.SpoolDir, nextStamp(s.lastStamp), keep)
+	}
+	if err != nil {
+		// The older segments stay as they are, so their records stay spooled; memory is lost.
+		s.log.Error("spool failed: points left in memory are dropped", "dir", s.cfg.SpoolDir, "err", err)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, it := range items {
+			if it.rec != nil {
+				s.moveLocked(it.rec.input, int64(it.rec.points), func(st *InputStats, n int64) { st.Spooled += n })
+			} else {
+				s.removeLocked(it.b, func(st *InputStats, n int64) { st.Dropped += n })
+			}
+		}
+		return
+	}
+
+	s.mu.Lock()
+	var dropped, spooled int64
+	for _, it := range items[:drop] {
+		dropped += int64(it.points())
+		s.countItemLocked(it, func(st *InputStats, n int64) { st.Dropped += n })
+	}
+	for _, it := range keep {
+		spooled += int64(it.points())
+		s.countItemLocked(it, func(st *InputStats, n int64) { st.Spooled += n })
+	}
+	for _, r := range unreadable { // counted Spooled above: correct it
+		spooled -= int64(r.points)
+		st := s.statsLocked(r.input)
+		st.Spooled -= int64(r.points)
+		st.Dropped += int64(r.points)
+		s.corrupt++
+	}
+	s.mu.Unlock()
+	for _, r := range unreadable {
+		s.log.Error("spooled batch unreadable, dropped", "points", r.points, "input", r.input, "err", r.err)
+	}
+	if drop > 0 {
+		s.logSpoolFull(dropped)
+	}
+	s.removeSegments()
+	if spooled > 0 {
+		s.log.Info("points spooled for the next run", "points", spooled, "file", path)
 	}
 }
 
-// post sends b once. It returns nil when b is done with (accepted or rejected) and an error when b must be
+// countItemLocked takes it out of Queued (and of the memory buffer) and counts it with count.
+func (s *Sender) countItemLocked(it spoolItem, count func(st *InputStats, n int64)) {
+	if it.rec != nil {
+		s.moveLocked(it.rec.input, int64(it.rec.points), count)
+	} else {
+		s.removeLocked(it.b, count)
+	}
+}
+
+// moveLocked takes n points of input out of Queued and counts them with count.
+func (s *Sender) moveLocked(input string, n int64, count func(st *InputStats, n int64)) {
+	st := s.statsLocked(input)
+	st.Queued -= n
+	count(st, n)
+}
+
+func (s *Sender) logSpoolFull(points int64) {
+	if s.spoolFullLog {
+		return
+	}
+	s.spoolFullLog = true
+	s.log.Error("spool full: oldest batches dropped (logged once)", "points", points,
+		"dir", s.cfg.SpoolDir, "max_bytes", s.cfg.SpoolMaxBytes)
+}
+
+// removeSegments deletes the segments found at start.
+func (s *Sender) removeSegments() {
+	for _, seg := range s.segments {
+		if err := os.Remove(seg.path); err != nil && !os.IsNotExist(err) {
+			s.log.Warn("remove spool segment", "err", err)
+		}
+	}
+	s.segments = nil
+}
+
+// loadSpool reads the spool: its batches are sent before anything queued, oldest first.
+func (s *Sender) loadSpool() {
+	if s.cfg.SpoolDir == "" {
+		return
+	}
+	sc, err := scanSpool(s.cfg.SpoolDir)
+	if err != nil {
+		s.log.Error("spool unreadable, not resumed", "dir", s.cfg.SpoolDir, "err", err)
+		return
+	}
+	s.segments = sc.segments
+	for _, seg := range sc.segments {
+		s.lastStamp = max(s.lastStamp, seg.stamp)
+	}
+	// Beyond the bound (lowered since they were written), the oldest are dropped.
+	var size int64
+	for _, r := range sc.records {
+		size += r.size
+	}
+	drop := 0
+	for size > s.cfg.SpoolMaxBytes && drop < len(sc.records) {
+		size -= sc.records[drop].size
+		drop++
+	}
+	s.mu.Lock()
+	var dropped, resumed int64
+	for i, r := range sc.records {
+		st := s.statsLocked(r.input)
+		st.Resumed += int64(r.points)
+		if i < drop {
+			st.Dropped += int64(r.points)
+			dropped += int64(r.points)
+			continue
+		}
+		st.Queued += int64(r.points)
+		resumed += int64(r.points)
+	}
+	for _, bad := range sc.bad {
+		s.corrupt++
+		if bad.input != "" {
+			st := s.statsLocked(bad.input)
+			st.Resumed += int64(bad.points)
+			st.Dropped += int64(bad.points)
+		}
+	}
+	s.mu.Unlock()
+	for _, bad := range sc.bad {
+		s.log.Error("damaged spool record skipped", "points", bad.points, "input", bad.input, "err", bad.err)
+	}
+	for _, r := range sc.records[:drop] {
+		s.done(r)
+	}
+	if drop > 0 {
+		s.logSpoolFull(dropped)
+	}
+	s.spool = sc.records[drop:]
+	for _, seg := range sc.segments {
+		if seg.pending == 0 { // nothing valid left in it
+			s.removeSegment(seg)
+		}
+	}
+	if resumed > 0 {
+		s.log.Info("resuming spooled points", "points", resumed, "batches", len(s.spool), "dir", s.cfg.SpoolDir)
+	}
+}
+
+// done marks r as acknowledged or dropped; its segment goes when it has no pending record left.
+func (s *Sender) done(r *record) {
+	r.seg.pending--
+	if r.seg.pending == 0 {
+		s.removeSegment(r.seg)
+	}
+}
+
+func (s *Sender) removeSegment(seg *segment) {
+	if err := os.Remove(seg.path); err != nil && !os.IsNotExist(err) {
+		s.log.Warn("remove spool segment", "err", err)
+	}
+}
+
+// next returns the batch to post: the oldest spooled one, else one from the queues, else nil. A spooled
+// batch that cannot be read back is skipped and counted.
+func (s *Sender) next() *batch {
+	for len(s.spool) > 0 {
+		r := s.spool[0]
+		s.spool = s.spool[1:]
+		body, err := r.read()
+		if err == nil {
+			return &batch{id: r.id, category: r.category, input: r.input, points: r.points, body: body, rec: r}
+		}
+		s.log.Error("spooled batch unreadable, dropped", "points", r.points, "input", r.input, "err", err)
+		s.mu.Lock()
+		s.moveLocked(r.input, int64(r.points), func(st *InputStats, n int64) { st.Dropped += n })
+		s.corrupt++
+		s.mu.Unlock()
+		s.done(r)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takeLocked()
+}
+
+// failure is why a POST must be retried.
+type failure struct {
+	err        error
+	answered   bool          // the parent answered with a status: it is up
+	retryAfter time.Duration // the wait it asked for with a 429 or 503, bounded; 0 if none
+}
+
+// post sends b once. It returns nil when b is done with (accepted or rejected) and why when b must be
 // retried. It updates the counters either way.
-func (s *Sender) post(ctx context.Context, b *batch) error {
+func (s *Sender) post(ctx context.Context, b *batch) *failure {
 	u := s.cfg.BaseURL + "/v1/write/" + url.PathEscape(b.category) + "?input=" + url.QueryEscape(b.input)
-	status, body, err := s.do(ctx, u, "text/plain; charset=utf-8", bytes.Join(b.lines, []byte("\n")))
-	retry := err != nil || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500
-	if err == nil && retry {
-		err = fmt.Errorf("post %s: http status %d %s", u, status, body)
+	a, err := s.do(ctx, http.MethodPost, u, "text/plain; charset=utf-8", b.body, http.Header{BatchIDHeader: {b.id}})
+	var f *failure
+	switch {
+	case err != nil:
+		f = &failure{err: err}
+	case a.status == http.StatusTooManyRequests || a.status == http.StatusRequestTimeout || a.status >= 500 ||
+		a.status == http.StatusUnauthorized || a.status == http.StatusForbidden: // the token, not the batch
+		f = &failure{err: fmt.Errorf("post %s: http status %d %s", u, a.status, a.body), answered: true}
+		if a.status == http.StatusTooManyRequests || a.status == http.StatusServiceUnavailable {
+			if d, ok := parseRetryAfter(a.retryAfter, time.Now()); ok {
+				f.retryAfter = min(d, s.cfg.MaxRetryAfter)
+			}
+		}
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
-	case retry:
+	case f != nil:
 		if ctx.Err() == nil { // not the parent's fault
 			s.statsLocked(b.input).Failed++
 		}
-		return err
-	case status >= 200 && status < 300:
+		s.mu.Unlock()
+		return f
+	case a.status >= 200 && a.status < 300:
 		s.removeLocked(b, func(st *InputStats, n int64) { st.Sent += n })
 	default:
 		// The parent refused the body (a bug on our side): retrying cannot help.
 		s.removeLocked(b, func(st *InputStats, n int64) { st.Rejected += n })
-		msg := fmt.Sprintf("%d %s", status, body)
+		msg := fmt.Sprintf("%d %s", a.status, a.body)
 		if !s.rejected[msg] && len(s.rejected) < maxRejectMessages {
 			s.rejected[msg] = true
-			s.log.Error("datakit rejected points, dropped", "input", b.input, "points", len(b.lines),
-				"status", status, "body", body)
+			s.log.Error("datakit rejected points, dropped", "input", b.input, "points", b.points,
+				"status", a.status, "body", a.body)
 		}
+	}
+	s.mu.Unlock()
+	if b.rec != nil {
+		s.done(b.rec)
 	}
 	return nil
 }
 
-// do POSTs body to u with the per-request timeout and returns the status and the start of the response body.
-func (s *Sender) do(ctx context.Context, u, contentType string, body []byte) (int, string, error) {
+// parseRetryAfter reads a Retry-After value: seconds, or an HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, int64(time.Hour/time.Second))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// answer is what do read of a response.
+type answer struct {
+	status     int
+	body       string // its start
+	retryAfter string // the Retry-After header
+}
+
+// do sends one request with the per-request timeout, the token and hdr.
+func (s *Sender) do(ctx context.Context, method, u, contentType string, body []byte, hdr http.Header) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return 0, "", fmt.Errorf("post %s: %w", u, err)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	req.Header.Set("Content-Type", contentType)
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return answer{}, fmt.Errorf("%s %s: %w", strings.ToLower(method), u, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if s.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.Token)
+	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return 0, "", fmt.Errorf("post %s: %w", u, err)
+		return answer{}, fmt.Errorf("%s %s: %w", strings.ToLower(method), u, err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // so the connection can be reused
-	return resp.StatusCode, strings.TrimSpace(string(msg)), nil
+	return answer{status: resp.StatusCode, body: strings.TrimSpace(string(msg)), retryAfter: resp.Header.Get("Retry-After")}, nil
 }
 
 // PostLastError reports msg as the last error of input to the parent (POST /v1/lasterror).
@@ -311,44 +725,58 @@ func (s *Sender) PostLastError(ctx context.Context, input, msg string) error {
 		return fmt.Errorf("encode last error: %w", err)
 	}
 	u := s.cfg.BaseURL + "/v1/lasterror"
-	status, resp, err := s.do(ctx, u, "application/json", body)
+	a, err := s.do(ctx, http.MethodPost, u, "application/json", body, nil)
 	if err != nil {
 		return err
 	}
-	if status != http.StatusOK {
-		return fmt.Errorf("post %s: http status %d %s", u, status, resp)
+	if a.status != http.StatusOK {
+		return fmt.Errorf("post %s: http status %d %s", u, a.status, a.body)
 	}
 	return nil
 }
 
-// take removes up to BatchSize lines from the queue whose head is the oldest line. They stay counted in
-// total and Queued until removeLocked.
-func (s *Sender) take() *batch {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// takeLocked removes up to BatchSize lines from the queue whose head is the oldest line and forms a batch
+// of them, with its id. They stay counted in total and Queued until removeLocked.
+func (s *Sender) takeLocked() *batch {
 	q := s.oldestLocked()
 	if q == nil {
 		return nil
 	}
 	n := min(len(q.lines), s.cfg.BatchSize)
-	b := &batch{category: q.category, input: q.input, lines: make([][]byte, n)}
-	for i := range n {
-		b.lines[i] = q.lines[i].b
+	size := n - 1
+	for _, l := range q.lines[:n] {
+		size += len(l.b)
+	}
+	body := make([]byte, 0, size)
+	for i, l := range q.lines[:n] {
+		if i > 0 {
+			body = append(body, '\n')
+		}
+		body = append(body, l.b...)
 	}
 	clear(q.lines[:n])
 	q.lines = q.lines[n:]
 	if len(q.lines) == 0 {
 		q.lines = nil // release the backing array
 	}
-	return b
+	return &batch{id: newBatchID(), category: q.category, input: q.input, points: n, body: body}
 }
 
-// removeLocked forgets the lines of b, counting them with count.
+// newBatchID returns 128 random bits in hex.
+func newBatchID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
+	return hex.EncodeToString(b[:])
+}
+
+// removeLocked forgets the points of b, counting them with count.
 func (s *Sender) removeLocked(b *batch, count func(st *InputStats, n int64)) {
-	n := len(b.lines)
+	n := b.points
 	st := s.statsLocked(b.input)
 	st.Queued -= int64(n)
-	s.total -= n
+	if b.rec == nil {
+		s.total -= n
+	}
 	count(st, int64(n))
 }
 

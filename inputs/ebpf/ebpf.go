@@ -111,7 +111,7 @@ func (i *Input) Init() error {
 	for _, k := range keys {
 		o := options.ByKey(k)
 		if o == nil {
-			return fmt.Errorf("inputs.ebpf.%s: unknown key", k)
+			return fmt.Errorf("inputs.ebpf.%s: unknown key%s", k, didYouMean(k))
 		}
 		if _, fromEnv := i.fromEnv[k]; fromEnv {
 			continue
@@ -176,6 +176,20 @@ func (i *Input) Init() error {
 	return nil
 }
 
+// didYouMean suggests the key that an unknown key k is most likely a misspelling of.
+func didYouMean(k string) string {
+	var keys []string
+	for n := range options.Table {
+		if key := options.Table[n].Key; key != "" {
+			keys = append(keys, key)
+		}
+	}
+	if near := inputs.Closest(k, keys); near != "" {
+		return fmt.Sprintf(" (did you mean %q?)", near)
+	}
+	return ""
+}
+
 // isUnset tells whether words leave a key at the collector's default: absent, empty, or the row's Unset value.
 func isUnset(o *options.Option, words []string) bool {
 	return len(words) == 0 || (len(words) == 1 && (words[0] == "" || words[0] == o.Unset))
@@ -183,8 +197,13 @@ func isUnset(o *options.Option, words []string) bool {
 
 var hostnameArg = regexp.MustCompile(`--hostname`)
 
+// SpoolDir is where the collector keeps the points the agent did not take, relative to the install dir
+// (DKE_SPOOL_DIR).
+const SpoolDir = "data/ebpf-spool"
+
 // Command returns the collector's executable, arguments (starting with "run") and extra environment, in
-// DataKit's order: the table's.
+// DataKit's order: the table's. The environment ends with DKE_SPOOL_DIR, DKE_API_TOKEN (when the agent's
+// API wants a token) and then the input's envs, which may override them.
 func (i *Input) Command() (path string, args, env []string) {
 	user, ok := i.words["args"] // absent: where this agent listens; [] stays empty
 	if !ok {
@@ -212,6 +231,10 @@ func (i *Input) Command() (path string, args, env []string) {
 				args = append(args, "--"+o.Flag, w)
 			}
 		}
+	}
+	env = append(env, "DKE_SPOOL_DIR="+filepath.Join(i.env.InstallDir, SpoolDir))
+	if i.env.APIToken != "" {
+		env = append(env, "DKE_API_TOKEN="+i.env.APIToken)
 	}
 	env = append(env, i.strings("envs")...)
 	return i.path, args, env

@@ -76,8 +76,8 @@ func TestSampleCommandLine(t *testing.T) {
 	if got := strings.Join(args, " "); got != want {
 		t.Errorf("args =\n  %s\nwant\n  %s", got, want)
 	}
-	if len(extraEnv) != 0 {
-		t.Errorf("env = %q, want none", extraEnv)
+	if want := []string{"DKE_SPOOL_DIR=/opt/dk/data/ebpf-spool"}; !slices.Equal(extraEnv, want) {
+		t.Errorf("env = %q, want %q (no DKE_API_TOKEN: the agent wants none)", extraEnv, want)
 	}
 	if u := in.Unsupported(); len(u) != 0 {
 		t.Errorf("sample sets unsupported keys %v", u)
@@ -129,13 +129,45 @@ func TestCommandLineWithTagsAndEnvOverrides(t *testing.T) {
 	if got := strings.Join(args, " "); got != want {
 		t.Errorf("args =\n  %s\nwant\n  %s", got, want)
 	}
-	wantEnv := "DKE_NETLOG_NET_FILTER=port 22|DKE_K8S_WORKLOAD_LABELS=app|HOST_ROOT=/rootfs"
+	wantEnv := "DKE_NETLOG_NET_FILTER=port 22|DKE_K8S_WORKLOAD_LABELS=app|DKE_SPOOL_DIR=/opt/dk/data/ebpf-spool|HOST_ROOT=/rootfs"
 	if got := strings.Join(extraEnv, "|"); got != wantEnv {
 		t.Errorf("env = %q, want %q", got, wantEnv)
 	}
 	wantUnsupported := "netlog_blacklist netlog_metric"
 	if got := strings.Join(in.Unsupported(), " "); got != wantUnsupported {
 		t.Errorf("unsupported = %q, want %q", got, wantUnsupported)
+	}
+}
+
+func TestCollectorGetsTheAPITokenAndSpoolDirInItsEnvironment(t *testing.T) {
+	e := testEnv
+	e.APIToken = "s3cret"
+	in := decode(t, "[[inputs.ebpf]]\nenvs = [\"DKE_SPOOL_DIR=/var/spool/dk\"]\n")
+	in.env = e
+	if err := in.Init(); err != nil {
+		t.Fatal(err)
+	}
+	_, args, extraEnv := in.Command()
+	want := []string{"DKE_SPOOL_DIR=/opt/dk/data/ebpf-spool", "DKE_API_TOKEN=s3cret", "DKE_SPOOL_DIR=/var/spool/dk"}
+	if !slices.Equal(extraEnv, want) {
+		t.Errorf("env = %q, want %q (the input's envs last, so they win)", extraEnv, want)
+	}
+	if strings.Contains(strings.Join(args, " "), "s3cret") {
+		t.Errorf("args %q carry the token: anyone can read them in ps", args)
+	}
+}
+
+func TestUnknownKeySuggestsTheClosest(t *testing.T) {
+	for conf, want := range map[string]string{
+		`intervall = "1m"`:       `inputs.ebpf.intervall: unknown key (did you mean "interval"?)`,
+		`enabled_plugin = ["x"]`: `inputs.ebpf.enabled_plugin: unknown key (did you mean "enabled_plugins"?)`,
+		`percpu = true`:          `inputs.ebpf.percpu: unknown key`,
+	} {
+		in := decode(t, "[[inputs.ebpf]]\n"+conf+"\n")
+		err := in.Init()
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: err = %v, want %s", conf, err, want)
+		}
 	}
 }
 

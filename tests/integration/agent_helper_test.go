@@ -58,7 +58,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	printFaults()
+	os.Exit(code)
 }
 
 // agent is a running datakit with its own install dir and port.
@@ -198,7 +200,7 @@ type lpPoint struct {
 // query returns the points of a measurement stored in the last `since`, filtered by tags "k:v".
 func (a *agent) query(measurement, since string, tags ...string) []lpPoint {
 	a.t.Helper()
-	v := url.Values{"measurement": {measurement}, "since": {since}, "tag": tags}
+	v := url.Values{"measurement": {measurement}, "since": {since}, "tag": tags, "limit": {"100000"}}
 	resp, err := http.Get("http://" + a.addr + "/v1/query?" + v.Encode())
 	if err != nil {
 		return nil // not up yet
@@ -207,6 +209,9 @@ func (a *agent) query(measurement, since string, tags ...string) []lpPoint {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
 		a.t.Fatalf("query %s: %d %s", measurement, resp.StatusCode, body)
+	}
+	if n := resp.Header.Get("X-Datakit-Truncated"); n != "" {
+		a.t.Fatalf("query %s: more than %s points match: the test must narrow its query", measurement, n)
 	}
 	return decodeLP(a.t, body)
 }

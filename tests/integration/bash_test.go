@@ -47,7 +47,7 @@ func startBashAgent(t *testing.T) *agent {
 // bashPoints are the stored bash points of the logging category (the only category they may be in).
 func (a *agent) bashPoints() []lpPoint {
 	a.t.Helper()
-	v := url.Values{"measurement": {"bash"}, "since": {"1h"}, "category": {"logging"}}
+	v := url.Values{"measurement": {"bash"}, "since": {"1h"}, "category": {"logging"}, "limit": {"100000"}}
 	resp, err := http.Get("http://" + a.addr + "/v1/query?" + v.Encode())
 	must(a.t, err)
 	defer resp.Body.Close()

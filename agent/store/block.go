@@ -7,8 +7,8 @@ import (
 	"hash/crc32"
 	"time"
 
-	"github.com/klauspost/compress/s2"
 	lp "github.com/influxdata/line-protocol/v2/lineprotocol"
+	"github.com/klauspost/compress/s2"
 )
 
 // A block is the unit of storage: up to blockMaxPoints points of one measurement, category and input, from

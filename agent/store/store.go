@@ -569,7 +569,7 @@ func (h *newestHeap) Pop() any {
 	h.items = h.items[:len(h.items)-1]
 	return x
 }
-func (h *newestHeap) full() bool     { return len(h.items) >= h.limit }
+func (h *newestHeap) full() bool    { return len(h.items) >= h.limit }
 func (h *newestHeap) oldest() int64 { return h.items[0].p.Time.UnixNano() }
 
 func (h *newestHeap) add(f found) {

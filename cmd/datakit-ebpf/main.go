@@ -80,6 +80,9 @@ func mainCode() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// When the agent dies, its end of our stdout and stderr goes with it: a log line must not kill the
+	// collector (Go exits on SIGPIPE from fds 1 and 2) before it has spooled what it holds.
+	signal.Ignore(syscall.SIGPIPE)
 	limits := daemon.Limits{CPU: cfg.ResCPU, Mem: cfg.ResMem, Net: cfg.ResBandwidth}
 	limits.Apply()
 	ctx, breach := context.WithCancelCause(ctx)

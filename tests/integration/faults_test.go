@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -521,4 +522,140 @@ func TestFaultSlowAndManyClientsCannotStallTheAPI(t *testing.T) {
 	addFault(t, faultRow{Case: "hostile: slow body, 300 idle connections", Done: "a body that never ends; 300 connections that send nothing",
 		Acked: "-", Found: "-", Recovered: pingTook.Round(10 * time.Millisecond).String(),
 		Detail: fmt.Sprintf("unfinished body closed after %v; a ping answered after %v", slowTook.Round(100*time.Millisecond), pingTook.Round(10*time.Millisecond))})
+}
+
+// flowWorkload runs exchanges on fresh TCP connections to a loopback server every 100 ms until stop is
+// closed; it returns the server's port, the client's truth and the connections made.
+func flowWorkload(t *testing.T, stop chan struct{}) (port int, cli *counted, conns *atomic.Int64, done chan struct{}) {
+	port, _, srvWG := tcpServer(t, "tcp4", "127.0.0.1")
+	cli, conns, done = &counted{}, &atomic.Int64{}, make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				srvWG.Wait()
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns.Add(1)
+			if err := exchange(c, cli, 500+i%7*100, 2000+i%5*300); err != nil {
+				t.Error(err)
+			}
+			c.Close()
+		}
+	}()
+	return port, cli, conns, done
+}
+
+// clientFlows sums the client side of the workload's flows.
+func clientFlows(a *agent, port int) func() flowSum {
+	pid := strconv.Itoa(os.Getpid())
+	return func() flowSum {
+		return sumFlows(a.query("netflow", "1h", "pid:"+pid, "run:"+pid, "direction:outgoing", "dst_port:"+strconv.Itoa(port)))
+	}
+}
+
+// netflowSelf returns the collectors' own counts of their netflow points: the largest value of each counter
+// over their health points (a restarted collector counts from zero).
+func (a *agent) netflowSelf() map[string]int64 {
+	most := map[string]int64{}
+	for _, p := range a.query("datakit_ebpf", "1h") {
+		for _, f := range []string{"sent", "failed_posts", "dropped", "spooled", "resumed"} {
+			most[f] = max(most[f], intField(p, "netflow_points_"+f))
+		}
+	}
+	return most
+}
+
+// collectorSelf says netflowSelf.
+func (a *agent) collectorSelf() string {
+	most := a.netflowSelf()
+	return fmt.Sprintf("collector's netflow points: sent %d, failed posts %d, dropped %d, spooled %d, resumed from spool %d",
+		most["sent"], most["failed_posts"], most["dropped"], most["spooled"], most["resumed"])
+}
+
+func TestFaultAgentHungWhileTheCollectorCountsLosesAndDuplicatesNothing(t *testing.T) {
+	a := startAgent(t, "")
+	hung := 30 * time.Second
+	if faultsLong {
+		hung = 10 * time.Minute
+	}
+	stop := make(chan struct{})
+	port, cli, conns, done := flowWorkload(t, stop)
+	got := clientFlows(a, port)
+	time.Sleep(3 * interval)
+	must(t, a.cmd.Process.Signal(syscall.SIGSTOP))
+	time.Sleep(hung - 2*interval)
+	before := cli.wrote.Load() // flushed by the collector before the agent resumes
+	time.Sleep(2 * interval)
+	must(t, a.cmd.Process.Signal(syscall.SIGCONT))
+	resumed := time.Now()
+	for got().written < before && time.Since(resumed) < time.Minute {
+		time.Sleep(100 * time.Millisecond)
+	}
+	recovered := time.Since(resumed)
+	time.Sleep(2 * interval)
+	close(stop)
+	<-done
+	n := conns.Load()
+	s := settle(t, a, "client side across the hang", totals{written: cli.wrote.Load(), read: cli.read.Load(), established: n, closed: n}, got)
+	addFault(t, faultRow{Case: "agent hung (SIGSTOP) under a collector", Done: fmt.Sprintf("TCP exchanges every 100 ms; agent stopped %v, then resumed", hung),
+		Acked: fmt.Sprintf("%d bytes, %d conns", cli.wrote.Load(), n), Found: fmt.Sprintf("%d bytes, %d conns", s.written, s.established),
+		Lost: fmt.Sprint(max(0, cli.wrote.Load()-s.written)), Dup: fmt.Sprint(max(0, s.written-cli.wrote.Load())),
+		Recovered: recovered.Round(100 * time.Millisecond).String(), Detail: a.collectorSelf()})
+}
+
+func TestFaultAgentKilledWhileTheCollectorBuffersLosesNothing(t *testing.T) {
+	a := startAgent(t, "")
+	stop := make(chan struct{})
+	port, cli, conns, done := flowWorkload(t, stop)
+	got := clientFlows(a, port)
+	time.Sleep(2 * interval)
+	// Hung first, so the collector holds a backlog; then killed: the collector, told by SIGTERM, cannot
+	// reach it and spools what it holds to data/ebpf-spool.
+	must(t, a.cmd.Process.Signal(syscall.SIGSTOP))
+	time.Sleep(5 * interval)
+	close(stop)
+	<-done
+	a.kill()
+	spoolDir := filepath.Join(a.dir, "data", "ebpf-spool")
+	deadline := time.Now().Add(20 * time.Second)
+	var spooled []string
+	for len(spooled) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		spooled, _ = filepath.Glob(filepath.Join(spoolDir, "*.spool"))
+	}
+	if len(spooled) == 0 {
+		t.Errorf("nothing spooled in %s", spoolDir)
+	}
+	// The collector exits on its own (SIGTERM from the dying agent): wait for it before restarting.
+	time.Sleep(3 * time.Second)
+	restart := time.Now()
+	a.start()
+	n := conns.Load()
+	want := totals{written: cli.wrote.Load(), read: cli.read.Load(), established: n, closed: n}
+	var recovered time.Duration
+	s := settle(t, a, "client side across the kill", want, func() flowSum {
+		g := got()
+		if recovered == 0 && g.totals == want {
+			recovered = time.Since(restart)
+		}
+		return g
+	})
+	// The spool was sent before the new collector loaded its programs; its first health point counts it.
+	a.waitFor("the restarted collector's count of resumed points", firstPointTimeout, func() bool { return a.netflowSelf()["resumed"] > 0 })
+	left, _ := filepath.Glob(filepath.Join(spoolDir, "*.spool"))
+	if len(left) != 0 {
+		t.Errorf("spool files left after the restart: %v", left)
+	}
+	addFault(t, faultRow{Case: "agent kill -9 while the collector buffers", Done: fmt.Sprintf("TCP exchanges; agent hung %v, then SIGKILL, restarted", 5*interval),
+		Acked: fmt.Sprintf("%d bytes, %d conns", want.written, n), Found: fmt.Sprintf("%d bytes, %d conns", s.written, s.established),
+		Lost: fmt.Sprint(max(0, want.written-s.written)), Dup: fmt.Sprint(max(0, s.written-want.written)),
+		Recovered: recovered.Round(100 * time.Millisecond).String(), Detail: fmt.Sprintf("%d spool file(s); %s", len(spooled), a.collectorSelf())})
 }

@@ -71,6 +71,7 @@ type agent struct {
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	done chan struct{}
+	env  []string // added to the environment by start
 }
 
 func freePort(t *testing.T) int {

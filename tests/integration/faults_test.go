@@ -93,6 +93,7 @@ func (a *agent) start() {
 	a.t.Helper()
 	a.done = make(chan struct{})
 	a.cmd = exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", a.dir)
+	a.cmd.Env = append(os.Environ(), a.env...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	must(a.t, a.cmd.Start())
 	done := a.done
@@ -658,4 +659,121 @@ func TestFaultAgentKilledWhileTheCollectorBuffersLosesNothing(t *testing.T) {
 		Acked: fmt.Sprintf("%d bytes, %d conns", want.written, n), Found: fmt.Sprintf("%d bytes, %d conns", s.written, s.established),
 		Lost: fmt.Sprint(max(0, want.written-s.written)), Dup: fmt.Sprint(max(0, s.written-want.written)),
 		Recovered: recovered.Round(100 * time.Millisecond).String(), Detail: fmt.Sprintf("%d spool file(s); %s", len(spooled), a.collectorSelf())})
+}
+
+// runUntilReadyOrExit runs datakit on dir with env until its API answers at addr (it is then stopped) or it
+// exits; it returns the exit error (nil: it answered) and its output.
+func runUntilReadyOrExit(t *testing.T, dir, addr string, env ...string) (exited error, out string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", dir)
+	cmd.Env = append(os.Environ(), env...)
+	var buf syncBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	must(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = fmt.Errorf("exited 0")
+			}
+			return err, buf.String()
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("datakit neither answered nor exited in 30 s:\n%s", buf.String())
+		case <-time.After(100 * time.Millisecond):
+			if resp, err := http.Get("http://" + addr + "/v1/ping"); err == nil {
+				resp.Body.Close()
+				cmd.Process.Signal(os.Interrupt)
+				<-done
+				return nil, buf.String()
+			}
+		}
+	}
+}
+
+func TestFaultConfigMistakesAreSaidAndDataKitsOwnConfigIsAccepted(t *testing.T) {
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	write := func(mainConf, inputConf string) string {
+		dir := t.TempDir()
+		must(t, os.MkdirAll(filepath.Join(dir, "conf.d", "host"), 0o755))
+		must(t, os.WriteFile(filepath.Join(dir, "conf.d", "datakit.conf"), []byte(mainConf), 0o644))
+		must(t, os.WriteFile(filepath.Join(dir, "conf.d", "host", "ebpf.conf"), []byte(inputConf), 0o644))
+		return dir
+	}
+	plain := fmt.Sprintf("[http_api]\n  listen = %q\n", addr)
+	real, err := os.ReadFile(filepath.Join(repoRoot, "agent", "config", "testdata", "datakit-1.x.conf"))
+	must(t, err)
+	realConf := strings.Replace(string(real), `listen = "localhost:19529"`, fmt.Sprintf("listen = %q", addr), 1)
+	for _, tc := range []struct {
+		name, main, input string
+		env               []string
+		wantExit          bool
+		want              string
+	}{
+		{"wildcard listen without a token", fmt.Sprintf("[http_api]\n  listen = \"0.0.0.0:%d\"\n", port), "", nil, true, "is not a loopback address"},
+		{"misspelt input table", plain, "[[input.ebpf]]\n", nil, true, "did you mean [[inputs.ebpf]]?"},
+		{"misspelt input name", plain, "[[inputs.epbf]]\n", nil, true, `did you mean "ebpf"?`},
+		{"DataKit's own datakit.conf", realConf, "", nil, false, "dataway: unknown table, ignored"},
+		{"DataKit's own input", plain, "[[inputs.cpu]]\n  percpu = false\n", nil, false, "inputs.cpu: unknown input, ignored"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			exited, out := runUntilReadyOrExit(t, write(tc.main, tc.input), addr, tc.env...)
+			if (exited != nil) != tc.wantExit || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %v (want exit %v), output lacks %q:\n%s", exited, tc.wantExit, tc.want, out)
+			}
+			result := "runs"
+			if exited != nil {
+				result = "refuses to start"
+			}
+			line := ""
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, tc.want) {
+					line = strings.TrimSpace(l)
+					break
+				}
+			}
+			addFault(t, faultRow{Case: "config: " + tc.name, Done: "datakit run", Acked: "-", Found: "-",
+				Recovered: time.Since(start).Round(10 * time.Millisecond).String(), Detail: result + ": " + line})
+		})
+	}
+}
+
+func TestFaultAWildcardListenWithATokenServesOnlyTokenHolders(t *testing.T) {
+	port := freePort(t)
+	a := &agent{t: t, addr: fmt.Sprintf("127.0.0.1:%d", port), log: &syncBuffer{}, env: []string{"ENV_HTTP_TOKEN=s3cret-token"}}
+	a.dir = writeInstallDir(t, fmt.Sprintf("0.0.0.0:%d", port), ebpfConf(""))
+	a.start()
+	t.Cleanup(a.stop)
+	a.waitPing(30 * time.Second)
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr+"/v1/query?measurement=datakit_ebpf&since=5m", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(""); code != 401 {
+		t.Errorf("query without the token: %d, want 401", code)
+	}
+	if code := a.postBatch("/v1/write/metric", "", []byte("m f=1i")); code != 401 {
+		t.Errorf("write without the token: %d, want 401", code)
+	}
+	// The collector was given the token: its points arrive.
+	start := time.Now()
+	a.waitFor("the collector's points, sent with the token", firstPointTimeout, func() bool {
+		code, body := get("s3cret-token")
+		return code == 200 && strings.Contains(body, "datakit_ebpf")
+	})
+	addFault(t, faultRow{Case: "config: wildcard listen with ENV_HTTP_TOKEN", Done: "0.0.0.0 with a token; the ebpf input running",
+		Acked: "-", Found: "-", Recovered: time.Since(start).Round(100 * time.Millisecond).String(),
+		Detail: "without the token: 401 to query and write; the collector's points arrive with it"})
 }

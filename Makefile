@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs image
+.PHONY: all deps build probes collector agent run test unit integration fuzz faults test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs image
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -54,11 +54,25 @@ run: build
 	$(Q)test -f conf.d/host/ebpf.conf || install -D -m 0644 conf.d/samples/ebpf.conf.sample conf.d/host/ebpf.conf
 	./datakit run --dir $(CURDIR)
 
-test: build unit integration kernels
+test: build unit fuzz integration kernels
 
 unit:
 	@echo "  TEST    unit"
 	$(Q)$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
+
+# Every Go fuzz target for FUZZTIME each (10 s in `make test`, 2 min in `make faults`).
+FUZZTIME ?= 10s
+fuzz:
+	$(Q)FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+# The fault and hostile-input suite at length: the agent hung for 10 minutes under the collector, 10x the
+# writes killed mid-way, and so on (the short versions run in `make integration`), then every fuzz target for
+# 2 minutes. The table of cases is printed and written to bench-results/faults.txt.
+faults: build kube-apiserver test-rootfs
+	$(Q)mkdir -p bench-results && rm -f bench-results/faults.txt
+	$(Q)DKEBPF_FAULTS_LONG=1 DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults.txt $(GO) test -count=1 -timeout 60m -run 'TestFault' $(if $(filter 1,$(V)),-v) ./tests/integration; \
+		rc=$$?; cat bench-results/faults.txt 2>/dev/null; exit $$rc
+	$(Q)$(MAKE) --no-print-directory fuzz FUZZTIME=2m
 
 # Root integration tests against the real kernel. They fail (never skip) if BPF cannot load.
 # The DaemonSet's image, localhost/datakit-ebpf:latest (deploy/datakit-ebpf.yaml), from Debian's packages: no registry.
@@ -77,7 +91,9 @@ test-rootfs:
 
 integration: kube-apiserver test-rootfs
 	@echo "  TEST    integration (root, real kernel)"
-	$(Q)$(GO) test -count=1 -timeout 15m $(if $(filter 1,$(V)),-v) ./tests/...
+	$(Q)mkdir -p bench-results && rm -f bench-results/faults-short.txt
+	$(Q)DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults-short.txt $(GO) test -count=1 -timeout 20m $(if $(filter 1,$(V)),-v) ./tests/...; \
+		rc=$$?; echo "  FAULTS  (short versions; \`make faults\` runs them at length)"; cat bench-results/faults-short.txt 2>/dev/null; exit $$rc
 
 # The same binaries on Debian 5.10, 6.1, 6.1-rt and 6.12 under qemu, and on this host (~5 min).
 test-kernels: build

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
+	"unicode/utf8"
 )
 
 // Kernel constants of the records (probes/netflow.h).
@@ -86,10 +88,24 @@ func Addr(family uint16, b [16]byte) netip.Addr {
 
 // Comm returns a NUL-terminated kernel string (a process name).
 func Comm(b [16]byte) string {
-	if i := bytes.IndexByte(b[:], 0); i >= 0 {
-		return string(b[:i])
+	n := bytes.IndexByte(b[:], 0)
+	if n < 0 {
+		n = len(b)
 	}
-	return string(b[:])
+	// A process sets its own name (prctl PR_SET_NAME) to any bytes: a control character or invalid UTF-8
+	// would make line protocol refuse every point that names it.
+	name := string(b[:n])
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c == 0x7f || c >= utf8.RuneSelf {
+			return strings.Map(func(r rune) rune {
+				if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+					return '?'
+				}
+				return r
+			}, strings.ToValidUTF8(name, "?"))
+		}
+	}
+	return name
 }
 
 // CommNames turns kernel comms into strings, allocating each distinct name once: one arrives with every

@@ -11,7 +11,7 @@ var L7 = []string{"httpflow", "httpflow-tls"}
 // BuiltinRedactRules names the bash redaction rules the collector always applies (collector/bash, tested
 // equal); a user rule may not take one of these names.
 var BuiltinRedactRules = []string{"password", "password-flag", "mysql-p", "authorization", "bearer", "aws-secret",
-	"token-env", "token-flag", "secret-header", "url-password", "curl-user"}
+	"token-env", "token-flag", "secret-header", "url-password", "curl-user", "cli-password", "known-token", "private-key"}
 
 // DNSPortsMax is how many DNS server ports the kernel side watches (DF_PORTS_MAX in probes/dnsflow.h, tested).
 const DNSPortsMax = 8

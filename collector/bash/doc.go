@@ -37,30 +37,69 @@
 // password=***). All rules look at the original line, defaults first in the order below, then the user's;
 // overlapping secrets are merged into one "***". The default rules, whose names the redacted field shows:
 //
-//	password       KEY=value where KEY ends in password, passwd, pass, passphrase or pwd, any case
-//	               (password=, PGPASSWORD=, MYSQL_PWD=, a query string's pass=), and JSON "...password": "value"
+//	password       KEY=value where KEY ends in password, passwd, pass, passphrase or pwd (maybe then a number),
+//	               any case (password=, PGPASSWORD=, MYSQL_PWD=, a query string's pass=), and JSON
+//	               "...password": "value"; not PWD, OLDPWD, *ASKPASS (a program), *BYPASS, and not a switch
+//	               (true, false, yes, no, on, off: MYSQL_ALLOW_EMPTY_PASSWORD=yes)
 //	password-flag  --password value, --password=value, --db-password ..., openssl's -pass/-passin/-passout
 //	               (a --password followed by another flag, -x..., prompts and is left alone)
 //	mysql-p        -pSECRET attached to -p on a mysql*, mariadb* command line (-p alone prompts: left alone)
 //	authorization  Authorization: <scheme> <credentials> and Authorization:<credentials> headers; a known
 //	               scheme (Basic, Bearer, Digest, ...) stays visible, the rest of the header is hidden
 //	bearer         Bearer <token> anywhere
-//	aws-secret     AWS_SECRET_ACCESS_KEY=value, aws_secret_access_key value
-//	token-env      KEY=value where KEY ends in token, secret, api_key, apikey, secret_key or private_key
-//	               (GITHUB_TOKEN=, CLIENT_SECRET=, access_token= in a URL), and the same keys in JSON
-//	token-flag     --token value, --token=value, --client-secret ..., --api-key ...
+//	aws-secret     AWS_SECRET_ACCESS_KEY=value, aws_secret_access_key value, aws_session_token value
+//	token-env      KEY=value where KEY ends in token, secret, _key, apikey, accesskey, secretkey (and other
+//	               <kind>key), credentials, creds or _auth (maybe then a number), or is SECRET_KEY_BASE
+//	               (GITHUB_TOKEN=, STRIPE_KEY=, CLIENT_SECRET=, BASIC_AUTH=, access_token= in a URL), the same
+//	               keys in JSON, and signed URLs' sig=, signature=, X-Amz-Signature=, X-Amz-Security-Token=;
+//	               not a switch, not KEY= alone, not a *_KEY that names something else (SORT_, PRIMARY_,
+//	               PUBLIC_, SSH_, GPG_, PARTITION_KEY, ...), not GOOGLE_APPLICATION_CREDENTIALS (a path);
+//	               SSH_AUTH_SOCK= and PASSWORD_FILE= do not end so and stay
+//	token-flag     --token value, --token=value, --client-secret ..., --api-key ..., --access-key, --secret-key,
+//	               --account-key, --auth-key/--authkey, --oauth2-bearer (not docker's --secret id=...,src=...)
 //	secret-header  X-Api-Key:, Api-Key:, X-Auth-Token:, X-Access-Token:, X-Vault-Token:, Private-Token:,
 //	               Cookie: and Set-Cookie: header values
-//	url-password   the password of a URL's user information (https://user:***@host, redis://:***@host)
-//	curl-user      the password of curl -u user:password / --user user:password
+//	url-password   the password of a URL's user information (https://user:***@host, redis://:***@host), and
+//	               the user itself when it looks like a token: 20 or more letters, digits, '-' and '_' whose
+//	               character classes change often (https://***@github.com; not git@, not https://alice@)
+//	curl-user      the password of curl -u/--user user:password and -U/--proxy-user user:password
+//	cli-password   passwords that commands take in their own ways, counted only on that command's line:
+//	               sshpass -p (among sshpass's options: ssh -p after it is a port), docker, podman, nerdctl,
+//	               helm, skopeo, buildah, oras, crane, regctl, oc, cf and az login -p/-pSECRET, redis-cli -a
+//	               (its -p is the port), mongosh/mongo/mongodump.../cqlsh/cypher-shell -p, twine, smbmap,
+//	               racadm, rdesktop, useradd, usermod -p, sqlcmd/bcp/osql/ipmitool/mosquitto_pub -P,
+//	               ldapsearch... -w, ldappasswd -a/-s, zip/unzip -P, 7z -pX, rar -pX, openssl -k/-K and
+//	               openssl passwd X, keytool -storepass/-keypass, ssh-keygen -N/-P (not ''), snmp* -A/-X/-c,
+//	               xfreerdp /p:, smbclient... -U user%***, lftp -u user,***, etcdctl --user user:***, httpie
+//	               -a user:***, sqlplus user/***@db, gh secret set --body, kubectl create secret
+//	               --from-literal=k=***, nmcli ... password, wpa_passphrase ssid ***, htpasswd -b's last word,
+//	               vault login TOKEN (the last word, not k=v), mc alias set name url key ***, rabbitmqctl
+//	               add_user name ***, SQL's IDENTIFIED BY '***', WITH PASSWORD '***', SET PASSWORD = '***',
+//	               redis requirepass/masterauth, and what is echoed into chpasswd (user:***), passwd or sudo -S
+//	known-token    tokens whose format gives them away, anywhere: GitHub (ghp_, gho_, ghu_, ghs_, ghr_,
+//	               github_pat_), GitLab (glpat-, gldt-, ...), Slack (xoxb-, xoxp-, ..., xapp-), Stripe secret
+//	               and restricted keys (sk_live_, sk_test_, rk_live_, whsec_; pk_ keys are public and stay), AWS
+//	               key ids (AKIA, ASIA + 16), Google API keys (AIza + 35), sk-... keys of mixed case and digits
+//	               (OpenAI, Anthropic), npm_, pypi-, hf_, Vault (hvs., s.), Tailscale (tskey-), DigitalOcean,
+//	               SendGrid, age secret keys, JWTs (eyJ....eyJ....), and the secret path of Slack and
+//	               Discord webhook URLs
+//	private-key    the body of a -----BEGIN ... PRIVATE KEY----- block (up to its END line, or the end of the
+//	               word or quotes when the line has none), and a line that is only 40 or more base64
+//	               characters of mixed case and digits (a key's body pasted into a heredoc)
+//
+// Regexps do not see the meaning of a command line, so a rule may hide a word that is not a secret in a line
+// that only looks like it holds one, and leave a secret that is written in a way no rule knows; the rules
+// aim to hide what is typed into common tools, and to leave ordinary commands (ssh -p 2222, docker run -p,
+// mkdir -p, sort --key=2, grep -r token .) as they are.
 //
 // The default rules find where a secret starts and follow shell quoting to find where it ends. Outside quotes
 // a secret is the rest of its shell word, quoted parts included (export PGPASSWORD='x y' becomes
 // export PGPASSWORD=***). Inside a quoted argument a token or flag value ends at a blank or the closing quote
-// (curl -H "Authorization: Bearer ***"), a header's value at the closing quote, an assignment's value at the
-// closing quote, ';' or '&' (docker run -e "PASSWORD=a b" hides "a b"; psql "password=x dbname=y" hides
+// (curl -H "Authorization: Bearer ***"), a header's value and the password of user:password or user%password
+// at the closing quote, an assignment's value at the closing quote, ';' or '&' (docker run -e "PASSWORD=a b" hides "a b"; psql "password=x dbname=y" hides
 // "x dbname=y" too), a JSON string value at its own closing quote: when in doubt more is hidden, never less.
-// A line cut by the capture hides whatever part of a secret it holds. User rules hide exactly their group.
+// Tokens of a known format, URL passwords and sqlplus passwords are exactly what their format allows. A line
+// cut by the capture hides whatever part of a secret it holds. User rules hide exactly their group.
 //
 // Users add rules in ebpf.conf; NewRedactor appends them after the defaults. A user rule cannot replace or
 // disable a default rule: its name must be new. A rule without a name, with an empty pattern or with a

@@ -36,6 +36,9 @@ func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Mod
 		if err == nil && cb.setup != nil {
 			err = cb.setup(m, a)
 		}
+		if err == nil {
+			err = applyTestSizes(name, m) // test-only knobs, unset in production
+		}
 		if err != nil {
 			m.Close()
 			return nil, nil, err

@@ -216,8 +216,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		addTags(p, global)
 		return batch.Add(p)
 	}
+	code := "invalidLinePoint" // DataKit's error code for a bad point of each format
 	switch media, _ := parseMediaType(r.Header.Get("Content-Type")); media {
 	case mediaJSON, mediaProtobuf:
+		code = map[string]string{mediaJSON: "invalidJSONPoint", mediaProtobuf: "invalidProtobufPoint"}[media]
 		var body []byte
 		if body, err = io.ReadAll(rd); err == nil {
 			var points []store.Point
@@ -235,7 +237,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		fail(w, http.StatusBadRequest, "invalidLinePoint", "%v", err)
+		fail(w, http.StatusBadRequest, code, "%v", err)
 		return
 	}
 	if rd.n == 0 || rd.blank {

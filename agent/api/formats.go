@@ -51,9 +51,10 @@ const (
 //     line protocol has no such types. A field's unit and metric type, and a
 //     point's warns and debugs, are not kept.
 //   - NaN or infinite floats, a repeated tag or field key, a key that is both a
-//     tag and a field, a point without measurement or fields, and anything
-//     line protocol cannot encode are rejected (DataKit would instead rewrite
-//     or drop them, with a warning).
+//     tag and a field, a point without measurement or fields, a measurement
+//     starting with '#' (read back as a comment), and anything line protocol
+//     cannot encode are rejected (DataKit would instead rewrite or drop them,
+//     with a warning).
 //
 // Times: 0 means now. JSON times are scaled by prec like line protocol (0:
 // guessed from their magnitude). Protobuf times are nanoseconds unless the
@@ -183,12 +184,15 @@ func (c *converter) fromJSON(raw json.RawMessage) (store.Point, error) {
 	if len(raw) == 0 || raw[0] != '{' { // dec.Decode leaves no leading space
 		return store.Point{}, errors.New("not a JSON object")
 	}
-	if err := checkJSONKeys(raw, "key", true); err != nil {
+	pbShape, err := checkJSONKeys(raw, "key", true)
+	if err != nil {
 		return store.Point{}, err
 	}
-	var pb point.PBPoint
-	if err := (&jsonpb.Unmarshaler{}).Unmarshal(bytes.NewReader(raw), &pb); err == nil {
-		return c.fromPB(&pb)
+	if pbShape { // jsonpb fails on any other key: skip the attempt
+		var pb point.PBPoint
+		if err := (&jsonpb.Unmarshaler{}).Unmarshal(bytes.NewReader(raw), &pb); err == nil {
+			return c.fromPB(&pb)
+		}
 	}
 	var jp point.JSONPoint
 	if err := json.Unmarshal(raw, &jp); err != nil {
@@ -234,36 +238,41 @@ func jsonValue(v any) (lp.Value, error) {
 	}
 }
 
+// pbPointKeys are the keys of a point.PBPoint in protobuf-JSON.
+var pbPointKeys = map[string]bool{"name": true, "fields": true, "time": true, "warns": true, "debugs": true}
+
 // checkJSONKeys rejects an object that has a key twice (encoding/json would
 // keep the last); with nested, also the objects under "tags" and "fields".
-// raw is known to be valid JSON.
-func checkJSONKeys(raw []byte, what string, nested bool) error {
+// It reports whether every key is a PBPoint key. raw is valid JSON.
+func checkJSONKeys(raw []byte, what string, nested bool) (pbShape bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil // not an object: the decoders report it
+		return false, nil // not an object: the decoders report it
 	}
+	pbShape = true
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return fmt.Errorf("json: %w", err)
+			return false, fmt.Errorf("json: %w", err)
 		}
 		k, _ := tok.(string)
 		if seen[k] {
-			return fmt.Errorf("duplicate %s %q", what, k)
+			return false, fmt.Errorf("duplicate %s %q", what, k)
 		}
 		seen[k] = true
+		pbShape = pbShape && pbPointKeys[k]
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return fmt.Errorf("json: %w", err)
+			return false, fmt.Errorf("json: %w", err)
 		}
 		if nested && (k == "tags" || k == "fields") {
-			if err := checkJSONKeys(v, strings.TrimSuffix(k, "s"), false); err != nil {
-				return err
+			if _, err := checkJSONKeys(v, strings.TrimSuffix(k, "s"), false); err != nil {
+				return false, err
 			}
 		}
 	}
-	return nil
+	return pbShape, nil
 }
 
 func (c *converter) fromPB(pb *point.PBPoint) (store.Point, error) {
@@ -364,6 +373,9 @@ func stringValue(s string) (lp.Value, error) {
 func (c *converter) finish(p store.Point, ts int64) (store.Point, error) {
 	if p.Measurement == "" {
 		return p, errors.New("empty measurement")
+	}
+	if p.Measurement[0] == '#' { // line protocol would read the stored line back as a comment
+		return p, fmt.Errorf("measurement %q starts with '#'", p.Measurement)
 	}
 	if len(p.Fields) == 0 {
 		return p, errors.New("no fields")

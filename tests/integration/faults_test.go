@@ -777,3 +777,86 @@ func TestFaultAWildcardListenWithATokenServesOnlyTokenHolders(t *testing.T) {
 		Acked: "-", Found: "-", Recovered: time.Since(start).Round(100 * time.Millisecond).String(),
 		Detail: "without the token: 401 to query and write; the collector's points arrive with it"})
 }
+
+// timedConn is one connection of a workload: when it started and the bytes it wrote.
+type timedConn struct {
+	at    time.Time
+	wrote int64
+}
+
+func TestFaultCollectorKilledMidIntervalIsRestartedAndDoublesNothing(t *testing.T) {
+	a := startAgent(t, "")
+	port, _, srvWG := tcpServer(t, "tcp4", "127.0.0.1")
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var conns []timedConn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			c, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			cnt := &counted{}
+			at := time.Now()
+			if err := exchange(c, cnt, 700, 1500); err != nil {
+				t.Error(err)
+			}
+			c.Close()
+			mu.Lock()
+			conns = append(conns, timedConn{at: at, wrote: cnt.wrote.Load()})
+			mu.Unlock()
+		}
+	}()
+	time.Sleep(2*interval + interval/2) // mid-interval
+	before := a.collector()
+	must(t, syscall.Kill(before.PID, syscall.SIGKILL))
+	killed := time.Now()
+	a.waitFor("the collector's restart", 60*time.Second, func() bool {
+		s := a.collector()
+		return s.PID != 0 && s.PID != before.PID && s.Starts == before.Starts+1
+	})
+	// The new collector counts from its first health point on.
+	var counting time.Time
+	a.waitFor("the restarted collector's first health point", firstPointTimeout, func() bool {
+		for _, p := range a.query("datakit_ebpf", "1m") {
+			if p.Time.After(killed) && (counting.IsZero() || p.Time.Before(counting)) {
+				counting = p.Time
+			}
+		}
+		return !counting.IsZero()
+	})
+	restarted := counting.Sub(killed)
+	time.Sleep(3 * interval)
+	close(stop)
+	<-done
+	srvWG.Wait()
+	var total, after int64
+	for _, c := range conns {
+		total += c.wrote
+		if c.at.After(counting) {
+			after += c.wrote
+		}
+	}
+	got := clientFlows(a, port)
+	var s flowSum
+	a.waitFor("the flows after the restart", 10*interval, func() bool { s = got(); return s.written >= after })
+	time.Sleep(2 * interval)
+	s = got()
+	// What the killed collector had not flushed, and what passed while none ran, is lost and can be no more
+	// than that; nothing may be counted twice; everything after the restart is counted.
+	if s.written > total || s.written < after {
+		t.Errorf("reported %d bytes written; the workload wrote %d, %d of them after the new collector counted", s.written, total, after)
+	}
+	addFault(t, faultRow{Case: "collector kill -9 mid-interval", Done: "TCP exchanges every 50 ms; SIGKILL to the collector 2.5 intervals in; the agent restarts it",
+		Acked: fmt.Sprintf("%d bytes", total), Found: fmt.Sprintf("%d bytes", s.written), Lost: fmt.Sprintf("%d (the unflushed interval and the restart gap)", total-s.written),
+		Dup: fmt.Sprint(max(0, s.written-total)), Recovered: restarted.Round(100 * time.Millisecond).String(),
+		Detail: fmt.Sprintf("%d of the bytes were written after the new collector's first health point: all counted", after)})
+}

@@ -300,8 +300,8 @@ func NewBatch(id string) *Batch { return &Batch{ID: id, open: map[blockKey]*bloc
 
 // Add encodes p into the batch.
 func (b *Batch) Add(p *Point) error {
-	if p.Measurement == "" {
-		return errors.New("empty measurement")
+	if p.Measurement == "" || p.Measurement[0] == '#' {
+		return fmt.Errorf("measurement %q: empty, or read back as a comment", p.Measurement)
 	}
 	if !slices.IsSortedFunc(p.Tags, compareTags) {
 		slices.SortFunc(p.Tags, compareTags)

@@ -242,3 +242,11 @@ func TestRetentionEvictsOldestPointsAcrossMeasurementsOverMaxSize(t *testing.T) 
 		t.Errorf("oldest survivor %v, want %v", oldest, wantOldest)
 	}
 }
+
+func TestAMeasurementThatWouldReadBackAsACommentIsRefused(t *testing.T) {
+	for _, m := range []string{"", "#m"} {
+		if err := NewBatch("").Add(&Point{Measurement: m, Fields: []Field{{"f", lp.IntValue(1)}}, Time: t0}); err == nil {
+			t.Errorf("measurement %q accepted", m)
+		}
+	}
+}

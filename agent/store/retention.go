@@ -61,7 +61,9 @@ func (s *Store) Retain(now time.Time) (RetentionStats, error) {
 	if err := s.forgetBatchIDs(now.Add(-batchIDTTL)); err != nil {
 		return st, fmt.Errorf("forget batch ids: %w", err)
 	}
+	s.writeMu.Lock()
 	n, err := s.evict(0, s.opts.MaxSize)
+	s.writeMu.Unlock()
 	st.Evicted = n
 	if err != nil {
 		return st, fmt.Errorf("evict points: %w", err)

@@ -122,6 +122,10 @@ type Store struct {
 	mu sync.RWMutex // db is replaced when a damaged file is repaired
 	db *bolt.DB
 
+	// writeMu makes room and writes in one step: without it concurrent writes would each find room for
+	// themselves alone and together pass the bound (bbolt serializes its writers anyway).
+	writeMu sync.Mutex
+
 	evicted atomic.Int64 // points removed to keep under MaxSize, since Open
 	damaged atomic.Int64 // points lost to damage, since Open (as far as the index tells)
 }
@@ -368,6 +372,8 @@ func (s *Store) Commit(b *Batch) (duplicate bool, err error) {
 	if need > s.opts.MaxSize*9/10 {
 		return false, fmt.Errorf("%w: %d bytes stored against %d MiB", ErrTooLarge, need, s.opts.MaxSize>>20)
 	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	if err := s.makeRoom(need); err != nil {
 		return false, err
 	}

@@ -142,19 +142,25 @@ func decodeBlock(v []byte, keep func(*Point) bool) (blockHeader, []Point, error)
 	if err != nil {
 		return h, nil, err
 	}
+	pts, err := decodePoints(h, z, keep)
+	return h, pts, err
+}
+
+// decodePoints decompresses the points parseBlock returned, keeping those for which keep says true.
+func decodePoints(h blockHeader, z []byte, keep func(*Point) bool) ([]Point, error) {
 	raw, err := s2.Decode(nil, z)
 	if err != nil {
-		return h, nil, fmt.Errorf("%w: %v", errBadBlock, err)
+		return nil, fmt.Errorf("%w: %v", errBadBlock, err)
 	}
 	var out []Point
 	dec := lp.NewDecoderWithBytes(raw)
 	for dec.Next() {
 		p, err := DecodeLine(dec)
 		if err != nil {
-			return h, nil, fmt.Errorf("%w: %v", errBadBlock, err)
+			return nil, fmt.Errorf("%w: %v", errBadBlock, err)
 		}
 		if p.Time, err = dec.Time(lp.Nanosecond, time.Time{}); err != nil {
-			return h, nil, fmt.Errorf("%w: %v", errBadBlock, err)
+			return nil, fmt.Errorf("%w: %v", errBadBlock, err)
 		}
 		p.Category, p.Input = h.Category, h.Input
 		if keep == nil || keep(&p) {
@@ -162,7 +168,7 @@ func decodeBlock(v []byte, keep func(*Point) bool) (blockHeader, []Point, error)
 		}
 	}
 	if err := dec.Err(); err != nil {
-		return h, nil, fmt.Errorf("%w: %v", errBadBlock, err)
+		return nil, fmt.Errorf("%w: %v", errBadBlock, err)
 	}
-	return h, out, nil
+	return out, nil
 }

@@ -53,14 +53,16 @@ func (s *Store) check() error {
 			if err != nil {
 				return err
 			}
-			return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-				return b.ForEach(func(k, v []byte) error {
-					if v == nil && b.Bucket(k) != nil { // an index's measurement bucket
-						return b.Bucket(k).ForEach(func(k, v []byte) error { return nil })
-					}
-					return nil
-				})
-			})
+			// The other buckets' pages are read too (a damaged one panics here, not in a later query).
+			nothing := func(k, v []byte) error { return nil }
+			ib := tx.Bucket(indexBucket)
+			if err := ib.ForEachBucket(func(name []byte) error { return ib.Bucket(name).ForEach(nothing) }); err != nil {
+				return err
+			}
+			if err := tx.Bucket(batchIDsBucket).ForEach(nothing); err != nil {
+				return err
+			}
+			return tx.Bucket(batchTimesBucket).ForEach(nothing)
 		})
 	})
 }

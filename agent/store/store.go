@@ -481,14 +481,17 @@ func (s *Store) Query(q Query) ([]Point, error) {
 			if bv == nil {
 				return nil // evicted since the index was read
 			}
-			h, _, err := parseBlock(bv)
+			h, z, err := parseBlock(bv) // the checksum, once
 			if err == nil && q.Category != "" && h.Category != q.Category {
-				return nil
+				return nil // not decompressed
 			}
-			_, pts, err := decodeBlock(bv, func(p *Point) bool {
-				ns := p.Time.UnixNano()
-				return ns >= since && ns <= until && p.matches(q)
-			})
+			var pts []Point
+			if err == nil {
+				pts, err = decodePoints(h, z, func(p *Point) bool {
+					ns := p.Time.UnixNano()
+					return ns >= since && ns <= until && p.matches(q)
+				})
+			}
 			if err != nil {
 				s.log.Printf("store: %s: block %d of %s skipped: %v", s.path, seq, q.Measurement, err)
 				damaged = fmt.Errorf("%w: block %d: %v", ErrDamaged, seq, err)

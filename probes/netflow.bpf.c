@@ -27,8 +27,11 @@ const volatile bool cookie_helper = true;
  * in cgroup_skb egress, which runs in the sender's call (sockets that only receive stay unowned). */
 const volatile bool udp_owner_at_egress = false;
 
+/* A plain hash, not an LRU: when full it refuses an insert, which is counted (NF_STAT_SOCK_FULL), where an
+ * LRU would evict a live connection without a trace. Entries leave at ->CLOSE; one whose close the
+ * tracepoint missed (a program skipped by recursion) is found stale by the interval walk and deleted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, NF_SOCKS_MAX);
 	__type(key, __u64); /* socket cookie */
 	__type(value, struct nf_sock);
@@ -53,9 +56,11 @@ struct {
 
 /* Per CPU: a client's datagrams leave on one CPU and its answers arrive in softirq on another; shared
  * counters would bounce between them on every datagram. Atomic adds still, against a softirq
- * interrupting the same CPU's update. */
+ * interrupting the same CPU's update. Not an LRU: the collector deletes entries idle for a few intervals,
+ * and a full map refuses a new peer's datagram, which is counted (NF_STAT_UDP_FULL) rather than evicting
+ * counters not yet read. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, NF_UDP_MAX);
 	__type(key, struct nf_udp_key);
 	__type(value, struct nf_udp_val);
@@ -86,6 +91,18 @@ static __always_inline void count_stat(__u32 idx)
 
 	if (v)
 		__sync_fetch_and_add(v, 1);
+}
+
+#define EEXIST 17
+
+/* Tracks a connection found already established (the start-up walks); one already tracked keeps its
+ * exact bases. A full map's refusal is a connection not tracked. */
+static __always_inline void track_preexisting(__u64 key, const struct nf_sock *n)
+{
+	long err = bpf_map_update_elem(&nf_socks, &key, n, BPF_NOEXIST);
+
+	if (err && err != -EEXIST)
+		count_stat(NF_STAT_SOCK_FULL);
 }
 
 /* The kernel's own counters of a TCP socket at one moment. */
@@ -204,8 +221,8 @@ static __always_inline int tcp_state(struct sock *sk, struct tcp_sock *tp, int o
 		n.dir = NF_DIR_OUT;
 		n.sk = (__u64)sk;
 		bind_current(&n);
-		if (bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY))
-			count_stat(NF_STAT_SOCK_FULL);
+		/* Not counted when full: ->ESTABLISHED tries again, and counts once per connection. */
+		bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_ANY);
 		return 0;
 	}
 	case TCP_ESTABLISHED: {
@@ -298,6 +315,30 @@ int nf_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	return tcp_state(sk, as_tcp_sock(sk), BPF_CORE_READ(ctx, oldstate), BPF_CORE_READ(ctx, newstate), false);
 }
 
+/* Whether an nf_socks entry outlived its socket (the ->CLOSE tracepoint did not run for it): the socket's
+ * memory is closed, listening or another socket now (TCP sockets are SLAB_TYPESAFE_BY_RCU, so it is
+ * still a socket, and a reused one has another cookie and tuple). */
+static __always_inline bool sock_stale(__u64 key, const struct nf_sock *s)
+{
+	const struct sock *sk = (const struct sock *)s->sk;
+
+	if (cookie_helper && BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != key)
+		return true;
+	if (!s->established)
+		return false; /* between connect() and ->SYN_SENT the socket is still TCP_CLOSE */
+	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	return state == TCP_CLOSE || state == TCP_LISTEN || BPF_CORE_READ(sk, __sk_common.skc_num) != s->t.sport ||
+	       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != s->t.dport;
+}
+
+/* Deletes a stale entry and counts it: the connection's bytes since its last report are lost. */
+static __always_inline void drop_stale(__u64 key)
+{
+	if (!bpf_map_delete_elem(&nf_socks, &key))
+		count_stat(NF_STAT_SOCK_STALE);
+}
+
 /* The live record of one tracked connection (s is its nf_socks entry; the socket is read through helpers:
  * the pointer was kept in a map). */
 static __always_inline void live_rec(struct nf_tcp_rec *r, __u64 key, const struct nf_sock *s)
@@ -320,7 +361,13 @@ int nf_iter(struct bpf_iter__bpf_map_elem *ctx)
 	__u64 *key = ctx->key;
 	struct nf_sock *s = ctx->value;
 
-	if (!key || !s || !s->established)
+	if (!key || !s)
+		return 0;
+	if (sock_stale(*key, s)) {
+		drop_stale(*key);
+		return 0;
+	}
+	if (!s->established)
 		return 0;
 	struct nf_tcp_rec r = {};
 
@@ -353,7 +400,13 @@ int nf_live(__u64 *ctx)
 			break;
 		struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &key);
 
-		if (!s || !s->established)
+		if (!s)
+			continue;
+		if (sock_stale(key, s)) {
+			drop_stale(key);
+			continue;
+		}
+		if (!s->established)
 			continue;
 		struct nf_tcp_rec r = {};
 
@@ -401,8 +454,7 @@ int nf_seed(struct bpf_iter__tcp *ctx)
 	tcp_established(&n, sk, tp, true);
 	n.preexisting = 1;
 	n.dir = bpf_map_lookup_elem(&nf_listen, &lk) ? NF_DIR_IN : NF_DIR_OUT;
-	/* NOEXIST: a connection the state tracepoint already tracks keeps its exact bases. */
-	bpf_map_update_elem(&nf_socks, &cookie, &n, BPF_NOEXIST);
+	track_preexisting(cookie, &n);
 	return 0;
 }
 
@@ -428,7 +480,7 @@ static __always_inline void seed_one(struct sock *sk)
 	lk.netns = n.netns;
 	lk.port = n.t.sport;
 	n.dir = bpf_map_lookup_elem(&nf_listen, &lk) ? NF_DIR_IN : NF_DIR_OUT;
-	bpf_map_update_elem(&nf_socks, &key, &n, BPF_NOEXIST);
+	track_preexisting(key, &n);
 }
 
 SEC("raw_tp")

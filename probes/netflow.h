@@ -17,9 +17,10 @@ enum nf_dir {
 /* Indexes of the nf_stats per-CPU counters. */
 enum nf_stat {
 	NF_STAT_RB_LOST = 0,   /* close records the ring buffer had no room for */
-	NF_STAT_SOCK_FULL = 1, /* nf_socks insert failures */
-	NF_STAT_UDP_FULL = 2,  /* nf_udp insert failures */
-	NF_STAT_MAX = 3,
+	NF_STAT_SOCK_FULL = 1,  /* TCP connections not tracked: nf_socks was full (and UDP owners not kept) */
+	NF_STAT_UDP_FULL = 2,   /* datagrams not counted: nf_udp was full */
+	NF_STAT_SOCK_STALE = 3, /* nf_socks entries whose close was missed, deleted by the interval walk */
+	NF_STAT_MAX = 4,
 };
 
 struct nf_tuple {

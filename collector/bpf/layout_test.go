@@ -74,7 +74,7 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 		{nf, "nf_const", map[string]int64{"NF_COMM_LEN": int64(len(flow.Sock{}.Comm))}},
 		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": flow.DirOut, "NF_DIR_IN": flow.DirIn}},
 		{nf, "nf_stat", map[string]int64{"NF_STAT_RB_LOST": netflow.StatRingLost, "NF_STAT_SOCK_FULL": netflow.StatSockFull,
-			"NF_STAT_UDP_FULL": netflow.StatUDPFull, "NF_STAT_MAX": netflow.StatMax}},
+			"NF_STAT_UDP_FULL": netflow.StatUDPFull, "NF_STAT_SOCK_STALE": netflow.StatSockStale, "NF_STAT_MAX": netflow.StatMax}},
 		{nf, "hf_const", map[string]int64{"HF_REQ_LEN": httpflow.ReqLen, "HF_HOST_LEN": httpflow.HostLen}},
 		{nf, "hf_flag", map[string]int64{"HF_F_TLS": httpflow.FlagTLS, "HF_F_REQ_SPLIT": httpflow.FlagReqSplit}},
 		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": httpflow.DirOut, "NF_DIR_IN": httpflow.DirIn}},

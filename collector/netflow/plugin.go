@@ -113,6 +113,12 @@ func (p *Plugin) Counters() plugin.Counters {
 	c := p.c
 	c.Lost = plugin.Stat(st, StatRingLost)
 	c.MapFull = plugin.Stat(st, StatSockFull) + plugin.Stat(st, StatUDPFull)
+	// The same apart, as their units differ, and the entries whose close the kernel missed.
+	c.Extra = map[string]uint64{
+		"connections_untracked": plugin.Stat(st, StatSockFull),
+		"datagrams_uncounted":   plugin.Stat(st, StatUDPFull),
+		"connections_stale":     plugin.Stat(st, StatSockStale),
+	}
 	return c
 }
 

@@ -5,5 +5,6 @@ const (
 	StatRingLost = iota // NF_STAT_RB_LOST
 	StatSockFull        // NF_STAT_SOCK_FULL
 	StatUDPFull         // NF_STAT_UDP_FULL
+	StatSockStale       // NF_STAT_SOCK_STALE
 	StatMax             // NF_STAT_MAX
 )

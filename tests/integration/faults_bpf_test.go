@@ -119,33 +119,29 @@ func TestFaultRingBufferFloodCountsEveryDrop(t *testing.T) {
 		Detail: fmt.Sprintf("received + lost = %d of %d; burst took %v", received+lost, caused, took.Round(time.Millisecond))})
 }
 
-// TestFaultMapFullNetflowConnections shrinks netflow's connection map (nf_socks, one entry per TCP socket,
-// both ends of a loopback connection) to 256 entries and opens M = 400 connections to a server of this
-// process (800 sockets), each with one exchange of 100 bytes each way, held open across intervals, then
-// closed.
+// TestFaultMapFullNetflow shrinks netflow's two counter maps (nf_socks: one entry per tracked TCP socket,
+// both ends of a loopback connection; nf_udp: one per (UDP socket, peer) seen in a datagram) so that the
+// test's own bursts overflow them. Both are plain hashes: a full map refuses an insert, which the kernel
+// counts, and never drops an entry it holds. Exact identities:
 //
-// No exact identity "connections reported + netflow_map_full_drops == M" holds: nf_socks is a LRU_HASH (as
-// the house style asks of per-flow state), so an insert into the full map succeeds by evicting an older
-// entry, silently. NF_STAT_SOCK_FULL (map_full_drops) counts only bpf_map_update_elem failures, which a LRU
-// map does not return when full; an evicted socket is then neither reported live (nf_iter walks the map)
-// nor at its close (tcp_state finds no entry and returns). What the test asserts exactly instead:
+//	TCP: sockets reported (client + server connections established) + Δnetflow_connections_untracked == 2M
+//	UDP: datagrams reported (client written + server read) + Δnetflow_datagrams_uncounted == 2M
 //
-//   - the map overflowed: fewer than M connections reported on either side, and the sockets reported
-//     (client + server) fit in the map: reported <= entries;
-//   - a connection is lost whole or reported whole: per side, bytes written == bytes read == 100 ×
-//     connections established, and connections closed == connections established (the burst runs just
-//     after a flush, within an interval: when a flush falls in it anyway, this is not checked);
-//
-// and it records the sockets lost uncounted, 2M − reported − Δmap_full_drops, in the fault table.
-func TestFaultMapFullNetflowConnections(t *testing.T) {
-	const entries, m, size = 256, 400, 100
-	a := startAgent(t, fmt.Sprintf("  envs = [\"DKE_TEST_MAP_ENTRIES=nf_socks=%d\"]", entries))
+// with both maps really overflowed (something counted) and every reported connection whole.
+func TestFaultMapFullNetflow(t *testing.T) {
+	const entries = 256
+	a := startAgent(t, fmt.Sprintf("  envs = [\"DKE_TEST_MAP_ENTRIES=nf_socks=%d,nf_udp=%d\"]", entries, entries))
+	t.Run("TCP", func(t *testing.T) { mapFullTCP(t, a, entries) })
+	t.Run("UDP", func(t *testing.T) { mapFullUDP(t, a, entries) })
+}
+
+// mapFullTCP opens M = 400 connections to a server of this process (800 sockets), each with one exchange
+// of 100 bytes each way, holds them open across intervals, then closes them. A client's connect() takes
+// an entry at SYN_SENT (not counted when refused: ESTABLISHED tries again and counts once per socket).
+func mapFullTCP(t *testing.T, a *agent, entries int) {
+	const m, size = 400, 100
 	port, srv, srvWG := tcpServer(t, "tcp4", "127.0.0.1")
 	cli := &counted{}
-
-	// Start right after a flush: wait for a self point newer than the latest one.
-	first, _ := latestSelfPoint(a)
-	a.waitFor("a flush", 5*interval, func() bool { p, _ := latestSelfPoint(a); return p.Time.After(first.Time) })
 	before, _ := latestSelfPoint(a)
 	start := time.Now()
 	var conns []net.Conn
@@ -156,63 +152,40 @@ func TestFaultMapFullNetflowConnections(t *testing.T) {
 		conns = append(conns, c)
 	}
 	took := time.Since(start)
-	if took > interval/2 {
-		t.Logf("harness: the burst took %v, more than half an interval: a live read may have fallen in it", took)
-	}
-	time.Sleep(2 * interval) // held open across intervals
+	time.Sleep(2 * interval) // held open across intervals: live reports of a full map
 	for _, c := range conns {
 		c.Close()
 	}
 	srvWG.Wait()
 
-	pid := strconv.Itoa(os.Getpid())
-	p := strconv.Itoa(port)
+	pid, p := strconv.Itoa(os.Getpid()), strconv.Itoa(port)
 	query := func(tags ...string) flowSum {
 		return sumFlows(a.query("netflow", "5m", append([]string{"run:" + pid, "pid:" + pid, "transport:tcp"}, tags...)...))
 	}
-	// Wait until both sides have reported every close they will (closed == established), then two more intervals.
+	untracked := func(p lpPoint) int64 {
+		return intField(p, "netflow_connections_untracked") - intField(before, "netflow_connections_untracked")
+	}
 	var out, in flowSum
-	deadline := time.Now().Add(max(10*interval, 20*time.Second))
-	for {
+	after := selfCounter(t, a, "tcp map full", 2*m, func(sp lpPoint) int64 {
 		out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
-		done := out.established > 0 && in.established > 0 && out.closed == out.established && in.closed == in.established
-		if done || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(interval / 4)
-	}
-	time.Sleep(2 * interval)
+		return out.established + in.established + untracked(sp)
+	})
 	out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
-	after, _ := latestSelfPoint(a)
-	drops := intField(after, "netflow_map_full_drops") - intField(before, "netflow_map_full_drops")
-	reported := out.established + in.established
-	uncounted := 2*m - reported - drops
+	reported, lost := out.established+in.established, untracked(after)
 	t.Logf("burst: %d connections in %v; client side %+v; server side %+v", m, took.Round(time.Millisecond), out.totals, in.totals)
-	t.Logf("nf_socks %d entries: %d of %d sockets reported, map_full_drops +%d, %d lost uncounted (LRU evictions)", entries, reported, 2*m, drops, uncounted)
+	t.Logf("nf_socks %d entries: %d of %d sockets reported, %d counted untracked", entries, reported, 2*m, lost)
 
-	if out.established >= m || in.established >= m {
-		t.Errorf("client %d, server %d connections reported of %d: the map did not overflow", out.established, in.established, m)
+	if reported+lost != 2*m {
+		t.Errorf("%d sockets reported + %d counted untracked = %d, want exactly %d", reported, lost, reported+lost, 2*m)
 	}
-	if reported > entries {
-		t.Errorf("%d sockets reported, more than the %d entries of nf_socks", reported, entries)
-	}
-	// A flush inside the burst may report a connection live that a later one evicts before its close: then
-	// the whole-connection identity does not apply (a slow machine).
-	flushedInBurst := false
-	for _, sp := range a.query("datakit_ebpf", "5m") {
-		flushedInBurst = flushedInBurst || (sp.Time.After(start) && sp.Time.Before(start.Add(took)))
-	}
-	if flushedInBurst {
-		t.Logf("a flush fell within the burst (%v): whole-connection identity not checked", took)
+	if lost == 0 || reported > int64(entries) {
+		t.Errorf("%d sockets reported, %d untracked: the %d-entry map did not overflow as it must", reported, lost, entries)
 	}
 	for _, side := range []struct {
 		name string
 		s    flowSum
 	}{{"client", out}, {"server", in}} {
 		s := side.s
-		if flushedInBurst {
-			continue
-		}
 		if s.established == 0 || s.written != size*s.established || s.read != size*s.established || s.closed != s.established {
 			t.Errorf("%s side: %+v, want %d bytes each way per connection established and every one closed: a connection reported in part",
 				side.name, s.totals, size)
@@ -221,8 +194,70 @@ func TestFaultMapFullNetflowConnections(t *testing.T) {
 	if got := cli.wrote.Load(); got != m*size || srv.read.Load() != m*size {
 		t.Errorf("harness: client wrote %d, server read %d, want %d", got, srv.read.Load(), m*size)
 	}
+	if st := intField(after, "netflow_connections_stale") - intField(before, "netflow_connections_stale"); st != 0 {
+		t.Errorf("%d connections found stale: every close ran", st)
+	}
 	addFault(t, faultRow{Case: "bpf: connection map full (netflow nf_socks)", Done: fmt.Sprintf("nf_socks shrunk to %d entries; %d TCP connections (%d sockets) held open 2 intervals", entries, m, 2*m),
 		Acked: fmt.Sprintf("%d sockets", 2*m), Found: fmt.Sprintf("%d (client %d, server %d)", reported, out.established, in.established),
-		Lost: fmt.Sprintf("%d (NOT counted: LRU evicts silently)", uncounted), Dup: "0", Recovered: "-",
-		Detail: fmt.Sprintf("map_full_drops +%d; reported connections whole (bytes, closes exact)", drops)})
+		Lost: fmt.Sprintf("%d (counted untracked)", lost), Dup: fmt.Sprint(max(0, reported+lost-2*m)), Recovered: "-",
+		Detail: "reported connections whole (bytes, closes exact)"})
+}
+
+// mapFullUDP sends one datagram from each of M = 400 client sockets to one server socket of this process,
+// which reads them all: 2M (socket, peer) keys, one datagram each (the client's egress, the server's
+// ingress).
+func mapFullUDP(t *testing.T, a *agent, entries int) {
+	const m, size = 400, 64
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer srv.Close()
+	port := srv.LocalAddr().(*net.UDPAddr).Port
+	before, _ := latestSelfPoint(a)
+	var clients []*net.UDPConn
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 2048)
+	for i := 0; i < m; i++ {
+		c, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+		must(t, err)
+		clients = append(clients, c)
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatalf("harness: datagram %d: %v", i, err)
+		}
+		srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if n, _, err := srv.ReadFromUDP(buf); err != nil || n != size {
+			t.Fatalf("harness: server read %d of datagram %d: %v", n, i, err)
+		}
+	}
+	pid, p := strconv.Itoa(os.Getpid()), strconv.Itoa(port)
+	query := func(tags ...string) flowSum {
+		return sumFlows(a.query("netflow", "5m", append([]string{"pid:" + pid, "transport:udp"}, tags...)...))
+	}
+	uncounted := func(p lpPoint) int64 {
+		return intField(p, "netflow_datagrams_uncounted") - intField(before, "netflow_datagrams_uncounted")
+	}
+	var out, in flowSum
+	after := selfCounter(t, a, "udp map full", 2*m, func(sp lpPoint) int64 {
+		out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
+		return out.datagramsW + in.datagramsR + uncounted(sp)
+	})
+	out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
+	reported, lost := out.datagramsW+in.datagramsR, uncounted(after)
+	t.Logf("nf_udp %d entries: %d of %d datagrams reported (client %d, server %d), %d counted in datagrams_uncounted", entries, reported, 2*m, out.datagramsW, in.datagramsR, lost)
+	if reported+lost != 2*m {
+		t.Errorf("%d datagrams reported + %d counted = %d, want exactly %d", reported, lost, reported+lost, 2*m)
+	}
+	if lost == 0 || reported > int64(entries) {
+		t.Errorf("%d datagrams reported, %d uncounted: the %d-entry map did not overflow as it must", reported, lost, entries)
+	}
+	if out.written != size*out.datagramsW || in.read != size*in.datagramsR {
+		t.Errorf("client %+v, server %+v: want %d bytes per datagram reported", out.totals, in.totals, size)
+	}
+	addFault(t, faultRow{Case: "bpf: UDP peer map full (netflow nf_udp)", Done: fmt.Sprintf("nf_udp shrunk to %d entries; %d UDP sockets send one datagram each to one server", entries, m),
+		Acked: fmt.Sprintf("%d datagrams (both ends)", 2*m), Found: fmt.Sprintf("%d (client %d, server %d)", reported, out.datagramsW, in.datagramsR),
+		Lost: fmt.Sprintf("%d (counted)", lost), Dup: fmt.Sprint(max(0, reported+lost-2*m)), Recovered: "-",
+		Detail: "bytes exact for every datagram reported"})
 }

@@ -80,5 +80,6 @@ func senderFields(f map[string]any, prefix string, st sender.InputStats) {
 	f[prefix+"points_dropped"] = st.Dropped
 	f[prefix+"points_queued"] = st.Queued
 	f[prefix+"points_spooled"] = st.Spooled
+	f[prefix+"points_spilled"] = st.Spilled
 	f[prefix+"points_resumed"] = st.Resumed
 }

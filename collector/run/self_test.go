@@ -10,7 +10,7 @@ import (
 func TestSelfPointReportsTheSenderCountersOfItsOwnPoints(t *testing.T) {
 	start := time.Unix(1000, 0)
 	self := newSelfMetrics(start)
-	sent := map[string]sender.InputStats{selfInput: {Sent: 5, Failed: 1, Rejected: 2, Dropped: 3, Queued: 4, Spooled: 6, Resumed: 7}}
+	sent := map[string]sender.InputStats{selfInput: {Sent: 5, Failed: 1, Rejected: 2, Dropped: 3, Queued: 4, Spooled: 6, Resumed: 7, Spilled: 8}}
 	p := self.point(start.Add(90*time.Second), nil, nil, sent, 2)
 	want := map[string]int64{
 		"uptime_seconds":           90,
@@ -21,6 +21,7 @@ func TestSelfPointReportsTheSenderCountersOfItsOwnPoints(t *testing.T) {
 		"self_points_queued":       4,
 		"self_points_spooled":      6,
 		"self_points_resumed":      7,
+		"self_points_spilled":      8,
 		"spool_corrupt_records":    2,
 	}
 	for k, v := range want {

@@ -32,9 +32,11 @@
 // truncated records (a kill -9 mid-write) are skipped, logged and counted (Dropped when their header names
 // the input, and in SpoolCorrupt), never fatal.
 //
-// While running, the bound is the memory buffer (MaxBufferedPoints): an overflow drops the oldest lines,
-// counted, and does not spill to disk. The spool is there to survive a restart, not to be a second, slower
-// buffer with an fsync on the path of every batch; MaxBufferedPoints is the knob for a longer outage.
+// While running, with a spool, an outage longer than memory holds spills to disk: once the queued lines
+// pass half of MaxBufferedPoints, Run writes them all, as batches, to a new segment (one fsync per spill,
+// not per batch) and posts them, like any spooled batch, before anything queued later. The spool's bound
+// (SpoolMaxBytes) then drops its oldest batches, counted. MaxBufferedPoints stays the hard bound of memory:
+// beyond it (no spool, or lines coming faster than a spill writes them) the oldest lines are dropped, counted.
 package sender
 
 import (
@@ -102,6 +104,7 @@ type InputStats struct {
 	Dropped  int64 // points dropped: buffer overflow, stopped without a spool, spool full or damaged
 	Queued   int64 // points waiting now, in memory or in the spool
 	Spooled  int64 // points left in the spool when Run returned, for the next run
+	Spilled  int64 // points moved from memory to the spool while running (an outage longer than memory holds)
 	Resumed  int64 // points found in the spool when Run started, then counted like enqueued ones
 }
 
@@ -266,6 +269,7 @@ func (s *Sender) Run(ctx context.Context) {
 		failing bool
 	)
 	for {
+		s.spillIfDue()
 		if b == nil {
 			b = s.next()
 		}
@@ -348,6 +352,8 @@ func (s *Sender) pause(ctx context.Context, d time.Duration, probe bool) bool {
 			if s.ping(ctx) {
 				return true
 			}
+		case <-s.wake: // lines enqueued: a long wait may have to spill them
+			s.spillIfDue()
 		}
 	}
 }
@@ -468,6 +474,95 @@ func (s *Sender) spoolOut(items []spoolItem) {
 	}
 }
 
+// spillIfDue spills the queued lines to the spool when they pass half of MaxBufferedPoints (see Sender).
+func (s *Sender) spillIfDue() {
+	if s.cfg.SpoolDir == "" {
+		return
+	}
+	s.mu.Lock()
+	if s.total <= s.cfg.MaxBufferedPoints/2 {
+		s.mu.Unlock()
+		return
+	}
+	var items []spoolItem
+	for b := s.takeLocked(); b != nil; b = s.takeLocked() {
+		items = append(items, memItem(b))
+	}
+	s.mu.Unlock()
+	s.spill(items)
+}
+
+// spill writes items (batches taken from memory, oldest first) to a new segment and queues its records
+// behind the spooled ones; if the write fails they are dropped and counted.
+func (s *Sender) spill(items []spoolItem) {
+	stamp := nextStamp(s.lastStamp)
+	seg := &segment{stamp: stamp}
+	var recs []*record
+	var bad []badRecord
+	path, _, err := writeSegment(s.cfg.SpoolDir, stamp, items)
+	if err == nil {
+		seg.path = path
+		recs, bad, err = scanSegment(seg)
+	}
+	s.mu.Lock()
+	for _, it := range items {
+		if err != nil {
+			s.removeLocked(it.b, func(st *InputStats, n int64) { st.Dropped += n })
+			continue
+		}
+		s.total -= it.b.points // out of memory; still Queued, now in the spool
+		s.statsLocked(it.b.input).Spilled += int64(it.b.points)
+	}
+	for _, r := range bad { // written but not readable back: dropped
+		s.moveLocked(r.input, int64(r.points), func(st *InputStats, n int64) { st.Dropped += n })
+		s.corrupt++
+	}
+	s.mu.Unlock()
+	if err != nil {
+		if seg.path != "" {
+			s.removeSegment(seg) // counted dropped: it must not be resumed by the next run
+		}
+		s.log.Error("spill to spool failed: points dropped", "dir", s.cfg.SpoolDir, "err", err)
+		return
+	}
+	s.lastStamp = stamp
+	seg.pending = len(recs)
+	s.segments = append(s.segments, seg)
+	s.spool = append(s.spool, recs...)
+	if len(recs) == 0 {
+		s.removeSegment(seg)
+	}
+	s.boundSpool()
+}
+
+// boundSpool drops the oldest spooled batches beyond SpoolMaxBytes, counted.
+func (s *Sender) boundSpool() {
+	var size int64
+	for _, r := range s.spool {
+		size += r.size
+	}
+	drop := 0
+	for size > s.cfg.SpoolMaxBytes && drop < len(s.spool) {
+		size -= s.spool[drop].size
+		drop++
+	}
+	if drop == 0 {
+		return
+	}
+	var dropped int64
+	s.mu.Lock()
+	for _, r := range s.spool[:drop] {
+		dropped += int64(r.points)
+		s.moveLocked(r.input, int64(r.points), func(st *InputStats, n int64) { st.Dropped += n })
+	}
+	s.mu.Unlock()
+	for _, r := range s.spool[:drop] {
+		s.done(r)
+	}
+	s.spool = s.spool[drop:]
+	s.logSpoolFull(dropped)
+}
+
 // countItemLocked takes it out of Queued (and of the memory buffer) and counts it with count.
 func (s *Sender) countItemLocked(it spoolItem, count func(st *InputStats, n int64)) {
 	if it.rec != nil {
@@ -517,28 +612,11 @@ func (s *Sender) loadSpool() {
 	for _, seg := range sc.segments {
 		s.lastStamp = max(s.lastStamp, seg.stamp)
 	}
-	// Beyond the bound (lowered since they were written), the oldest are dropped.
-	var size int64
-	for _, r := range sc.records {
-		size += r.size
-	}
-	drop := 0
-	for size > s.cfg.SpoolMaxBytes && drop < len(sc.records) {
-		size -= sc.records[drop].size
-		drop++
-	}
 	s.mu.Lock()
-	var dropped, resumed int64
-	for i, r := range sc.records {
+	for _, r := range sc.records {
 		st := s.statsLocked(r.input)
 		st.Resumed += int64(r.points)
-		if i < drop {
-			st.Dropped += int64(r.points)
-			dropped += int64(r.points)
-			continue
-		}
 		st.Queued += int64(r.points)
-		resumed += int64(r.points)
 	}
 	for _, bad := range sc.bad {
 		s.corrupt++
@@ -552,17 +630,16 @@ func (s *Sender) loadSpool() {
 	for _, bad := range sc.bad {
 		s.log.Error("damaged spool record skipped", "points", bad.points, "input", bad.input, "err", bad.err)
 	}
-	for _, r := range sc.records[:drop] {
-		s.done(r)
-	}
-	if drop > 0 {
-		s.logSpoolFull(dropped)
-	}
-	s.spool = sc.records[drop:]
+	s.spool = sc.records
 	for _, seg := range sc.segments {
 		if seg.pending == 0 { // nothing valid left in it
 			s.removeSegment(seg)
 		}
+	}
+	s.boundSpool() // beyond the bound (lowered since they were written), the oldest are dropped
+	var resumed int64
+	for _, r := range s.spool {
+		resumed += int64(r.points)
 	}
 	if resumed > 0 {
 		s.log.Info("resuming spooled points", "points", resumed, "batches", len(s.spool), "dir", s.cfg.SpoolDir)

@@ -984,3 +984,87 @@ func TestSenderShutdownDuringAHungPostSpoolsWithinTheFlushWindow(t *testing.T) {
 		t.Errorf("parent stored %q, want each line once", stored["input=a"])
 	}
 }
+
+func TestSenderSpillsToTheSpoolWhileTheParentIsDownAndSendsEachLineOnceInOrder(t *testing.T) {
+	ag := newAgent()
+	var down atomic.Bool
+	down.Store(true)
+	ag.answer = func(int, post) (int, map[string]string) {
+		if down.Load() {
+			return http.StatusServiceUnavailable, nil
+		}
+		return 0, nil
+	}
+	srv := httptest.NewServer(ag)
+	defer srv.Close()
+	cfg := testConfig(srv.URL)
+	cfg.SpoolDir = t.TempDir()
+	cfg.MaxBufferedPoints = 10 // spills past 5 lines; would drop past 10 without a spool
+	s := New(cfg)
+	start(t, s)
+
+	// 100 lines, ten times what memory holds, enqueued while the parent is down.
+	for i := 1; i <= 100; i += 2 {
+		s.Enqueue("network", "a", lines("a", i, i+1))
+		waitFor(t, "a spill", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.total <= 5 })
+	}
+	st := s.Stats()["a"]
+	if st.Dropped != 0 || st.Queued != 100 || st.Spilled < 90 || !balanced(st, 100) {
+		t.Fatalf("while down: stats = %+v, want all 100 queued, at least 90 spilled, none dropped", st)
+	}
+	if files := spoolFiles(t, cfg.SpoolDir); len(files) == 0 {
+		t.Fatalf("nothing in the spool")
+	}
+	down.Store(false)
+	waitFor(t, "all sent", func() bool { return s.Stats()["a"].Sent == 100 })
+	if _, stored, _ := ag.snapshot(); !slices.Equal(stored["input=a"], strs(lines("a", 1, 100))) {
+		t.Errorf("parent stored %q, want a v=1i..a v=100i, each once, in order", stored["input=a"])
+	}
+	if st := s.Stats()["a"]; st.Queued != 0 || st.Dropped != 0 || !balanced(st, 100) {
+		t.Errorf("after: stats = %+v", st)
+	}
+	if files := spoolFiles(t, cfg.SpoolDir); len(files) != 0 {
+		t.Errorf("spool holds %q after everything was sent", files)
+	}
+}
+
+func TestSenderSpillBeyondTheSpoolBoundDropsTheOldestAndShutdownKeepsTheRest(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	cfg := testConfig(srv.URL)
+	cfg.SpoolDir = t.TempDir()
+	cfg.MaxBufferedPoints = 4
+	// Room for two batches of two lines.
+	cfg.SpoolMaxBytes = 2 * int64(len(encodeHeader(newBatchID(), "network", "a", 2, []byte("a v=1i\na v=2i")))+14)
+	s := New(cfg)
+	s.flushTimeout = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	for i := 1; i <= 12; i += 3 {
+		s.Enqueue("network", "a", lines("a", i, i+2))
+		waitFor(t, "a spill", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.total <= 2 })
+	}
+	cancel()
+	<-done
+	st := s.Stats()["a"]
+	if st.Dropped == 0 || st.Spooled == 0 || st.Queued != 0 || !balanced(st, 12) {
+		t.Fatalf("stats = %+v, want the oldest dropped, the rest spooled", st)
+	}
+	if files := spoolFiles(t, cfg.SpoolDir); len(files) != 1 {
+		t.Errorf("spool holds %q after shutdown, want one segment (the spilled ones merged into it)", files)
+	}
+	// The next run resumes exactly what was counted spooled, the newest lines.
+	ag := newAgent()
+	srv2 := httptest.NewServer(ag)
+	defer srv2.Close()
+	cfg.BaseURL = srv2.URL
+	s2 := New(cfg)
+	start(t, s2)
+	waitFor(t, "sent", func() bool { return s2.Stats()["a"].Sent == st.Spooled })
+	if _, stored, _ := ag.snapshot(); !slices.Equal(stored["input=a"], strs(lines("a", 12-int(st.Spooled)+1, 12))) {
+		t.Errorf("parent stored %q, want the newest %d lines", stored["input=a"], st.Spooled)
+	}
+}

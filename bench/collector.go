@@ -162,9 +162,36 @@ type lpPoint struct {
 // query reads a measurement back from the stopped agent's store (offline), in any category.
 func (a *agent) query(measurement string) (stored, error) { return a.queryIn(measurement, "") }
 
-// queryIn is query restricted to one category ("": any).
+// maxQueryPoints is the most points one `datakit query` prints (api.MaxQueryLimit).
+const maxQueryPoints = 100000
+
+// queryIn is query restricted to one category ("": any). A run that stored more points than one query
+// prints (an outage run of W5) is read a minute at a time, oldest first.
 func (a *agent) queryIn(measurement, category string) (stored, error) {
-	args := []string{"query", measurement, "--since", "1h", "--limit", "100000", "--dir", a.dir}
+	s, err := a.queryRange(measurement, category, "1h", "")
+	if err != nil || len(s.points) < maxQueryPoints {
+		return s, err
+	}
+	s = stored{}
+	for t := a.started.Add(-time.Minute).Truncate(time.Minute); t.Before(time.Now()); t = t.Add(time.Minute) {
+		w, err := a.queryRange(measurement, category, t.Format(time.RFC3339Nano), t.Add(time.Minute-1).Format(time.RFC3339Nano))
+		if err != nil {
+			return s, err
+		}
+		if len(w.points) >= maxQueryPoints {
+			return s, fmt.Errorf("datakit query %s: %d points or more in the minute from %v", measurement, maxQueryPoints, t)
+		}
+		s.points, s.bytes = append(s.points, w.points...), s.bytes+w.bytes
+	}
+	return s, nil
+}
+
+// queryRange reads the points of measurement from since to until (both inclusive; until "" is now).
+func (a *agent) queryRange(measurement, category, since, until string) (stored, error) {
+	args := []string{"query", measurement, "--since", since, "--limit", fmt.Sprint(maxQueryPoints), "--dir", a.dir}
+	if until != "" {
+		args = append(args, "--until", until)
+	}
 	if category != "" {
 		args = append(args, "--category", category)
 	}

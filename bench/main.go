@@ -83,6 +83,7 @@ func main() {
 	noise := flag.Float64("max-other-cores", 0.25, "discard a run when other processes used more CPU than this")
 	out := flag.String("out", "bench-results", "directory for the JSON and markdown results")
 	only := flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+	hold := flag.Duration("outage", 0, "instead: one saturated run of each workload (config all) with the agent hung this long in the middle; fails unless every check is exact and nothing is dropped")
 	flag.Parse()
 	if *quick {
 		*reps, *dur = 3, 2*time.Second
@@ -112,6 +113,13 @@ func main() {
 		fatalf("%v", err)
 	}
 	defer stop()
+
+	if *hold > 0 {
+		if !runOutages(root, ws, *hold, *out) {
+			os.Exit(1)
+		}
+		return
+	}
 
 	started := time.Now()
 	// Fixed rates: half of what the Go generator itself reaches at saturation without the collector,
@@ -175,12 +183,19 @@ func main() {
 
 // measure runs one (workload, mode, configuration) and reads back what the collector stored.
 func measure(root string, w workload, mode, cfg string, rate float64, d time.Duration) (run, error) {
+	r, _, err := measureWith(root, w, mode, cfg, rate, d, nil)
+	return r, err
+}
+
+// measureWith is measure, with the agent hung during the load when o is set; it also returns the
+// collector's health points.
+func measureWith(root string, w workload, mode, cfg string, rate float64, d time.Duration, o *outage) (run, stored, error) {
 	r := run{Workload: w.ID, Mode: mode, Config: cfg}
 	var a *agent
 	if cfg != "base" {
 		var err error
 		if a, err = startAgent(root, cfg); err != nil {
-			return r, err
+			return r, stored{}, err
 		}
 		defer a.cleanup()
 	}
@@ -191,13 +206,16 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if a != nil {
 		agent0, coll0 = treeCPU(a.cmd.Process.Pid), procCPU(a.collectorPID, false)
 	}
+	if o != nil {
+		o.begin(a)
+	}
 	start := time.Now()
 	var clientCPU float64
 	var err error
 	if mode == "half" {
 		r.Load = w.fixed(rate, d)
 	} else if r.Load, clientCPU, err = w.saturate(d); err != nil {
-		return r, err
+		return r, stored{}, err
 	}
 	r.Seconds = time.Since(start).Seconds()
 	busy := cpuBusy() - busy0
@@ -210,20 +228,25 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	}
 	r.OtherCores = max(0, busy-ours) / r.Seconds
 	if a == nil {
-		return r, nil
+		return r, stored{}, nil
 	}
 	if w.after != nil {
 		w.after()
+	}
+	if o != nil {
+		if err := o.finish(a); err != nil {
+			return r, stored{}, err
+		}
 	}
 	a.stop()
 	r.Intervals = time.Since(a.started).Seconds() / benchInterval.Seconds()
 	flows, err := a.query("netflow")
 	if err != nil {
-		return r, err
+		return r, stored{}, err
 	}
 	self1, err := a.query("datakit_ebpf")
 	if err != nil {
-		return r, err
+		return r, stored{}, err
 	}
 	// The configuration must be what ran: httpflow's and bash's counters exist only when the collector ran
 	// them (floor and all), dnsflow's always (part of ebpf-net); "all" and "floor" must have found a libssl
@@ -233,18 +256,18 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 		want   bool
 	}{{"httpflow_", cfg != "netflow"}, {"bash_", cfg != "netflow"}, {"dnsflow_", true}} {
 		if got := self1.hasField(pl.prefix); got != pl.want {
-			return r, fmt.Errorf("config %s: collector has %s* self-metrics: %v, want %v", cfg, pl.prefix, got, pl.want)
+			return r, stored{}, fmt.Errorf("config %s: collector has %s* self-metrics: %v, want %v", cfg, pl.prefix, got, pl.want)
 		}
 	}
 	if cfg != "netflow" && self1.last("httpflow_tls_libs_probed") == 0 {
-		return r, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
+		return r, stored{}, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
 	}
 	if cfg != "netflow" && self1.last("bash_binaries_probed") == 0 {
-		return r, fmt.Errorf("config %s: bash probed no bash binary", cfg)
+		return r, stored{}, fmt.Errorf("config %s: bash probed no bash binary", cfg)
 	}
 	dns, err := a.query("dnsflow")
 	if err != nil {
-		return r, err
+		return r, stored{}, err
 	}
 	r.Points = int64(len(flows.points) + len(dns.points) + len(self1.points))
 	r.Bytes = flows.bytes + dns.bytes + self1.bytes
@@ -256,7 +279,7 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if cfg == "all" {
 		h, err := a.query("httpflow")
 		if err != nil {
-			return r, err
+			return r, stored{}, err
 		}
 		c.http = &h
 		r.Points, r.Bytes = r.Points+int64(len(h.points)), r.Bytes+h.bytes
@@ -268,7 +291,7 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 
 		b, err := a.queryIn("bash", "logging")
 		if err != nil {
-			return r, err
+			return r, stored{}, err
 		}
 		c.bash = &b
 		r.Points, r.Bytes = r.Points+int64(len(b.points)), r.Bytes+b.bytes
@@ -279,7 +302,7 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 	if slices.Contains(measured, cfg) {
 		r.Checks = w.checks(mode, r.Load, c)
 	}
-	return r, nil
+	return r, self1, nil
 }
 
 func wanted(list string) map[string]bool {

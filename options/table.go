@@ -96,7 +96,7 @@ var Table = []Option{
 	// Ours.
 	{Key: "netflow_ignore_cidrs", Env: []string{env + "NETFLOW_IGNORE_CIDRS"}, Flag: "netflow-ignore-cidrs", Kind: CIDRs,
 		Usage: "flows whose remote address is in one of these CIDRs are not reported (loopback is kept by default)"},
-	{Flag: "max-buffered-points", Kind: Int, Default: "100000", Min: 1, Max: maxInt, Usage: "points held in memory while the parent is unreachable (half of it spills to the spool)"},
+	{Flag: "max-buffered-points", Kind: Int, Default: "100000", Min: 1, Max: maxInt, Usage: "points held in memory while the parent is unreachable (beyond 4096, or half of it, they spill to the spool)"},
 	{Key: "httpflow_max_paths", Env: []string{env + "HTTPFLOW_MAX_PATHS"}, Flag: "httpflow-max-paths", Kind: Int, Default: "500", Min: 1, Max: maxInt, Unset: "0",
 		Usage: "httpflow: distinct paths per (process, Host) per interval; more fold into path *"},
 	{Flag: "httpflow-tls-rescan", Kind: Duration, Default: "5s", MinDur: time.Second, Usage: "httpflow-tls: how often /proc is searched for new libssl files"},

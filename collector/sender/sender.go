@@ -32,8 +32,8 @@
 // truncated records (a kill -9 mid-write) are skipped, logged and counted (Dropped when their header names
 // the input, and in SpoolCorrupt), never fatal.
 //
-// While running, with a spool, an outage longer than memory holds spills to disk: once the queued lines
-// pass half of MaxBufferedPoints, Run writes them all, as batches, to a new segment (one fsync per spill,
+// While running, with a spool, an outage spills to disk: while posts fail and the queued lines pass spillAt
+// (or half of MaxBufferedPoints), Run writes them all, as batches, to a new segment (one fsync per spill,
 // not per batch) and posts them, like any spooled batch, before anything queued later. The spool's bound
 // (SpoolMaxBytes) then drops its oldest batches, counted. MaxBufferedPoints stays the hard bound of memory:
 // beyond it (no spool, or lines coming faster than a spill writes them) the oldest lines are dropped, counted.
@@ -67,6 +67,10 @@ const (
 	DefaultMaxRetryAfter     = 30 * time.Second
 	DefaultSpoolMaxBytes     = 64 << 20
 )
+
+// While posts fail, queued lines beyond this many go to the spool: memory stays small however long the
+// outage (a few MB of lines; one fsync per spill, every few seconds at the busiest bench load).
+const spillAt = 4096
 
 // How long Run keeps flushing after its context is cancelled.
 const shutdownFlushTimeout = 2 * time.Second
@@ -269,7 +273,9 @@ func (s *Sender) Run(ctx context.Context) {
 		failing bool
 	)
 	for {
-		s.spillIfDue()
+		if failing {
+			s.spillIfDue()
+		}
 		if b == nil {
 			b = s.next()
 		}
@@ -379,18 +385,23 @@ func (s *Sender) shutdown(dctx context.Context, b *batch) {
 		b = nil
 	}
 
-	// What is left, oldest first: b, the spooled records not taken, the queues.
+	// What is left, oldest first: b if spooled, the records of earlier runs not taken, b if from memory, the
+	// records spilled in this run (newer than b: they were queued behind it), the queues.
 	var items []spoolItem
 	if b != nil && b.rec != nil {
 		items = append(items, spoolItem{rec: b.rec, size: b.rec.size})
 	}
+	s.mu.Lock()
+	s.closed = true
+	bFromMemory := b != nil && b.rec == nil
 	for _, r := range s.spool {
+		if r.spilled && bFromMemory {
+			items, bFromMemory = append(items, memItem(b)), false
+		}
 		items = append(items, spoolItem{rec: r, size: r.size})
 	}
 	s.spool = nil
-	s.mu.Lock()
-	s.closed = true
-	if b != nil && b.rec == nil {
+	if bFromMemory {
 		items = append(items, memItem(b))
 	}
 	for nb := s.takeLocked(); nb != nil; nb = s.takeLocked() {
@@ -474,13 +485,14 @@ func (s *Sender) spoolOut(items []spoolItem) {
 	}
 }
 
-// spillIfDue spills the queued lines to the spool when they pass half of MaxBufferedPoints (see Sender).
+// spillIfDue spills the queued lines to the spool when they pass spillAt, or half of MaxBufferedPoints if
+// less (see Sender). Run calls it only while posts fail: a healthy parent takes them from memory.
 func (s *Sender) spillIfDue() {
 	if s.cfg.SpoolDir == "" {
 		return
 	}
 	s.mu.Lock()
-	if s.total <= s.cfg.MaxBufferedPoints/2 {
+	if s.total <= min(spillAt, s.cfg.MaxBufferedPoints/2) {
 		s.mu.Unlock()
 		return
 	}
@@ -526,6 +538,9 @@ func (s *Sender) spill(items []spoolItem) {
 		return
 	}
 	s.lastStamp = stamp
+	for _, r := range recs {
+		r.spilled = true
+	}
 	seg.pending = len(recs)
 	s.segments = append(s.segments, seg)
 	s.spool = append(s.spool, recs...)

@@ -66,6 +66,7 @@ type record struct {
 	category, input string
 	points, bytes   int
 	crc             uint32
+	spilled         bool // written by this run while it ran (newer than the batch being posted)
 }
 
 // badRecord is a record (or the rest of a file) that was skipped.

@@ -62,6 +62,11 @@ func (s *Store) check() error {
 			if err := tx.Bucket(batchIDsBucket).ForEach(nothing); err != nil {
 				return err
 			}
+			if b := tx.Bucket(sinksBucket); b != nil { // absent in a read-only store made before sinks
+				if err := b.ForEach(nothing); err != nil {
+					return err
+				}
+			}
 			return tx.Bucket(batchTimesBucket).ForEach(nothing)
 		})
 	})
@@ -240,6 +245,7 @@ func salvage(from string, dst *bolt.DB) salvaged {
 	}
 	flush()
 	copyBatchIDs(src, dst)
+	copySinks(src, dst)
 
 	// The index names the blocks that were live: those not recovered through bbolt's tree are looked for
 	// page by page (a damaged branch page hides every leaf under it), and the rest are lost.
@@ -308,6 +314,33 @@ func copyBatchIDs(src, dst *bolt.DB) {
 			}
 			if err := tx.Bucket(batchIDsBucket).Put(k[8:], k[:8]); err != nil {
 				return err
+			}
+		}
+		return nil
+	})
+}
+
+// copySinks copies the sinks' cursors it can read, and makes the log's next sequence follow every cursor, so
+// that a block written after the repair is never behind one. A sink whose cursor is unreadable starts again
+// at the end of the log (what it had not delivered is not sent).
+func copySinks(src, dst *bolt.DB) {
+	var sinks map[string]SinkState
+	_ = protect(func() error {
+		return src.View(func(tx *bolt.Tx) error {
+			sinks = sinkCursors(tx)
+			return nil
+		})
+	})
+	_ = dst.Update(func(tx *bolt.Tx) error {
+		b, lb := tx.Bucket(sinksBucket), tx.Bucket(logBucket)
+		for name, st := range sinks {
+			if err := b.Put([]byte(name), st.value()); err != nil {
+				return err
+			}
+			if st.Cursor > lb.Sequence() {
+				if err := lb.SetSequence(st.Cursor); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

@@ -80,6 +80,9 @@ func TestABlockDamagedOnDiskIsSetAsideAndTheRestRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := fill(t, s, 20, 10)
+	if _, _, err := s.SetSinks([]string{"vm"}); err != nil { // at the end of the log: all 20 blocks delivered
+		t.Fatal(err)
+	}
 	s.Close()
 
 	// Flip one byte inside the pad of batch 7's first point: that block's checksum no longer matches.
@@ -131,6 +134,13 @@ func TestABlockDamagedOnDiskIsSetAsideAndTheRestRecovered(t *testing.T) {
 	}
 	if got, _ := s.Query(Query{Measurement: "netflow", Limit: 1}); len(got) != 1 || !got[0].Time.Equal(t0.Add(time.Hour)) {
 		t.Errorf("write after repair not found: %v", lines(t, got))
+	}
+	// The sink's cursor came across, and the new write is after it: pending, alone.
+	if st, _ := s.Sink("vm"); st.Cursor != 20 {
+		t.Errorf("sink cursor %d after repair, want 20", st.Cursor)
+	}
+	if p, err := s.Pending("vm", 100, nil); err != nil || len(p.Points) != 1 || !p.Points[0].Time.Equal(t0.Add(time.Hour)) {
+		t.Errorf("pending after repair: %v, %v; want the one point written since", lines(t, p.Points), err)
 	}
 }
 

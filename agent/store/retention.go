@@ -91,11 +91,16 @@ func (s *Store) evict(need, bound int64) (int, error) {
 		freed, n, blocks := 0, 0, 0
 		err := s.update(func(tx *bolt.Tx) error {
 			lb, ib := tx.Bucket(logBucket), tx.Bucket(indexBucket)
+			sinks := sinkCursors(tx)
 			c := lb.Cursor()
 			for k, v := c.First(); k != nil && int64(freed) < used-target && blocks < deleteChunk; k, v = c.First() {
 				freed += len(k) + len(v) + 16 + 28 // the block, its index entry and bbolt's element headers
+				seq := binary.BigEndian.Uint64(k)
 				pts, err := deleteBlock(lb, ib, k, v)
 				if err != nil {
+					return err
+				}
+				if err := countSinkLosses(tx, sinks, seq, pts); err != nil {
 					return err
 				}
 				n += pts
@@ -135,9 +140,11 @@ func deleteBlock(lb, ib *bolt.Bucket, k, v []byte) (int, error) {
 
 // expire deletes up to deleteChunk blocks whose newest point is before cutoff, and rewrites those with only
 // some points before it without them; it returns the points removed and the blocks deleted or rewritten.
+// A block some sink has not delivered yet is left as it is (the size bound still applies to it).
 func (s *Store) expire(cutoff int64) (points, blocks int, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		lb, ib := tx.Bucket(logBucket), tx.Bucket(indexBucket)
+		delivered := deliveredEverywhere(sinkCursors(tx))
 		var names [][]byte
 		if err := ib.ForEachBucket(func(name []byte) error {
 			names = append(names, name)
@@ -153,7 +160,7 @@ func (s *Store) expire(cutoff int64) (points, blocks int, err error) {
 				if minT >= cutoff {
 					break
 				}
-				if len(v) < 12 {
+				if len(v) < 12 || seq > delivered {
 					k, v = c.Next()
 					continue
 				}

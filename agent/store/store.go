@@ -102,7 +102,8 @@ type Options struct {
 
 // Bucket names. Every block is in log under its sequence number (the order of writes); index has one
 // bucket per measurement, keyed by the block's first time and sequence; batch ids remember which writes
-// were stored, by id (batchIDs) and by the time they were stored (batchTimes, to forget them).
+// were stored, by id (batchIDs) and by the time they were stored (batchTimes, to forget them); sinks holds
+// each sink's cursor in the log (outbox.go).
 var (
 	logBucket        = []byte("log")
 	indexBucket      = []byte("index")
@@ -211,7 +212,7 @@ func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
 		err = protect(func() error {
 			return db.Update(func(tx *bolt.Tx) error {
 				if err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-					if !slices.ContainsFunc([][]byte{logBucket, indexBucket, batchIDsBucket, batchTimesBucket},
+					if !slices.ContainsFunc([][]byte{logBucket, indexBucket, batchIDsBucket, batchTimesBucket, sinksBucket},
 						func(b []byte) bool { return string(b) == string(name) }) {
 						return errOldFormat
 					}
@@ -219,7 +220,7 @@ func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
 				}); err != nil {
 					return err
 				}
-				for _, name := range [][]byte{logBucket, indexBucket, batchIDsBucket, batchTimesBucket} {
+				for _, name := range [][]byte{logBucket, indexBucket, batchIDsBucket, batchTimesBucket, sinksBucket} {
 					if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 						return err
 					}

@@ -18,6 +18,7 @@ import (
 
 	"dkebpf/agent/api"
 	"dkebpf/agent/config"
+	"dkebpf/agent/sink"
 	"dkebpf/agent/store"
 	"dkebpf/inputs/external"
 )
@@ -110,6 +111,12 @@ func Run(ctx context.Context, opts Options) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); st.RunRetention(bg, retentionInterval, logger) }()
+	if _, err := startSinks(bg, &wg, st, cfg.Main.Sinks.Sink, logger); err != nil {
+		srv.Close()
+		stopBG()
+		wg.Wait()
+		return err
+	}
 
 	inputsCtx, stopInputs := context.WithCancel(context.Background())
 	var inputsWG sync.WaitGroup
@@ -149,4 +156,32 @@ func Run(ctx context.Context, opts Options) error {
 	stopBG()
 	wg.Wait()
 	return runErr
+}
+
+// startSinks makes the configured sinks the store's (a new one forwards what is stored from now on, one no
+// longer configured is forgotten) and runs each until ctx ends.
+func startSinks(ctx context.Context, wg *sync.WaitGroup, st *store.Store, cfgs []sink.Config, logger *log.Logger) ([]*sink.Sink, error) {
+	ids := make([]string, len(cfgs))
+	for i, c := range cfgs {
+		ids[i] = c.ID
+	}
+	added, removed, err := st.SetSinks(ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: sinks: %w", err)
+	}
+	for _, id := range removed {
+		logger.Printf("agent: sink %s is no longer configured: its cursor is forgotten", id)
+	}
+	for _, id := range added {
+		logger.Printf("agent: sink %s is new: it forwards the points stored from now on", id)
+	}
+	var out []*sink.Sink
+	for _, c := range cfgs {
+		s := sink.New(c, st, logger)
+		out = append(out, s)
+		wg.Add(1)
+		go func() { defer wg.Done(); s.Run(ctx) }()
+		logger.Printf("agent: sink %s (%s) forwarding", c.ID, c.Target)
+	}
+	return out, nil
 }

@@ -3,7 +3,7 @@
 # machine that already has everything is left untouched and no network is used.
 set -euo pipefail
 
-pkgs=(clang llvm bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables)
+pkgs=(clang llvm bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables victoria-metrics influxdb)
 # libbpf 1.4 headers and static library come from bookworm-backports.
 backports=(libbpf-dev)
 
@@ -30,6 +30,9 @@ if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# policy-rc.d keeps packages from starting their system services (the tests run the engines themselves).
+printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 [ ${#need[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${need[@]}"
 libbpf_ok || apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports[@]}"

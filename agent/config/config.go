@@ -24,6 +24,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"dkebpf/agent/sink"
 	"dkebpf/inputs"
 )
 
@@ -43,6 +44,9 @@ type Main struct {
 		MaxAge    string `toml:"max_age"`
 	} `toml:"store"`
 	GlobalHostTags map[string]string `toml:"global_host_tags"` // added to every point the API accepts
+	Sinks          struct {
+		Sink []sink.Config `toml:"sink"` // engines the stored points are forwarded to
+	} `toml:"sinks"`
 }
 
 // Input is one configured input, ready to run.
@@ -162,6 +166,17 @@ func LoadMainLog(dir string, logger *log.Logger) (*Config, error) {
 	c.Token = m.HTTPAPI.Token
 	if err := checkToken(c.Token); err != nil {
 		return nil, fmt.Errorf("%s: http_api.token: %w", MainFile, err)
+	}
+	ids := map[string]int{}
+	for i := range m.Sinks.Sink {
+		sc := &m.Sinks.Sink[i]
+		if err := sc.Check(); err != nil {
+			return nil, fmt.Errorf("%s: sinks.sink[%d].%w", MainFile, i, err)
+		}
+		if j, dup := ids[sc.ID]; dup {
+			return nil, fmt.Errorf("%s: sinks.sink[%d].id: %q is sinks.sink[%d]'s too (each sink keeps its own cursor, by id)", MainFile, i, sc.ID, j)
+		}
+		ids[sc.ID] = i
 	}
 	return c, nil
 }

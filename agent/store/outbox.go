@@ -18,6 +18,28 @@ import (
 // bound before delivery (8 bytes), both big-endian.
 var sinksBucket = []byte("sinks")
 
+// Watch returns a channel that receives (without blocking the writer; one pending signal at most) after each
+// commit that stored points: a sink waiting for points wakes on it.
+func (s *Store) Watch() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.watchMu.Lock()
+	s.watchers = append(s.watchers, ch)
+	s.watchMu.Unlock()
+	return ch
+}
+
+// notify signals the watchers.
+func (s *Store) notify() {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	for _, ch := range s.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // SinkState is what the store knows of one sink.
 type SinkState struct {
 	Cursor uint64 // sequence of the last block delivered

@@ -127,6 +127,9 @@ type Store struct {
 	// themselves alone and together pass the bound (bbolt serializes its writers anyway).
 	writeMu sync.Mutex
 
+	watchMu  sync.Mutex
+	watchers []chan struct{} // Watch
+
 	evicted atomic.Int64 // points removed to keep under MaxSize, since Open
 	damaged atomic.Int64 // points lost to damage, since Open (as far as the index tells)
 }
@@ -410,6 +413,9 @@ func (s *Store) Commit(b *Batch) (duplicate bool, err error) {
 	})
 	if err != nil {
 		return false, fmt.Errorf("write %d points: %w", b.points, err)
+	}
+	if !duplicate {
+		s.notify()
 	}
 	return duplicate, nil
 }

@@ -133,8 +133,21 @@ func startAgentWith(t *testing.T, conf string) *agent {
 // launchAgent runs datakit on a fresh install dir with this ebpf.conf, without waiting for anything.
 func launchAgent(t *testing.T, conf string) *agent {
 	t.Helper()
+	return launchAgentMain(t, conf, "")
+}
+
+// launchAgentMain is launchAgent with more of datakit.conf (tables after [http_api] and [store]).
+func launchAgentMain(t *testing.T, conf, mainExtra string) *agent {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	a := &agent{t: t, addr: addr, dir: writeInstallDir(t, addr, conf), log: &syncBuffer{}, done: make(chan struct{})}
+	if mainExtra != "" {
+		f, err := os.OpenFile(filepath.Join(a.dir, "conf.d", "datakit.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		must(t, err)
+		_, err = f.WriteString(mainExtra)
+		must(t, err)
+		must(t, f.Close())
+	}
 	a.cmd = exec.Command(filepath.Join(repoRoot, "datakit"), "run", "--dir", a.dir)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	must(t, a.cmd.Start())

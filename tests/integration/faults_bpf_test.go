@@ -232,19 +232,22 @@ func mapFullUDP(t *testing.T, a *agent, entries int) {
 			t.Fatalf("harness: server read %d of datagram %d: %v", n, i, err)
 		}
 	}
-	pid, p := strconv.Itoa(os.Getpid()), strconv.Itoa(port)
+	// By port alone: on kernels whose UDP owners come from kprobes or from a socket's first datagram sent,
+	// a client that sends once, or a server that only receives, is reported without its process (README,
+	// Kernels), and a flow without an owner as outgoing.
+	p := strconv.Itoa(port)
 	query := func(tags ...string) flowSum {
-		return sumFlows(a.query("netflow", "5m", append([]string{"pid:" + pid, "transport:udp"}, tags...)...))
+		return sumFlows(a.query("netflow", "5m", append([]string{"transport:udp"}, tags...)...))
 	}
 	uncounted := func(p lpPoint) int64 {
 		return intField(p, "netflow_datagrams_uncounted") - intField(before, "netflow_datagrams_uncounted")
 	}
 	var out, in flowSum
 	after := selfCounter(t, a, "udp map full", 2*m, func(sp lpPoint) int64 {
-		out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
+		out, in = query("dst_port:"+p), query("src_port:"+p)
 		return out.datagramsW + in.datagramsR + uncounted(sp)
 	})
-	out, in = query("direction:outgoing", "dst_port:"+p), query("direction:incoming", "src_port:"+p)
+	out, in = query("dst_port:"+p), query("src_port:"+p)
 	reported, lost := out.datagramsW+in.datagramsR, uncounted(after)
 	t.Logf("nf_udp %d entries: %d of %d datagrams reported (client %d, server %d), %d counted in datagrams_uncounted", entries, reported, 2*m, out.datagramsW, in.datagramsR, lost)
 	if reported+lost != 2*m {

@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sinksConf is the [sinks] of datakit.conf forwarding to vm and influx.
+func sinksConf(vm, influx *engine) string {
+	return fmt.Sprintf(`
+[sinks]
+  [[sinks.sink]]
+    id = "vm"
+    target = "victoriametrics"
+    host = %q
+    timeout = "2s"
+  [[sinks.sink]]
+    id = "influx"
+    target = "influxdb"
+    host = %q
+    database = "db0"
+    categories = ["M", "N", "L"]
+    timeout = "2s"
+`, vm.addr, influx.addr)
+}
+
+// postSinkPoints posts batches of 100 points of measurement sinktest, keys from first, and returns the next
+// key. Every batch must be acknowledged.
+func postSinkPoints(t *testing.T, a *agent, base time.Time, first, batches int) int {
+	t.Helper()
+	k := first
+	for b := 0; b < batches; b++ {
+		var body strings.Builder
+		for i := 0; i < 100; i++ {
+			fmt.Fprintf(&body, "sinktest,key=%d v=%di %d\n", k, k, base.Add(time.Duration(k)*time.Millisecond).UnixNano())
+			k++
+		}
+		if code := a.postBatch("/v1/write/metric?input=sinktest", "", []byte(body.String())); code != 200 {
+			t.Fatalf("batch %d: status %d", b, code)
+		}
+	}
+	return k
+}
+
+// vmKeys returns how many distinct keys of sinktest VictoriaMetrics holds and how many samples in all.
+func vmKeys(t *testing.T, vm *engine) (keys, samples int) {
+	for _, ts := range vmSamples(t, vm, `{__name__="sinktest_v"}`) {
+		keys++
+		samples += len(ts)
+	}
+	return keys, samples
+}
+
+// influxCount returns InfluxDB's count and sum of sinktest's v.
+func influxCount(t *testing.T, influx *engine) (count, sum int64) {
+	rows := influxQuery(t, influx, `SELECT count("v"), sum("v") FROM "sinktest"`)
+	if len(rows) == 0 {
+		return 0, 0
+	}
+	num := func(v any) int64 { f, _ := v.(float64); return int64(f) } // JSON numbers; exact below 2^53
+	return num(rows[0][1]), num(rows[0][2])
+}
+
+// TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill forwards to a real VictoriaMetrics and a real
+// InfluxDB while VictoriaMetrics hangs (SIGSTOP: connections accepted, no answer) and InfluxDB is killed
+// and restarted, then kills the agent (SIGKILL) while it forwards a backlog, and restarts it. Every point
+// the API acknowledged must be in both engines: VictoriaMetrics (no deduplication) shows any point sent
+// twice, InfluxDB overwrites a point written again (same series and time).
+func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) {
+	vm, influx := startVictoriaMetrics(t), startInfluxDB(t)
+	a := launchAgentMain(t, "", sinksConf(vm, influx))
+	a.waitPing(30 * time.Second)
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+
+	n := postSinkPoints(t, a, base, 0, 20)
+
+	// Outage: VictoriaMetrics hung, InfluxDB gone, while the API keeps acknowledging.
+	vm.pause()
+	influx.kill()
+	outage := 5 * time.Second
+	n = postSinkPoints(t, a, base, n, 20)
+	time.Sleep(outage)
+	vm.resume()
+	influx.start()
+
+	// A backlog (VictoriaMetrics hung again), then the agent killed while it forwards it.
+	vm.pause()
+	n = postSinkPoints(t, a, base, n, 30)
+	time.Sleep(3 * time.Second)
+	vm.resume()
+	time.Sleep(200 * time.Millisecond)
+	a.kill()
+	a.start()
+	a.waitPing(30 * time.Second)
+	restarted := time.Now()
+
+	var keys, samples int
+	var count, sum int64
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		keys, samples = vmKeys(t, vm)
+		count, sum = influxCount(t, influx)
+		if keys == n && count == int64(n) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	took := time.Since(restarted)
+	wantSum := int64(n) * int64(n-1) / 2
+	t.Logf("%d points acknowledged; VictoriaMetrics: %d keys, %d samples (%d sent twice); InfluxDB: count %d, sum %d; all in %v after the restart",
+		n, keys, samples, samples-keys, count, sum, took.Round(100*time.Millisecond))
+	if keys != n || samples < n {
+		t.Errorf("VictoriaMetrics holds %d of the %d keys (%d samples)", keys, n, samples)
+	}
+	if count != int64(n) || sum != wantSum {
+		t.Errorf("InfluxDB holds count %d, sum %d; want %d and %d", count, sum, n, wantSum)
+	}
+	if st := a.query("sinktest", "2h"); len(st) != n {
+		t.Errorf("the local store holds %d points, want %d", len(st), n)
+	}
+	addFault(t, faultRow{Case: "sinks: engines down, agent kill -9 mid-forward",
+		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v; VictoriaMetrics hung 3 s under a backlog, then the agent SIGKILLed mid-forward and restarted", outage),
+		Acked: fmt.Sprint(n), Found: fmt.Sprintf("VictoriaMetrics %d, InfluxDB %d", keys, count),
+		Lost: fmt.Sprintf("%d, %d", max(0, n-keys), max(0, int64(n)-count)), Dup: fmt.Sprintf("VictoriaMetrics %d (InfluxDB overwrites)", samples-keys),
+		Recovered: took.Round(100 * time.Millisecond).String(),
+		Detail:    "duplicates: batches the engine stored while the sink had timed out, or before the kill moved the cursor"})
+}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"golang.org/x/net/netutil"
 
 	"dkebpf/agent/api"
@@ -111,11 +112,16 @@ func Run(ctx context.Context, opts Options) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); st.RunRetention(bg, retentionInterval, logger) }()
-	if _, err := startSinks(bg, &wg, st, cfg.Main.Sinks.Sink, logger); err != nil {
+	sinks, err := startSinks(bg, &wg, st, cfg.Main.Sinks.Sink, logger)
+	if err != nil {
 		srv.Close()
 		stopBG()
 		wg.Wait()
 		return err
+	}
+	if len(sinks) > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); reportSinks(bg, st, sinks, cfg.GlobalTags, logger) }()
 	}
 
 	inputsCtx, stopInputs := context.WithCancel(context.Background())
@@ -184,4 +190,57 @@ func startSinks(ctx context.Context, wg *sync.WaitGroup, st *store.Store, cfgs [
 		logger.Printf("agent: sink %s (%s) forwarding", c.ID, c.Target)
 	}
 	return out, nil
+}
+
+// sinkReportInterval is how often each sink's health is stored as a `datakit` point.
+const sinkReportInterval = 10 * time.Second
+
+// reportSinks stores, every sinkReportInterval until ctx ends, one `datakit` point per sink (category metric,
+// forwarded like any other point) with its counters since the agent started, what the store's size bound
+// took from it, and its backlog: the points stored after its cursor and the age of the oldest.
+func reportSinks(ctx context.Context, st *store.Store, sinks []*sink.Sink, globalTags map[string]string, logger *log.Logger) {
+	t := time.NewTicker(sinkReportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var pts []store.Point
+			for _, s := range sinks {
+				state, err := st.Sink(s.ID())
+				if err != nil {
+					continue
+				}
+				backlog, oldest, err := st.Backlog(s.ID())
+				if err != nil {
+					continue
+				}
+				age := int64(0)
+				if oldest != 0 {
+					age = max(0, now.UnixNano()-oldest) / int64(time.Second)
+				}
+				c := s.Stats()
+				p := store.Point{Category: "metric", Input: "datakit", Measurement: "datakit", Time: now,
+					Tags: []store.Tag{{Key: "sink", Value: s.ID()}, {Key: "sink_target", Value: s.Target()}}}
+				for k, v := range globalTags {
+					if k != "sink" && k != "sink_target" {
+						p.Tags = append(p.Tags, store.Tag{Key: k, Value: v})
+					}
+				}
+				for _, f := range []struct {
+					k string
+					v int64
+				}{{"sink_points_sent", c.Sent}, {"sink_requests_failed", c.Failed}, {"sink_points_retried", c.Retried},
+					{"sink_points_dropped", c.Dropped}, {"sink_points_damaged", c.Damaged}, {"sink_points_lost", state.Lost},
+					{"sink_backlog_points", backlog}, {"sink_backlog_age_seconds", age}} {
+					p.Fields = append(p.Fields, store.Field{Key: f.k, Value: lineprotocol.IntValue(f.v)})
+				}
+				pts = append(pts, p)
+			}
+			if err := st.Write(pts); err != nil {
+				logger.Printf("agent: store sink health: %v", err)
+			}
+		}
+	}
 }

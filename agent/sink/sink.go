@@ -58,6 +58,9 @@ func New(cfg Config, st Store, logger *log.Logger) *Sink {
 // ID is the sink's name.
 func (s *Sink) ID() string { return s.cfg.ID }
 
+// Target is the sink's kind of engine.
+func (s *Sink) Target() string { return s.cfg.Target }
+
 // Stats returns the sink's counters.
 func (s *Sink) Stats() Stats {
 	return Stats{Sent: s.sent.Load(), Failed: s.failed.Load(), Retried: s.retried.Load(),

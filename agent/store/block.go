@@ -99,12 +99,21 @@ func (b *blockBuilder) value() []byte {
 
 // parseBlock checks v's checksum and returns its header and compressed points.
 func parseBlock(v []byte) (blockHeader, []byte, error) {
+	if len(v) < 5 || v[0] != blockVersion {
+		return blockHeader{}, nil, fmt.Errorf("%w: unknown version", errBadBlock)
+	}
+	if crc32.Checksum(v[5:], castagnoli) != binary.BigEndian.Uint32(v[1:5]) {
+		return blockHeader{}, nil, fmt.Errorf("%w: checksum mismatch", errBadBlock)
+	}
+	return parseHeader(v)
+}
+
+// parseHeader returns v's header and compressed points without checking the checksum (for counts that
+// must not read every byte of the store).
+func parseHeader(v []byte) (blockHeader, []byte, error) {
 	var h blockHeader
 	if len(v) < 5 || v[0] != blockVersion {
 		return h, nil, fmt.Errorf("%w: unknown version", errBadBlock)
-	}
-	if crc32.Checksum(v[5:], castagnoli) != binary.BigEndian.Uint32(v[1:5]) {
-		return h, nil, fmt.Errorf("%w: checksum mismatch", errBadBlock)
 	}
 	rest := v[5:]
 	str := func() string {

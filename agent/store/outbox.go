@@ -166,7 +166,7 @@ func (s *Store) Advance(name string, through uint64) error {
 }
 
 // Backlog returns the points stored after sink name's cursor and the time of the oldest of them (zero when
-// none), from the blocks' headers.
+// none), from the blocks' headers (their checksums are not checked: it must not read the whole backlog).
 func (s *Store) Backlog(name string) (points int64, oldestNs int64, err error) {
 	err = s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(sinksBucket).Get([]byte(name))
@@ -175,7 +175,7 @@ func (s *Store) Backlog(name string) (points int64, oldestNs int64, err error) {
 		}
 		c := tx.Bucket(logBucket).Cursor()
 		for k, v := c.Seek(seqKey(parseSinkState(v).Cursor + 1)); k != nil; k, v = c.Next() {
-			h, _, err := parseBlock(v)
+			h, _, err := parseHeader(v)
 			if err != nil {
 				continue
 			}

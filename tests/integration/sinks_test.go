@@ -85,12 +85,13 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 	vm.resume()
 	influx.start()
 
-	// A backlog (VictoriaMetrics hung again), then the agent killed while it forwards it.
+	// A backlog of 20 000 points (VictoriaMetrics hung again: four requests' worth), then the agent killed
+	// while it forwards them.
 	vm.pause()
-	n = postSinkPoints(t, a, base, n, 30)
+	n = postSinkPoints(t, a, base, n, 200)
 	time.Sleep(3 * time.Second)
 	vm.resume()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	a.kill()
 	a.start()
 	a.waitPing(30 * time.Second)
@@ -120,8 +121,24 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 	if st := a.query("sinktest", "2h"); len(st) != n {
 		t.Errorf("the local store holds %d points, want %d", len(st), n)
 	}
+	// Each sink's health, stored every 10 s as a datakit point: nothing left behind, nothing lost or dropped.
+	for _, id := range []string{"vm", "influx"} {
+		var p lpPoint
+		a.waitFor("sink "+id+"'s health with an empty backlog", 30*time.Second, func() bool {
+			pts := a.query("datakit", "1m", "sink:"+id)
+			if len(pts) == 0 {
+				return false
+			}
+			p = pts[len(pts)-1]
+			return intField(p, "sink_backlog_points") == 0
+		})
+		if intField(p, "sink_points_lost") != 0 || intField(p, "sink_points_dropped") != 0 {
+			t.Errorf("sink %s health: %v", id, p.Fields)
+		}
+		t.Logf("sink %s after the restart: %d points sent, %d requests failed", id, intField(p, "sink_points_sent"), intField(p, "sink_requests_failed"))
+	}
 	addFault(t, faultRow{Case: "sinks: engines down, agent kill -9 mid-forward",
-		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v; VictoriaMetrics hung 3 s under a backlog, then the agent SIGKILLed mid-forward and restarted", outage),
+		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v; VictoriaMetrics hung 3 s under a 20 000-point backlog, resumed, the agent SIGKILLed 100 ms later and restarted", outage),
 		Acked: fmt.Sprint(n), Found: fmt.Sprintf("VictoriaMetrics %d, InfluxDB %d", keys, count),
 		Lost: fmt.Sprintf("%d, %d", max(0, n-keys), max(0, int64(n)-count)), Dup: fmt.Sprintf("VictoriaMetrics %d (InfluxDB overwrites)", samples-keys),
 		Recovered: took.Round(100 * time.Millisecond).String(),

@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/GuanceCloud/cliutils v1.1.21
+	github.com/VictoriaMetrics/easyproto v0.1.4
 	github.com/aquasecurity/libbpfgo v0.7.0-libbpf-1.4
 	github.com/creack/pty v1.1.24
 	github.com/gogo/protobuf v1.3.2
@@ -24,7 +25,6 @@ require (
 )
 
 require (
-	github.com/VictoriaMetrics/easyproto v0.1.4 // indirect
 	github.com/aliyun/aliyun-oss-go-sdk v2.1.2+incompatible // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.2.0 // indirect

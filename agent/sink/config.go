@@ -1,5 +1,6 @@
 // Package sink forwards what the agent stores to time-series engines, as DataKit's `[[sinks.sink]]` do:
-// InfluxDB 1.x and 2.x and VictoriaMetrics (single node, or vminsert of a cluster) over line protocol.
+// InfluxDB 1.x and 2.x and VictoriaMetrics (single node, or vminsert of a cluster) over line protocol, and
+// anything that takes Prometheus remote write (VictoriaMetrics, Thanos receive, Mimir, Cortex).
 //
 // Nothing acknowledged is lost: the store is the log and each sink keeps a cursor in it (the outbox,
 // agent/store/outbox.go). A sink reads the blocks after its cursor, posts their points and moves its cursor
@@ -20,7 +21,7 @@ import (
 // Config is one [[sinks.sink]] of datakit.conf.
 type Config struct {
 	ID         string   `toml:"id"`     // name in logs and self-metrics, and of the cursor; default target-host
-	Target     string   `toml:"target"` // influxdb, influxdb2, victoriametrics
+	Target     string   `toml:"target"` // influxdb, influxdb2, victoriametrics, prometheus (remote write)
 	URL        string   `toml:"url"`    // the write URL, whole; else built from the keys below
 	Host       string   `toml:"host"`   // host:port
 	Protocol   string   `toml:"protocol"`
@@ -31,7 +32,8 @@ type Config struct {
 	Precision  string   `toml:"precision"`
 	Timeout    string   `toml:"timeout"`    // per request; default 15s
 	Categories []string `toml:"categories"` // DataKit's letters (M, N, L, ...) or names; default all
-	Gzip       *bool    `toml:"gzip"`       // default true
+	Gzip       *bool    `toml:"gzip"`       // default true (line protocol; remote write is snappy-compressed)
+	Path       string   `toml:"path"`       // prometheus: the write path; default /api/v1/write
 
 	writeURL   string
 	timeout    time.Duration
@@ -40,7 +42,7 @@ type Config struct {
 }
 
 // Targets this agent forwards to.
-var Targets = []string{"influxdb", "influxdb2", "victoriametrics"}
+var Targets = []string{"influxdb", "influxdb2", "victoriametrics", "prometheus"}
 
 // categoryLetters are DataKit's short names of its categories.
 var categoryLetters = map[string]string{"M": "metric", "N": "network", "K": "keyevent", "O": "object",
@@ -116,6 +118,15 @@ func (c *Config) buildURL() (string, error) {
 			return "", fmt.Errorf("org, bucket: both needed by target influxdb2 (/api/v2/write)")
 		}
 		return base + "/api/v2/write?" + url.Values{"org": {c.Org}, "bucket": {c.Bucket}, "precision": {"ns"}}.Encode(), nil
+	case "prometheus":
+		path := c.Path
+		if path == "" {
+			path = "/api/v1/write"
+		}
+		if !strings.HasPrefix(path, "/") {
+			return "", fmt.Errorf("path: %q does not start with / (e.g. \"/api/v1/receive\" for Thanos)", c.Path)
+		}
+		return base + path, nil
 	default: // victoriametrics single node; a cluster's vminsert takes url = ".../insert/<tenant>/influx/write"
 		return base + "/write", nil
 	}

@@ -146,32 +146,42 @@ func retryable(status int) bool {
 		status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound
 }
 
-// post sends pts as line protocol and returns the engine's status and the start of its answer.
+// post sends pts (as line protocol, or a remote write request) and returns the engine's status and the
+// start of its answer.
 func (s *Sink) post(ctx context.Context, pts []store.Point) (int, string, error) {
+	hdr := http.Header{}
 	var body []byte
-	var err error
-	for i := range pts {
-		if body, err = pts[i].AppendLineProtocol(body); err != nil {
-			return 0, "", fmt.Errorf("encode %s: %w", pts[i].Measurement, err)
+	if s.cfg.Target == "prometheus" {
+		var samples int
+		if body, samples = remoteWriteBody(pts); samples == 0 {
+			return http.StatusNoContent, "", nil // no numeric field: nothing to send
 		}
-		body = append(body, '\n')
+		hdr.Set("Content-Type", "application/x-protobuf")
+		hdr.Set("Content-Encoding", "snappy")
+		hdr.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	} else {
+		var err error
+		for i := range pts {
+			if body, err = pts[i].AppendLineProtocol(body); err != nil {
+				return 0, "", fmt.Errorf("encode %s: %w", pts[i].Measurement, err)
+			}
+			body = append(body, '\n')
+		}
+		hdr.Set("Content-Type", "text/plain; charset=utf-8")
+		if s.cfg.gzip {
+			var z bytes.Buffer
+			zw := gzip.NewWriter(&z)
+			zw.Write(body)
+			zw.Close()
+			body = z.Bytes()
+			hdr.Set("Content-Encoding", "gzip")
+		}
 	}
-	var rd io.Reader = bytes.NewReader(body)
-	if s.cfg.gzip {
-		var z bytes.Buffer
-		zw := gzip.NewWriter(&z)
-		zw.Write(body)
-		zw.Close()
-		rd = &z
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.writeURL, rd)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.writeURL, bytes.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	if s.cfg.gzip {
-		req.Header.Set("Content-Encoding", "gzip")
-	}
+	req.Header = hdr
 	if s.cfg.Token != "" {
 		scheme := "Bearer"
 		if s.cfg.Target == "influxdb2" {

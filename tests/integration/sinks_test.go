@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// sinksConf is the [sinks] of datakit.conf forwarding to vm and influx.
-func sinksConf(vm, influx *engine) string {
+// sinksConf is the [sinks] of datakit.conf forwarding to vm (line protocol), influx, and rw (Prometheus
+// remote write, another VictoriaMetrics: its series would mix with vm's).
+func sinksConf(vm, influx, rw *engine) string {
 	return fmt.Sprintf(`
 [sinks]
   [[sinks.sink]]
@@ -23,7 +24,12 @@ func sinksConf(vm, influx *engine) string {
     database = "db0"
     categories = ["M", "N", "L"]
     timeout = "2s"
-`, vm.addr, influx.addr)
+  [[sinks.sink]]
+    id = "rw"
+    target = "prometheus"
+    host = %q
+    timeout = "2s"
+`, vm.addr, influx.addr, rw.addr)
 }
 
 // postSinkPoints posts batches of 100 points of measurement sinktest, keys from first, and returns the next
@@ -69,8 +75,8 @@ func influxCount(t *testing.T, influx *engine) (count, sum int64) {
 // the API acknowledged must be in both engines: VictoriaMetrics (no deduplication) shows any point sent
 // twice, InfluxDB overwrites a point written again (same series and time).
 func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) {
-	vm, influx := startVictoriaMetrics(t), startInfluxDB(t)
-	a := launchAgentMain(t, "", sinksConf(vm, influx))
+	vm, influx, rw := startVictoriaMetrics(t), startInfluxDB(t), startVictoriaMetrics(t)
+	a := launchAgentMain(t, "", sinksConf(vm, influx, rw))
 	a.waitPing(30 * time.Second)
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 
@@ -97,23 +103,27 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 	a.waitPing(30 * time.Second)
 	restarted := time.Now()
 
-	var keys, samples int
+	var keys, samples, rwKeys, rwSamples int
 	var count, sum int64
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		keys, samples = vmKeys(t, vm)
+		rwKeys, rwSamples = vmKeys(t, rw)
 		count, sum = influxCount(t, influx)
-		if keys == n && count == int64(n) {
+		if keys == n && count == int64(n) && rwKeys == n {
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	took := time.Since(restarted)
 	wantSum := int64(n) * int64(n-1) / 2
-	t.Logf("%d points acknowledged; VictoriaMetrics: %d keys, %d samples (%d sent twice); InfluxDB: count %d, sum %d; all in %v after the restart",
-		n, keys, samples, samples-keys, count, sum, took.Round(100*time.Millisecond))
+	t.Logf("%d points acknowledged; VictoriaMetrics: %d keys, %d samples (%d sent twice); remote write: %d keys; InfluxDB: count %d, sum %d; all in %v after the restart",
+		n, keys, samples, samples-keys, rwKeys, count, sum, took.Round(100*time.Millisecond))
 	if keys != n || samples < n {
 		t.Errorf("VictoriaMetrics holds %d of the %d keys (%d samples)", keys, n, samples)
+	}
+	if rwKeys != n || rwSamples < n {
+		t.Errorf("remote write: VictoriaMetrics holds %d of the %d keys in %d samples", rwKeys, n, rwSamples)
 	}
 	if count != int64(n) || sum != wantSum {
 		t.Errorf("InfluxDB holds count %d, sum %d; want %d and %d", count, sum, n, wantSum)
@@ -122,7 +132,7 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 		t.Errorf("the local store holds %d points, want %d", len(st), n)
 	}
 	// Each sink's health, stored every 10 s as a datakit point: nothing left behind, nothing lost or dropped.
-	for _, id := range []string{"vm", "influx"} {
+	for _, id := range []string{"vm", "influx", "rw"} {
 		var p lpPoint
 		a.waitFor("sink "+id+"'s health with an empty backlog", 30*time.Second, func() bool {
 			pts := a.query("datakit", "1m", "sink:"+id)
@@ -139,8 +149,8 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 	}
 	addFault(t, faultRow{Case: "sinks: engines down, agent kill -9 mid-forward",
 		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v; VictoriaMetrics hung 3 s under a 20 000-point backlog, resumed, the agent SIGKILLed 100 ms later and restarted", outage),
-		Acked: fmt.Sprint(n), Found: fmt.Sprintf("VictoriaMetrics %d, InfluxDB %d", keys, count),
-		Lost: fmt.Sprintf("%d, %d", max(0, n-keys), max(0, int64(n)-count)), Dup: fmt.Sprintf("VictoriaMetrics %d (InfluxDB overwrites)", samples-keys),
+		Acked: fmt.Sprint(n), Found: fmt.Sprintf("VictoriaMetrics %d, InfluxDB %d, remote write %d", keys, count, rwKeys),
+		Lost: fmt.Sprintf("%d, %d, %d", max(0, n-keys), max(0, int64(n)-count), max(0, n-rwKeys)), Dup: fmt.Sprintf("VictoriaMetrics %d, remote write %d (InfluxDB overwrites)", samples-keys, rwSamples-rwKeys),
 		Recovered: took.Round(100 * time.Millisecond).String(),
 		Detail:    "duplicates: batches the engine stored while the sink had timed out, or before the kill moved the cursor"})
 }

@@ -208,8 +208,15 @@ func mapFullTCP(t *testing.T, a *agent, entries int) {
 // ingress).
 func mapFullUDP(t *testing.T, a *agent, entries int) {
 	const m, size = 400, 64
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	must(t, err)
+	// Below the ephemeral range: a server reported without its owner (so as outgoing) keeps its port as
+	// src_port, where an ephemeral one would be folded into "*".
+	var srv *net.UDPConn
+	var err error
+	for p := 20000 + os.Getpid()%5000; srv == nil; p++ {
+		if srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p}); err != nil && p > 29999 {
+			t.Fatalf("harness: no free UDP port below 30000: %v", err)
+		}
+	}
 	defer srv.Close()
 	port := srv.LocalAddr().(*net.UDPAddr).Port
 	before, _ := latestSelfPoint(a)

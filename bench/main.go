@@ -234,7 +234,7 @@ func measureWith(root string, w workload, mode, cfg string, rate float64, d time
 		w.after()
 	}
 	if o != nil {
-		if err := o.finish(a); err != nil {
+		if err := o.finish(); err != nil {
 			return r, stored{}, err
 		}
 	}

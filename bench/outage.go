@@ -25,6 +25,10 @@ type outage struct {
 	done        chan error
 }
 
+// backlogDone is more than any workload makes in one interval (W5 at saturation: about 1000, queued when the
+// health point is made), far less than an outage leaves: below it the backlog is posted.
+const backlogDone = 5000
+
 func newOutage(hold time.Duration) *outage {
 	return &outage{after: 2 * benchInterval, hold: hold, done: make(chan error, 1)}
 }
@@ -32,7 +36,9 @@ func newOutage(hold time.Duration) *outage {
 // runLength is the load's duration: the outage, with intervals before it and after it to recover in.
 func (o *outage) runLength() time.Duration { return o.after + o.hold + 6*benchInterval }
 
-// begin starts the outage timeline of a's agent process (its collector keeps running).
+// begin starts the outage timeline of a's agent process (its collector keeps running), and then, while the
+// load goes on, watches for the collector to have posted its backlog: its latest health point, made after
+// the agent came back, queues fewer than backlogDone points.
 func (o *outage) begin(a *agent) {
 	go func() {
 		time.Sleep(o.after)
@@ -42,32 +48,29 @@ func (o *outage) begin(a *agent) {
 		}
 		fmt.Printf("  agent stopped for %v\n", o.hold)
 		time.Sleep(o.hold)
-		err := a.cmd.Process.Signal(syscall.SIGCONT)
+		if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			o.done <- fmt.Errorf("continue the agent: %w", err)
+			return
+		}
 		o.resumed = time.Now()
-		o.done <- err
+		for deadline := o.resumed.Add(10 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			p, ok, err := a.latest("datakit_ebpf")
+			if err != nil {
+				o.done <- err
+				return
+			}
+			if ok && p.time.After(o.resumed) && sumSuffix(p.lpPoint, "_points_queued") < backlogDone {
+				o.recovered = p.time.Sub(o.resumed)
+				o.done <- nil
+				return
+			}
+		}
+		o.done <- fmt.Errorf("the collector's backlog was not posted within 10 minutes of the agent's return")
 	}()
 }
 
-// finish waits for the outage's end, then for the collector to have posted its backlog: its latest health
-// point, made after the agent came back, queues fewer points than one interval makes.
-func (o *outage) finish(a *agent) error {
-	if err := <-o.done; err != nil {
-		return err
-	}
-	deadline := o.resumed.Add(10 * time.Minute)
-	for time.Now().Before(deadline) {
-		p, ok, err := a.latest("datakit_ebpf")
-		if err != nil {
-			return err
-		}
-		if ok && p.time.After(o.resumed) && sumSuffix(p.lpPoint, "_points_queued") < 1000 {
-			o.recovered = p.time.Sub(o.resumed)
-			return nil
-		}
-		time.Sleep(benchInterval / 2)
-	}
-	return fmt.Errorf("the collector's backlog was not posted within 10 minutes of the agent's return")
-}
+// finish waits for begin's timeline to end.
+func (o *outage) finish() error { return <-o.done }
 
 // sumSuffix sums p's integer fields named *suffix.
 func sumSuffix(p lpPoint, suffix string) int64 {

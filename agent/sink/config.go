@@ -12,6 +12,7 @@ package sink
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -70,7 +71,7 @@ func (c *Config) Check() error {
 		name, ok := categoryLetters[strings.ToUpper(cat)]
 		if !ok {
 			name = strings.ToLower(cat)
-			if !slices.Contains(mapsValues(categoryLetters), name) {
+			if !slices.Contains(slices.Collect(maps.Values(categoryLetters)), name) {
 				return fmt.Errorf("categories: %q is not a DataKit category (M, N, K, O, CO, L, T, R, S, P or their names)", cat)
 			}
 		}
@@ -135,12 +136,4 @@ func (c *Config) buildURL() (string, error) {
 // wants says whether the sink forwards points of category.
 func (c *Config) wants(category string) bool {
 	return len(c.categories) == 0 || slices.Contains(c.categories, category)
-}
-
-func mapsValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }

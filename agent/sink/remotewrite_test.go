@@ -38,15 +38,14 @@ func decodeWriteRequest(t *testing.T, body []byte) []string {
 				t.Fatal(err)
 			}
 			msg, _ := fc.MessageData()
-			var a, b easyproto.FieldContext
+			var b easyproto.FieldContext
 			var name, value string
 			var v float64
 			var ms int64
 			for len(msg) > 0 {
-				if msg, err = a.NextField(msg); err != nil {
+				if msg, err = b.NextField(msg); err != nil {
 					t.Fatal(err)
 				}
-				b = a
 				switch {
 				case fc.FieldNum == 1 && b.FieldNum == 1:
 					name, _ = b.String()
@@ -79,7 +78,9 @@ func TestRemoteWriteHasOneSamplePerNumericFieldWithSortedCleanLabels(t *testing.
 	body, n := remoteWriteBody(pts)
 	got := decodeWriteRequest(t, body)
 	// Sorted by name (bytes), __name__ among them: "Zone" < "_1bad_key" < "__name__" < "dst_port".
-	labels := func(name string) string { return "Zone=a,_1bad_key=x,__name__=" + name + ",dst_port=443,src_ip=10.0.0.1" }
+	labels := func(name string) string {
+		return "Zone=a,_1bad_key=x,__name__=" + name + ",dst_port=443,src_ip=10.0.0.1"
+	}
 	want := []string{
 		labels("netflow_bytes_read") + " 42 @1700000000123",
 		labels("netflow_ratio") + " 0.5 @1700000000123",

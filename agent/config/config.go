@@ -292,6 +292,15 @@ func Load(dir string, opts Options) (*Config, error) {
 		}
 		c.Token = t
 	}
+	// DataKit's ENV_SINK_<letter>, when any is set, replace datakit.conf's [[sinks.sink]], as DataKit does.
+	if sinks, set, err := sink.FromEnv(opts.Lookup); err != nil {
+		return nil, err
+	} else if set {
+		if len(c.Main.Sinks.Sink) > 0 {
+			opts.Log.Printf("config: ENV_SINK_* are set: they replace the %d sink(s) of %s", len(c.Main.Sinks.Sink), MainFile)
+		}
+		c.Main.Sinks.Sink = sinks
+	}
 	if !isLoopback(c.Listen) && c.Token == "" {
 		_, port, _ := net.SplitHostPort(c.Listen)
 		return nil, fmt.Errorf("%s %q is not a loopback address: flows and bash history would be readable by anyone who can reach it; "+

@@ -130,6 +130,8 @@ func TestConfigErrorsNameFileKeyAndValue(t *testing.T) {
 			[]string{`conf.d/datakit.conf: sinks.sink[0].database: missing (target influxdb writes to /write?db=<database>)`}},
 		{"two sinks, one id", map[string]string{"conf.d/datakit.conf": "[[sinks.sink]]\n  target = \"victoriametrics\"\n  host = \"a:1\"\n  id = \"x\"\n[[sinks.sink]]\n  target = \"victoriametrics\"\n  host = \"b:1\"\n  id = \"x\"\n"}, nil,
 			[]string{`conf.d/datakit.conf: sinks.sink[1].id: "x" is sinks.sink[0]'s too`}},
+		{"env sink without database", nil, map[string]string{"ENV_SINK_N": "influxdb://localhost:8086"},
+			[]string{`ENV_SINK_N: sink 1 (influxdb://localhost:8086): database: missing`}},
 		{"input as a key", map[string]string{"conf.d/host/ebpf.conf": "input = \"ebpf\"\n"}, nil,
 			[]string{`conf.d/host/ebpf.conf: input: unknown key (did you mean [[inputs.<name>]]?) (line 1)`}},
 		{"misspelt input in ENV_ENABLE_INPUTS", nil, map[string]string{"ENV_ENABLE_INPUTS": "cpu,epbf"},
@@ -452,5 +454,19 @@ func TestEnvHostnameAndGlobalHostTags(t *testing.T) {
 	bad := writeFiles(t, map[string]string{MainFile: "[global_host_tags]\n  \"a=b\" = \"x\"\n"})
 	if _, _, err := load(t, bad, nil); err == nil || !strings.Contains(err.Error(), "conf.d/datakit.conf: global_host_tags.a=b: invalid tag") {
 		t.Errorf("bad tag key: err = %v", err)
+	}
+}
+
+func TestEnvSinksReplaceTheSinksOfDatakitConf(t *testing.T) {
+	dir := writeFiles(t, map[string]string{MainFile: "[[sinks.sink]]\n  target = \"victoriametrics\"\n  host = \"a:1\"\n"})
+	c, logs, err := load(t, dir, map[string]string{"ENV_SINK_M": "influxdb://127.0.0.1:8086?database=db0", "ENV_SINK_N": "influxdb://127.0.0.1:8086?database=db0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Main.Sinks.Sink) != 1 || c.Main.Sinks.Sink[0].ID != "influxdb-127.0.0.1:8086" || strings.Join(c.Main.Sinks.Sink[0].Categories, ",") != "M,N" {
+		t.Errorf("sinks = %+v", c.Main.Sinks.Sink)
+	}
+	if !strings.Contains(logs, "ENV_SINK_* are set: they replace the 1 sink(s) of conf.d/datakit.conf") {
+		t.Errorf("logs: %s", logs)
 	}
 }

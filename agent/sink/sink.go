@@ -148,7 +148,11 @@ func retryable(status int) bool {
 
 // post sends pts (as line protocol, or a remote write request) and returns the engine's status and the
 // start of its answer.
-func (s *Sink) post(ctx context.Context, pts []store.Point) (int, string, error) {
+func (s *Sink) post(ctx context.Context, stored []store.Point) (int, string, error) {
+	pts := make([]store.Point, len(stored))
+	for i, p := range stored {
+		pts[i] = forwardForm(p)
+	}
 	hdr := http.Header{}
 	var body []byte
 	if s.cfg.Target == "prometheus" {

@@ -69,12 +69,12 @@ func influxCount(t *testing.T, influx *engine) (count, sum int64) {
 	return num(rows[0][1]), num(rows[0][2])
 }
 
-// TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill forwards to a real VictoriaMetrics and a real
+// TestFaultSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill forwards to a real VictoriaMetrics and a real
 // InfluxDB while VictoriaMetrics hangs (SIGSTOP: connections accepted, no answer) and InfluxDB is killed
 // and restarted, then kills the agent (SIGKILL) while it forwards a backlog, and restarts it. Every point
 // the API acknowledged must be in both engines: VictoriaMetrics (no deduplication) shows any point sent
 // twice, InfluxDB overwrites a point written again (same series and time).
-func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) {
+func TestFaultSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) {
 	vm, influx, rw := startVictoriaMetrics(t), startInfluxDB(t), startVictoriaMetrics(t)
 	a := launchAgentMain(t, "", sinksConf(vm, influx, rw))
 	a.waitPing(30 * time.Second)
@@ -82,12 +82,17 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 
 	n := postSinkPoints(t, a, base, 0, 20)
 
-	// Outage: VictoriaMetrics hung, InfluxDB gone, while the API keeps acknowledging.
+	// Outage: VictoriaMetrics hung, InfluxDB gone, while the API acknowledges 100 points every 500 ms
+	// (`make faults`: for 10 minutes).
 	vm.pause()
 	influx.kill()
 	outage := 5 * time.Second
-	n = postSinkPoints(t, a, base, n, 20)
-	time.Sleep(outage)
+	if faultsLong {
+		outage = 10 * time.Minute
+	}
+	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		n = postSinkPoints(t, a, base, n, 1)
+	}
 	vm.resume()
 	influx.start()
 
@@ -105,7 +110,7 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 
 	var keys, samples, rwKeys, rwSamples int
 	var count, sum int64
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(90*time.Second + outage/2)
 	for time.Now().Before(deadline) {
 		keys, samples = vmKeys(t, vm)
 		rwKeys, rwSamples = vmKeys(t, rw)
@@ -148,7 +153,7 @@ func TestSinksDeliverEveryAcknowledgedPointThroughOutagesAndAKill(t *testing.T) 
 		t.Logf("sink %s after the restart: %d points sent, %d requests failed", id, intField(p, "sink_points_sent"), intField(p, "sink_requests_failed"))
 	}
 	addFault(t, faultRow{Case: "sinks: engines down, agent kill -9 mid-forward",
-		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v; VictoriaMetrics hung 3 s under a 20 000-point backlog, resumed, the agent SIGKILLed 100 ms later and restarted", outage),
+		Done:  fmt.Sprintf("VictoriaMetrics hung and InfluxDB killed %v, 100 points acknowledged every 500 ms; VictoriaMetrics hung 3 s under a 20 000-point backlog, resumed, the agent SIGKILLed 100 ms later and restarted", outage),
 		Acked: fmt.Sprint(n), Found: fmt.Sprintf("VictoriaMetrics %d, InfluxDB %d, remote write %d", keys, count, rwKeys),
 		Lost: fmt.Sprintf("%d, %d, %d", max(0, n-keys), max(0, int64(n)-count), max(0, n-rwKeys)), Dup: fmt.Sprintf("VictoriaMetrics %d, remote write %d (InfluxDB overwrites)", samples-keys, rwSamples-rwKeys),
 		Recovered: took.Round(100 * time.Millisecond).String(),

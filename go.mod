@@ -7,6 +7,7 @@ require (
 	github.com/GuanceCloud/cliutils v1.1.21
 	github.com/VictoriaMetrics/easyproto v0.1.4
 	github.com/aquasecurity/libbpfgo v0.7.0-libbpf-1.4
+	github.com/chromedp/chromedp v0.23.1
 	github.com/creack/pty v1.1.24
 	github.com/gogo/protobuf v1.3.2
 	github.com/influxdata/line-protocol/v2 v2.2.1
@@ -28,9 +29,11 @@ require (
 	github.com/aliyun/aliyun-oss-go-sdk v2.1.2+incompatible // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.2.0 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.1 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/go-openapi/jsonpointer v1.0.0 // indirect
 	github.com/go-openapi/jsonreference v1.0.0 // indirect

@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
@@ -21,6 +23,7 @@ import (
 	"dkebpf/agent/config"
 	"dkebpf/agent/sink"
 	"dkebpf/agent/store"
+	"dkebpf/agent/view"
 	"dkebpf/inputs/external"
 )
 
@@ -77,6 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 			states = append(states, s)
 		}
 	}
+	var running atomic.Pointer[[]*sink.Sink] // the sinks once started, for GET /v1/monitor
 	handler := api.New(api.Options{
 		Store:      st,
 		Version:    Version,
@@ -90,6 +94,17 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			return out
 		},
+		Listen: cfg.Listen,
+		StoreStatus: func() api.StoreStatus {
+			used, _ := st.UsedSize()
+			return api.StoreStatus{Path: cfg.StorePath, UsedBytes: used, MaxBytes: cmp.Or(cfg.MaxSize, store.DefaultMaxSize)}
+		},
+		Sinks: func() []api.SinkStatus {
+			if s := running.Load(); s != nil {
+				return sinkStatuses(st, *s)
+			}
+			return nil
+		},
 	})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -99,7 +114,8 @@ func Run(ctx context.Context, opts Options) error {
 	// A client that is slow to send its request, or to read the answer, or that opens connections without
 	// end, holds at most maxConns connections and each for a bounded time.
 	ln = netutil.LimitListener(ln, maxConns)
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout,
+	// The local page at / and /view/ (it checks the token itself); every other path is the API.
+	srv := &http.Server{Handler: view.Mount(handler, view.Options{Store: st, Token: cfg.Token, Log: logger}), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout,
 		WriteTimeout: writeTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
@@ -119,6 +135,7 @@ func Run(ctx context.Context, opts Options) error {
 		wg.Wait()
 		return err
 	}
+	running.Store(&sinks)
 	if len(sinks) > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); reportSinks(bg, st, sinks, cfg.GlobalTags, logger) }()
@@ -207,22 +224,16 @@ func reportSinks(ctx context.Context, st *store.Store, sinks []*sink.Sink, globa
 			return
 		case now := <-t.C:
 			var pts []store.Point
-			for _, s := range sinks {
-				state, err := st.Sink(s.ID())
-				if err != nil {
-					continue
-				}
-				backlog, oldest, err := st.Backlog(s.ID())
-				if err != nil {
+			for _, c := range sinkStatuses(st, sinks) {
+				if c.Error != "" {
 					continue
 				}
 				age := int64(0)
-				if oldest != 0 {
-					age = max(0, now.UnixNano()-oldest) / int64(time.Second)
+				if !c.BacklogOldest.IsZero() {
+					age = max(0, now.Sub(c.BacklogOldest).Nanoseconds()) / int64(time.Second)
 				}
-				c := s.Stats()
 				p := store.Point{Category: "metric", Input: "datakit", Measurement: "datakit", Time: now,
-					Tags: []store.Tag{{Key: "sink", Value: s.ID()}, {Key: "sink_target", Value: s.Target()}}}
+					Tags: []store.Tag{{Key: "sink", Value: c.ID}, {Key: "sink_target", Value: c.Target}}}
 				for k, v := range globalTags {
 					if k != "sink" && k != "sink_target" {
 						p.Tags = append(p.Tags, store.Tag{Key: k, Value: v})
@@ -231,9 +242,9 @@ func reportSinks(ctx context.Context, st *store.Store, sinks []*sink.Sink, globa
 				for _, f := range []struct {
 					k string
 					v int64
-				}{{"sink_points_sent", c.Sent}, {"sink_requests_failed", c.Failed}, {"sink_points_retried", c.Retried},
-					{"sink_points_dropped", c.Dropped}, {"sink_points_damaged", c.Damaged}, {"sink_points_lost", state.Lost},
-					{"sink_backlog_points", backlog}, {"sink_backlog_age_seconds", age}} {
+				}{{"sink_points_sent", c.SentPoints}, {"sink_requests_failed", c.FailedRequests}, {"sink_points_retried", c.RetriedPoints},
+					{"sink_points_dropped", c.DroppedPoints}, {"sink_points_damaged", c.DamagedPoints}, {"sink_points_lost", c.LostPoints},
+					{"sink_backlog_points", c.BacklogPoints}, {"sink_backlog_age_seconds", age}} {
 					p.Fields = append(p.Fields, store.Field{Key: f.k, Value: lineprotocol.IntValue(f.v)})
 				}
 				pts = append(pts, p)
@@ -243,4 +254,28 @@ func reportSinks(ctx context.Context, st *store.Store, sinks []*sink.Sink, globa
 			}
 		}
 	}
+}
+
+// sinkStatuses returns each sink's counters since the agent started, what the store's size bound took from
+// it, and its backlog: the points stored after its cursor and the time of the oldest.
+func sinkStatuses(st *store.Store, sinks []*sink.Sink) []api.SinkStatus {
+	out := make([]api.SinkStatus, 0, len(sinks))
+	for _, s := range sinks {
+		c := s.Stats()
+		ss := api.SinkStatus{ID: s.ID(), Target: s.Target(), SentPoints: c.Sent, FailedRequests: c.Failed,
+			RetriedPoints: c.Retried, DroppedPoints: c.Dropped, DamagedPoints: c.Damaged}
+		state, err := st.Sink(s.ID())
+		if err == nil {
+			ss.LostPoints = state.Lost
+			var oldest int64
+			if ss.BacklogPoints, oldest, err = st.Backlog(s.ID()); err == nil && oldest != 0 {
+				ss.BacklogOldest = time.Unix(0, oldest)
+			}
+		}
+		if err != nil {
+			ss.Error = err.Error()
+		}
+		out = append(out, ss)
+	}
+	return out
 }

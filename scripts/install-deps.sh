@@ -3,7 +3,8 @@
 # machine that already has everything is left untouched and no network is used.
 set -euo pipefail
 
-pkgs=(clang llvm bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables victoria-metrics influxdb)
+# chromium: the local page's browser test (tests/integration/view_test.go) drives it headless.
+pkgs=(clang llvm bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables victoria-metrics influxdb chromium)
 # libbpf 1.4 headers and static library come from bookworm-backports.
 backports=(libbpf-dev)
 

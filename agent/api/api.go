@@ -57,6 +57,11 @@ type Options struct {
 	// Token, when set, is required of every request but GET /v1/ping: "Authorization: Bearer <token>" or
 	// DataKit's "X-Token: <token>".
 	Token string
+	// For GET /v1/monitor: the configured listen address, the store's path and sizes, and each sink's
+	// status; the functions may be nil.
+	Listen      string
+	StoreStatus func() StoreStatus
+	Sinks       func() []SinkStatus
 }
 
 // Limits of the API: one client can neither stall it nor exhaust the agent's memory.
@@ -94,6 +99,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	lastError map[string]LastError
+	// points written per (category, measurement), for GET /v1/monitor (monitor.go)
+	measurements      map[measurementKey]*measurementCounter
+	otherMeasurements *measurementCounter
 }
 
 // LastError is the last error an input reported through /v1/lasterror.
@@ -120,6 +128,7 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("GET /v1/query", s.query)
 	s.mux.HandleFunc("GET /v1/externals", s.externals)
 	s.mux.HandleFunc("GET /v1/lasterror", s.lastErrors)
+	s.mux.HandleFunc("GET /v1/monitor", s.monitor)
 	return s
 }
 
@@ -212,8 +221,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 	if isTrue(q.Get("ignore_global_host_tags")) || isTrue(q.Get("ignore_global_tags")) {
 		global = nil
 	}
+	var counts writeCounts // for GET /v1/monitor
 	add := func(p *store.Point) error {
 		addTags(p, global)
+		counts.add(p.Measurement)
 		return batch.Add(p)
 	}
 	code := "invalidLinePoint" // DataKit's error code for a bad point of each format
@@ -248,7 +259,8 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "noPoints", "no points in body")
 		return
 	}
-	if _, err := s.opts.Store.Commit(batch); err != nil {
+	dup, err := s.opts.Store.Commit(batch)
+	if err != nil {
 		s.opts.Log.Printf("api: %s from %s: %v", r.URL.Path, input, err)
 		if errors.Is(err, store.ErrTooLarge) {
 			fail(w, http.StatusRequestEntityTooLarge, "bodyTooLarge", "%v", err)
@@ -256,6 +268,9 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request) {
 		}
 		fail(w, http.StatusInternalServerError, "storeFailed", "%v", err)
 		return
+	}
+	if !dup {
+		s.counted(category, &counts)
 	}
 	w.WriteHeader(http.StatusOK)
 }

@@ -1,6 +1,7 @@
 // Command datakit is the parent agent: `datakit run` runs the agent,
-// `datakit query` reads stored points, `datakit install --ebpf` installs the
-// collector and checks the kernel, `datakit version` prints the version.
+// `datakit query` reads stored points, `datakit monitor` shows the running
+// agent, `datakit install --ebpf` installs the collector and checks the
+// kernel, `datakit version` prints the version.
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"dkebpf/agent/api"
 	"dkebpf/agent/config"
 	"dkebpf/agent/kernelcheck"
+	"dkebpf/agent/monitor"
 	"dkebpf/agent/store"
 	_ "dkebpf/inputs/all"
 )
@@ -32,6 +34,7 @@ import (
 const usage = `usage:
   datakit [run] [--dir DIR]
   datakit query MEASUREMENT [--since 5m] [--until T] [--tag k=v ...] [--category C] [--limit N] [--dir DIR]
+  datakit monitor [--refresh 5s] [--once] [--dir DIR]
   datakit install --ebpf [--from PATH] [--dir DIR]
   datakit version
 
@@ -62,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args, stderr)
 	case "query":
 		err = query(args, stdout, stderr)
+	case "monitor":
+		err = monitorCmd(args, stdout)
 	case "install":
 		err = install(args, stdout)
 	case "version":
@@ -187,7 +192,7 @@ func query(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	base := "http://" + config.ClientAddr(cfg.Listen)
+	base, token := agentAPI(cfg)
 	client := &http.Client{Timeout: 30 * time.Second}
 	if agentAnswers(base) {
 		v := url.Values{"measurement": {measurement}, "since": {*since}, "until": {*until},
@@ -195,10 +200,6 @@ func query(args []string, stdout, stderr io.Writer) error {
 		req, err := http.NewRequest(http.MethodGet, base+"/v1/query?"+v.Encode(), nil)
 		if err != nil {
 			return err
-		}
-		token := cfg.Token
-		if t, ok := os.LookupEnv("ENV_HTTP_TOKEN"); ok && t != "" {
-			token = t
 		}
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
@@ -245,6 +246,50 @@ func query(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// agentAPI returns the base URL of the API of the agent configured by cfg (wildcard hosts become loopback)
+// and the token to send it: $ENV_HTTP_TOKEN if set, else [http_api] token.
+func agentAPI(cfg *config.Config) (base, token string) {
+	token = cfg.Token
+	if t, ok := os.LookupEnv("ENV_HTTP_TOKEN"); ok && t != "" {
+		token = t
+	}
+	return "http://" + config.ClientAddr(cfg.Listen), token
+}
+
+func monitorCmd(args []string, stdout io.Writer) error {
+	fs, dirFlag := flagSet("monitor")
+	refresh := fs.Duration("refresh", api.DefaultMonitorWindow, "time between frames, and the window of the points counts (at most 1m)")
+	once := fs.Bool("once", false, "print one frame without escape codes and exit (non-zero if the agent does not answer)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *refresh < time.Second {
+		return fmt.Errorf("%w: --refresh %s: want at least 1s", errUsage, *refresh)
+	}
+	dir, err := installDir(*dirFlag)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.LoadMain(dir)
+	if err != nil {
+		return err
+	}
+	base, token := agentAPI(cfg)
+	terminal := false
+	if f, ok := stdout.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			terminal = true
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return monitor.Run(ctx, monitor.Options{Base: base, Token: token, Refresh: *refresh, Once: *once,
+		Terminal: terminal && !*once, Out: stdout})
 }
 
 // agentAnswers reports whether an agent's API answers /v1/ping at base.

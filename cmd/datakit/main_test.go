@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	lp "github.com/influxdata/line-protocol/v2/lineprotocol"
 
+	"dkebpf/agent/api"
 	"dkebpf/agent/store"
 )
 
@@ -134,5 +137,53 @@ func TestAgentLinksNoCollectorPackage(t *testing.T) {
 		if strings.HasPrefix(pkg, "dkebpf/collector") {
 			t.Errorf("datakit imports %s", pkg)
 		}
+	}
+}
+
+func TestMonitorOncePrintsOneFrameOfTheAgentOfDir(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "points.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const token = "tkn_0123456789abcdef0123456789abcdef"
+	ts := httptest.NewServer(api.New(api.Options{Store: st, Version: "test", Token: token}))
+	defer ts.Close()
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/v1/write/metric", strings.NewReader("cpu u=1\ncpu u=2\nmem f=1i\n"))
+	req.Header.Set("X-Token", token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("write: %v %v", resp, err)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755)
+	conf := "[http_api]\nlisten = \"" + strings.TrimPrefix(ts.URL, "http://") + "\"\ntoken = \"" + token + "\"\n"
+	os.WriteFile(filepath.Join(dir, "conf.d/datakit.conf"), []byte(conf), 0o644)
+
+	code, out, stderr := runCLI("monitor", "--once", "--dir", dir)
+	if code != 0 || strings.Contains(out, "\x1b") {
+		t.Fatalf("exit %d, stderr %q, out %q", code, stderr, out)
+	}
+	var cpu, mem bool
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		cpu = cpu || len(f) >= 4 && f[0] == "metric" && f[1] == "cpu" && f[2] == "2" && f[3] == "2"
+		mem = mem || len(f) >= 4 && f[0] == "metric" && f[1] == "mem" && f[2] == "1" && f[3] == "1"
+	}
+	if !cpu || !mem || !strings.Contains(out, "version  test") {
+		t.Errorf("frame lacks the agent or the rows of cpu (2 points) and mem (1):\n%s", out)
+	}
+
+	// No agent answering: --once fails and says where it looked.
+	os.WriteFile(filepath.Join(dir, "conf.d/datakit.conf"), []byte("[http_api]\nlisten = \"127.0.0.1:1\"\n"), 0o644)
+	code, out, stderr = runCLI("monitor", "--once", "--dir", dir)
+	if code != 1 || out != "" || !strings.Contains(stderr, "datakit monitor: agent at http://127.0.0.1:1") {
+		t.Errorf("unreachable: exit %d, out %q, stderr %q", code, out, stderr)
+	}
+	code, _, stderr = runCLI("monitor", "--refresh", "10ms", "--dir", dir)
+	if code != 2 || !strings.Contains(stderr, "want at least 1s") {
+		t.Errorf("--refresh 10ms: exit %d, stderr %q", code, stderr)
+	}
+	if code, out, _ := runCLI("monitor", "--help"); code != 0 || !strings.Contains(out, "datakit monitor") {
+		t.Errorf("monitor --help: exit %d, out %q", code, out)
 	}
 }

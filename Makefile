@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration fuzz faults test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver test-rootfs image
+.PHONY: all deps build probes collector agent run test unit integration fuzz faults test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver thanos test-rootfs image
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -71,7 +71,7 @@ fuzz:
 # nothing dropped; bench-results/outage-*.md), then every fuzz target for 2 minutes. The table of cases is
 # printed and written to bench-results/faults.txt (~45 min in all).
 OUTAGE ?= 10m
-faults: build kube-apiserver test-rootfs
+faults: build kube-apiserver thanos test-rootfs
 	$(Q)mkdir -p bench-results && rm -f bench-results/faults.txt
 	$(Q)DKEBPF_FAULTS_LONG=1 DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults.txt $(GO) test -count=1 -timeout 60m -run 'TestFault' $(if $(filter 1,$(V)),-v) ./tests/integration; \
 		rc=$$?; cat bench-results/faults.txt 2>/dev/null; exit $$rc
@@ -90,6 +90,11 @@ kube-apiserver:
 	@echo "  KUBE    kube-apiserver v1.37.2 (cached)"
 	$(Q)./scripts/kube-apiserver.sh >/dev/null
 
+# A real Thanos v0.42.5 (receive hashring + query) for the remote-write sink tests, built once into /var/cache/dkebpf-thanos (~5 min, ~1.5 GB RAM the first time).
+thanos:
+	@echo "  THANOS  thanos v0.42.5 (cached)"
+	$(Q)./scripts/thanos.sh >/dev/null
+
 # A Debian root file system for the test containers, made with mmdebstrap once into /var/cache/dkebpf-images.
 test-rootfs:
 	@echo "  ROOTFS  test container image (cached)"
@@ -97,7 +102,7 @@ test-rootfs:
 
 # -p 1: one test package at a time, so no other package's traffic (tests/kubeapi's apiserver and etcd)
 # lands in the fault tests that count what a full kernel map refused.
-integration: kube-apiserver test-rootfs
+integration: kube-apiserver thanos test-rootfs
 	@echo "  TEST    integration (root, real kernel)"
 	$(Q)mkdir -p bench-results && rm -f bench-results/faults-short.txt
 	$(Q)DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults-short.txt $(GO) test -p 1 -count=1 -timeout 20m $(if $(filter 1,$(V)),-v) ./tests/...; \

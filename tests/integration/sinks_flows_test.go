@@ -247,11 +247,14 @@ func checkEnginesHoldTheStore(t *testing.T, a *agent, from, to time.Time, engine
 
 // TestSinksCarryTheExactFlowsToEveryEngine runs the exact netflow (TCP, short and long connections),
 // httpflow (nginx, plain) and dnsflow (dnsmasq) cases with the agent forwarding to a real VictoriaMetrics
-// (line protocol) and a real InfluxDB. The local store must equal the ground truth (as in the cases' own
-// tests), and each engine, read back through its own query API, must hold exactly the local store's flow
-// points of the run: InfluxDB every point whole, VictoriaMetrics every numeric field as a sample.
+// (line protocol), a real InfluxDB and a real Thanos (remote write to a hashring of three receive nodes,
+// replication factor 3, read through thanos query), one receive node stopped from the httpflow case on. The
+// local store must equal the ground truth (as in the cases' own tests), and each engine, read back through
+// its own query API, must hold exactly the local store's flow points of the run: InfluxDB every point whole,
+// VictoriaMetrics and Thanos every numeric field as a sample. Thanos is read with node 1 stopped, then again
+// with node 1 restarted (missing what came while it was down) and node 2 stopped.
 func TestSinksCarryTheExactFlowsToEveryEngine(t *testing.T) {
-	vm, influx := startVictoriaMetrics(t), startInfluxDB(t)
+	vm, influx, th := startVictoriaMetrics(t), startInfluxDB(t), startThanos(t)
 	n := startNginx(t)
 	dns := startDnsmasqEnv(t)
 	conf := ebpfConf(httpflowConf + fmt.Sprintf("\n  dnsflow_ports = [53, %d]", lostPort))
@@ -265,13 +268,18 @@ func TestSinksCarryTheExactFlowsToEveryEngine(t *testing.T) {
   target = "influxdb"
   host = %q
   database = "db0"
-`, vm.addr, influx.addr))
+[[sinks.sink]]
+  id = "thanos"
+  target = "prometheus"
+  url = %q
+`, vm.addr, influx.addr, th.remoteWriteURL(0)))
 	a.waitFor("the collector's first datakit_ebpf point", firstPointTimeout, func() bool {
 		return len(a.query("datakit_ebpf", "1m")) > 0
 	})
 	from := time.Now()
 
 	t.Run("netflow", func(t *testing.T) { checkTCPFlows(t, a, "tcp4", "127.0.0.1", "IPv4") })
+	th.stop(1) // the hashring keeps taking writes and answering queries whole (replication factor 3)
 	t.Run("httpflow", func(t *testing.T) {
 		run := runPlainMix(t, n)
 		settleHTTPFlows(t, a, "plain HTTP", loggedTruth(t, n, n.httpPort, run))
@@ -283,7 +291,24 @@ func TestSinksCarryTheExactFlowsToEveryEngine(t *testing.T) {
 	to := time.Now()
 	time.Sleep(3 * interval) // a flush of the range posted late is in the store
 
-	checkEnginesHoldTheStore(t, a, from, to, []engineCopy{
+	thanos := engineCopy{"Thanos", sampleKeys, func(from, to time.Time) map[string]int {
+		out := map[string]int{}
+		window := strconv.Itoa(int(time.Since(from).Seconds())+60) + "s"
+		for _, s := range th.series(t, `{__name__=~"(netflow|httpflow|dnsflow)_.+"}`, window) {
+			delete(s.Labels, "tenant_id") // receive's own label: the tenant of the write
+			k := seriesKey(s.Labels["__name__"], s.Labels)
+			for _, x := range s.Samples {
+				if x.ms >= from.UnixMilli() && x.ms <= to.UnixMilli() {
+					out[fmt.Sprintf("%s @%d %s", k, x.ms, valueString(x.v))]++
+				}
+			}
+		}
+		return out
+	}}
+	checkEnginesHoldTheStore(t, a, from, to, []engineCopy{thanos}) // receive node 1 stopped
+	th.restart(1)
+	th.stop(2) // node 1 missed what came while it was down: node 0 alone has all of it now
+	checkEnginesHoldTheStore(t, a, from, to, []engineCopy{thanos,
 		{"InfluxDB", pointKeys, func(from, to time.Time) map[string]int {
 			out := map[string]int{}
 			for _, m := range flowMeasurements {

@@ -66,10 +66,10 @@ fuzz:
 	$(Q)FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 # The fault and hostile-input suite at length: the agent hung for 10 minutes under the collector, 10x the
-# writes killed mid-way, and so on (the short versions run in `make integration`), then the agent hung for
+# writes killed mid-way, the sinks' engines down for 10 minutes, and so on (the short versions run in `make integration`), then the agent hung for
 # OUTAGE under the bench's busiest workloads (W5: the most points; W1: the most HTTP exchanges; exact checks,
 # nothing dropped; bench-results/outage-*.md), then every fuzz target for 2 minutes. The table of cases is
-# printed and written to bench-results/faults.txt (~45 min in all).
+# printed and written to bench-results/faults.txt (~55 min in all).
 OUTAGE ?= 10m
 faults: build kube-apiserver thanos test-rootfs
 	$(Q)mkdir -p bench-results && rm -f bench-results/faults.txt

@@ -183,11 +183,7 @@ func query(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 
-	dir, err := installDir(*dirFlag)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.LoadMain(dir)
+	cfg, err := mainConfig(*dirFlag)
 	if err != nil {
 		return err
 	}
@@ -250,6 +246,16 @@ func query(args []string, stdout, stderr io.Writer) error {
 
 // agentAPI returns the base URL of the API of the agent configured by cfg (wildcard hosts become loopback)
 // and the token to send it: $ENV_HTTP_TOKEN if set, else [http_api] token.
+// mainConfig reads datakit.conf of the install dir dirFlag names (installDir).
+func mainConfig(dirFlag string) (*config.Config, error) {
+	dir, err := installDir(dirFlag)
+	if err != nil {
+		return nil, err
+	}
+	return config.LoadMain(dir)
+}
+
+// agentAPI is the address and token a client uses for the agent: ENV_HTTP_TOKEN over datakit.conf, as the agent.
 func agentAPI(cfg *config.Config) (base, token string) {
 	token = cfg.Token
 	if t, ok := os.LookupEnv("ENV_HTTP_TOKEN"); ok && t != "" {
@@ -271,11 +277,7 @@ func monitorCmd(args []string, stdout io.Writer) error {
 	if *refresh < time.Second {
 		return fmt.Errorf("%w: --refresh %s: want at least 1s", errUsage, *refresh)
 	}
-	dir, err := installDir(*dirFlag)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.LoadMain(dir)
+	cfg, err := mainConfig(*dirFlag)
 	if err != nil {
 		return err
 	}

@@ -39,28 +39,37 @@ func (e *engine) start() {
 	done := make(chan struct{})
 	e.done = done
 	go func() { e.cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	last := ""
 	for {
-		if resp, err := http.Get("http://" + e.addr + e.pingPath()); err == nil {
+		if resp, err := http.Get("http://" + e.addr + e.readyPath()); err == nil {
+			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
 				return
 			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
 		}
 		select {
 		case <-done:
-			e.t.Fatalf("%s exited at start:\n%s", e.name, e.log.String())
+			e.t.Fatalf("%s exited at start (%v):\n%s", e.name, e.cmd.ProcessState, logTail(e.log))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("%s did not answer in 30 s:\n%s", e.name, e.log.String())
+			e.t.Fatalf("%s not ready in 60 s (last: %s):\n%s", e.name, last, logTail(e.log))
 		}
 	}
 }
 
-func (e *engine) pingPath() string {
-	if e.name == "influxdb" {
+// readyPath answers 2xx once the engine takes writes and queries.
+func (e *engine) readyPath() string {
+	switch {
+	case e.name == "influxdb":
 		return "/ping"
+	case strings.HasPrefix(e.name, "thanos"):
+		return "/-/ready"
 	}
 	return "/health"
 }

@@ -32,7 +32,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -138,45 +137,11 @@ func startThanosRF(t *testing.T, rf int) *thanosCluster {
 		}
 	})
 	for _, e := range c.receive {
-		thanosStart(e)
+		e.start()
 	}
-	thanosStart(c.querier)
+	c.querier.start()
 	c.waitStores(thanosReplicas)
 	return c
-}
-
-// thanosStart is engine.start with Thanos' readiness endpoint: it fails the test with the log's tail if the
-// process exits or is not ready in 60 s.
-func thanosStart(e *engine) {
-	e.t.Helper()
-	e.cmd = exec.Command(e.args[0], e.args[1:]...)
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	must(e.t, e.cmd.Start())
-	done := make(chan struct{})
-	e.done = done
-	go func() { e.cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(60 * time.Second)
-	last := ""
-	for {
-		if resp, err := http.Get("http://" + e.addr + "/-/ready"); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode/100 == 2 {
-				return
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-done:
-			e.t.Fatalf("%s exited at start (%v):\n%s", e.name, e.cmd.ProcessState, logTail(e.log))
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s not ready in 60 s (last: %s):\n%s", e.name, last, logTail(e.log))
-		}
-	}
 }
 
 func logTail(b *syncBuffer) string {
@@ -217,7 +182,7 @@ func (c *thanosCluster) running() int {
 // the querier sees it again.
 func (c *thanosCluster) restart(i int) {
 	c.t.Helper()
-	thanosStart(c.receive[i])
+	c.receive[i].start()
 	c.waitStores(c.running())
 }
 

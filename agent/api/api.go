@@ -150,11 +150,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authorized(r *http.Request) bool {
-	got := r.Header.Get("X-Token")
-	if a := r.Header.Get("Authorization"); got == "" && len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
-		got = a[7:]
+	return subtle.ConstantTimeCompare([]byte(RequestToken(r)), []byte(s.opts.Token)) == 1
+}
+
+// RequestToken is the token a request sends: DataKit's "X-Token: <token>", else "Authorization: Bearer <token>".
+func RequestToken(r *http.Request) string {
+	if t := r.Header.Get("X-Token"); t != "" {
+		return t
 	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+		return a[7:]
+	}
+	return ""
 }
 
 // acquire takes a slot of sem, or answers 429 and returns false.

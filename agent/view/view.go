@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"dkebpf/agent/api"
 	"dkebpf/agent/store"
 )
 
@@ -141,10 +142,7 @@ func (h *Handler) authorized(r *http.Request) bool {
 	if c, err := r.Cookie(cookieName); err == nil && eq(c.Value, h.cookieValue()) {
 		return true
 	}
-	got := r.Header.Get("X-Token")
-	if a := r.Header.Get("Authorization"); got == "" && len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
-		got = a[7:]
-	}
+	got := api.RequestToken(r)
 	return got != "" && eq(got, h.opts.Token)
 }
 

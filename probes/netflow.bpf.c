@@ -721,8 +721,12 @@ static __always_inline int skb_hook(struct __sk_buff *skb, int egress)
 		udp_count(skb, egress, &p, &uh);
 		if (udp_owner_at_egress && egress)
 			udp_owner_skb(skb);
-		if (dns_enabled)
-			df_udp(skb, egress, &p, &uh);
+		if (dns_enabled && df_udp_port(egress, &uh)) {
+			if (egress)
+				df_udp_out(skb);
+			else
+				df_udp_in(skb);
+		}
 	} else if (p.proto == IPPROTO_TCP && (http_enabled || tls_enabled || dns_enabled)) {
 		struct tcphdr th;
 

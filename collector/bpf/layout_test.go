@@ -28,6 +28,9 @@ func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
 		"nf_udp_val": {nf, netflow.UDPVal{}},
 		"hf_event":   {nf, httpflow.Event{}},
 		"df_event":   {nf, dnsflow.Event{}},
+		"df_key":     {nf, dnsflow.Key{}},
+		"df_query":   {nf, dnsflow.Query{}},
+		"df_acc":     {nf, dnsflow.Acc{}},
 		"bash_line":  {bs, bash.Line{}},
 		"bash_exec":  {bs, bash.Exec{}},
 	} {
@@ -82,9 +85,12 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 			"HF_STAT_PIPELINE_FULL": httpflow.StatPipelineFull, "HF_STAT_DESYNC": httpflow.StatDesync,
 			"HF_STAT_UNANSWERED": httpflow.StatUnanswered, "HF_STAT_TLS_HITS": httpflow.StatTLSHits,
 			"HF_STAT_TLS_CALLS": httpflow.StatTLSCalls, "HF_STAT_MAX": httpflow.StatMax}},
-		{nf, "df_const", map[string]int64{"DF_MSG_LEN": dnsflow.MsgLen, "DF_PORTS_MAX": DNSPortsMax}},
-		{nf, "df_flag", map[string]int64{"DF_F_EGRESS": dnsflow.FlagEgress, "DF_F_OWNER": dnsflow.FlagOwner, "DF_F_TCP_FIN": dnsflow.FlagTCPFin}},
-		{nf, "df_stat", map[string]int64{"DF_STAT_RB_LOST": dnsflow.StatRingLost, "DF_STAT_MAX": dnsflow.StatMax}},
+		{nf, "df_const", map[string]int64{"DF_MSG_LEN": dnsflow.MsgLen, "DF_PORTS_MAX": DNSPortsMax, "DF_NAME_LEN": dnsflow.NameLen}},
+		{nf, "df_flag", map[string]int64{"DF_F_EGRESS": dnsflow.FlagEgress, "DF_F_OWNER": dnsflow.FlagOwner, "DF_F_TCP_FIN": dnsflow.FlagTCPFin,
+			"DF_F_NAMES": dnsflow.FlagNames}},
+		{nf, "df_stat", map[string]int64{"DF_STAT_RB_LOST": dnsflow.StatRingLost, "DF_STAT_QUERIES": dnsflow.StatQueries,
+			"DF_STAT_ANSWERS": dnsflow.StatAnswers, "DF_STAT_RETRIED": dnsflow.StatRetried, "DF_STAT_INFLIGHT_FULL": dnsflow.StatInFlightFull,
+			"DF_STAT_AGG_FULL": dnsflow.StatAggFull, "DF_STAT_MAX": dnsflow.StatMax}},
 		{bs, "bash_const", map[string]int64{"BASH_LINE_LEN": bash.LineLen, "BASH_COMM_LEN": bash.CommLen}},
 		{bs, "bash_stat", map[string]int64{"BASH_STAT_RB_LOST": bash.StatRBLost, "BASH_STAT_EXEC_LOST": bash.StatExecLost, "BASH_STAT_MAX": bash.StatMax}},
 	} {
@@ -104,5 +110,25 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 				t.Errorf("enum %s: %s has no Go mirror in this test", m.enum, member)
 			}
 		}
+	}
+}
+
+// TestDNSOffsetsMatchTheCompiledStructs checks the offsets the DNS counts' reader uses without a mirror.
+func TestDNSOffsetsMatchTheCompiledStructs(t *testing.T) {
+	nf := NetflowObject()
+	_, members, err := StructLayout(nf, "df_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.Name == "epoch" && m.Offset != dfKeyEpoch {
+			t.Errorf("df_key.epoch at %d, dfKeyEpoch %d", m.Offset, dfKeyEpoch)
+		}
+	}
+	if size, _, err := StructLayout(nf, "df_acc"); err != nil || size != dfAccSize {
+		t.Errorf("df_acc: %d bytes (%v), dfAccSize %d", size, err, dfAccSize)
+	}
+	if _, members, err := StructLayout(nf, "df_query"); err != nil || members[0].Name != "ts_ns" || members[0].Offset != dfQueryTsNs {
+		t.Errorf("df_query: %v (%v), dfQueryTsNs %d", members, err, dfQueryTsNs)
 	}
 }

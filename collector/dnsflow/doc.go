@@ -1,6 +1,8 @@
-// Package dnsflow turns the kernel's DNS packets seen on client sockets (struct df_event) into DataKit's
-// dnsflow points: decode, reassemble DNS over TCP, parse, match answers to queries, aggregate per interval.
-// It also keeps the answers' addresses (NameCache), for netflow's dst_domain.
+// Package dnsflow turns what the kernel saw of client sockets' DNS into DataKit's dnsflow points. The
+// kernel pairs most UDP queries with their answers itself and counts them per key (struct df_key), which
+// Plugin.Flush reads; the rest comes as packets (struct df_event), which the Tracker decodes, reassembles
+// (DNS over TCP), parses, matches and aggregates per interval. It also keeps the answers' addresses
+// (NameCache), for netflow's dst_domain.
 //
 // Contract (ref §3.2): one point per (flow, qname, qtype, rcode) and interval, measurement "dnsflow", with
 // DataKit's tags (family, direction=outgoing, transport, src/dst ip, ip type and port, client/server ip and

@@ -79,6 +79,11 @@ func (t *Tracker) answer(r rec, m *message) {
 	} else {
 		t.stats.UnmatchedAnswers++
 	}
+	t.learnNames(qname, m)
+}
+
+// learnNames puts the addresses an answer gave for qname into the name cache.
+func (t *Tracker) learnNames(qname string, m *message) {
 	if qname == "" { // neither the answer nor a query names what was asked
 		return
 	}
@@ -104,4 +109,32 @@ func (t *Tracker) remove(q *query) {
 	delete(t.inflight, q.key)
 	q.prev.next, q.next.prev = q.next, q.prev
 	q.prev, q.next = nil, nil
+}
+
+// AddCounted takes what the kernel counted under one key: count queries of one flow, name, type and rcode
+// (-1: unanswered), their latencies summed and the largest.
+func (t *Tracker) AddCounted(k *Key, count, latencySum, latencyMax uint64) {
+	if t.filtered(flow.Addr(k.T.Family, k.T.Daddr)) {
+		t.stats.Ignored += count
+		return
+	}
+	m, err := parse(k.question())
+	if err != nil {
+		t.stats.Malformed += count
+		return
+	}
+	o := owner{flow.Proc{Pid: k.Pid, Comm: t.comms.Name(k.Comm), Mntns: k.Mntns}, k.Netns}
+	if flow.OwnProcess(o.Comm) { // do not report our own lookups
+		t.stats.Ignored += count
+		return
+	}
+	ak := aggKey{flow: t.flowKey(k.T, o), qname: m.qname, qtype: m.qtype, rcode: int(k.Rcode)}
+	a := t.points[ak]
+	if a == nil {
+		a = &acc{}
+		t.points[ak] = a
+	}
+	a.count += count
+	a.latencySum += latencySum
+	a.latencyMax = max(a.latencyMax, latencyMax)
 }

@@ -12,6 +12,7 @@ const (
 	FlagEgress = 1 // DF_F_EGRESS: sent by the local (client) socket to the server; else received from it
 	FlagOwner  = 2 // DF_F_OWNER: sent in the owner's process context, so Pid, Comm and Netns are the sender's
 	FlagTCPFin = 4 // DF_F_TCP_FIN: the segment carries FIN or RST (its direction of the stream ends)
+	FlagNames  = 8 // DF_F_NAMES: an answer the kernel paired and counted, for the name cache only
 )
 
 // MsgLen is DF_MSG_LEN: the bytes of a packet's DNS payload the kernel copies.

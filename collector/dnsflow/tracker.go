@@ -133,6 +133,14 @@ func (t *Tracker) Add(e *Event) {
 		t.stats.Ignored++
 		return
 	}
+	if e.Flags&FlagNames != 0 { // paired and counted in the kernel: its addresses only
+		if m, err := parse(e.payload()); err == nil && m.response {
+			t.learnNames(m.qname, &m)
+		} else {
+			t.stats.Malformed++
+		}
+		return
+	}
 	r := rec{t: e.T, cookie: e.Cookie, ts: e.TsNs, egress: e.Flags&FlagEgress != 0}
 	if e.Flags&FlagOwner != 0 {
 		r.owner, r.hasOwner = owner{flow.Proc{Pid: e.Pid, Comm: t.comms.Name(e.Comm), Mntns: e.Mntns}, e.Netns}, true

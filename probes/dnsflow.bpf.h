@@ -137,14 +137,14 @@ static __always_inline int df_port(__u16 port)
 
 /* Hands one DNS packet of a client socket to the collector. off/len: its payload in the skb. owner:
  * sent by the socket owner's own call (process context), so the current task is the sender. */
-static __always_inline void df_emit(struct __sk_buff *skb, int egress, const struct pkt *p, __u16 sport,
-				    __u16 dport, __u32 seq, __u32 off, __u32 len, __u8 flags, int owner)
+static __always_inline int df_emit(struct __sk_buff *skb, int egress, const struct pkt *p, __u16 sport,
+				   __u16 dport, __u32 seq, __u32 off, __u32 len, __u8 flags, int owner)
 {
 	__u32 slot = egress ? 0 : 1;
 	struct df_event *e = bpf_map_lookup_elem(&df_scratch, &slot);
 
 	if (!e)
-		return;
+		return 0;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->t.family = p->family;
 	e->t.proto = p->proto;
@@ -183,8 +183,11 @@ static __always_inline void df_emit(struct __sk_buff *skb, int egress, const str
 	__u64 size = offsetof(struct df_event, msg) + (n ? ((n - 1) & (DF_MSG_LEN - 1)) + 1 : 0);
 
 	/* No wakeup: the collector drains on a timer (a wakeup is a self-IPI, several µs here). */
-	if (bpf_ringbuf_output(&df_events, e, size, BPF_RB_NO_WAKEUP))
+	if (bpf_ringbuf_output(&df_events, e, size, BPF_RB_NO_WAKEUP)) {
 		df_stat(DF_STAT_RB_LOST);
+		return 0;
+	}
+	return 1;
 }
 
 /* The DNS header, in network order. */
@@ -219,7 +222,9 @@ static __always_inline void df_count(struct df_work *w, struct df_key *k, __u64 
 	}
 	if (a) {
 		__sync_fetch_and_add(&a->count, 1);
-		__sync_fetch_and_add(&a->latency_sum, latency);
+		/* Not for an unanswered one: clang turns an atomic add of 0 into an atomic OR (Linux 5.12+). */
+		if (latency)
+			__sync_fetch_and_add(&a->latency_sum, latency);
 		if (latency > a->latency_max)
 			a->latency_max = latency;
 	} else {
@@ -374,8 +379,8 @@ static __always_inline int df_udp_answer(struct __sk_buff *skb, struct df_work *
 
 	if (sent && now - *sent < DF_NAMES_REFRESH_NS)
 		return 1;
-	bpf_map_update_elem(&df_names_sent, &sum, &now, BPF_ANY);
-	df_emit(skb, 0, p, sport, dport, 0, off, len, DF_F_NAMES, 0);
+	if (df_emit(skb, 0, p, sport, dport, 0, off, len, DF_F_NAMES, 0)) /* a lost one is sent again next time */
+		bpf_map_update_elem(&df_names_sent, &sum, &now, BPF_ANY);
 	return 1;
 }
 

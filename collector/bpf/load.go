@@ -44,6 +44,7 @@ func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Mod
 			return nil, nil, err
 		}
 		log, err := loadCapturing(m)
+		trimCHeap() // libbpf freed its parse of the kernel's BTF: give it back before anything else grows
 		if err != nil {
 			m.Close()
 			prog, why := refusal(log, err)

@@ -5,11 +5,42 @@ package bpf
 
 /*
 // The Makefile links fully statically (-extldflags -static): datakit-ebpf runs on any host and kernel.
-#cgo LDFLAGS: -lbpf -lelf -lz
+#cgo LDFLAGS: -lbpf -lelf -lz -Wl,--wrap=btf__load_vmlinux_btf
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <malloc.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+
+struct btf *__real_btf__load_vmlinux_btf(void);
+
+// libbpf parses the running kernel's BTF for every object it loads: btf__load_vmlinux_btf reads
+// /sys/kernel/btf/vmlinux into a buffer and btf__new copies it into another, so twice the file's size
+// (2 x 5 MB here) is the collector's memory at once. Since 6.16 the kernel lets the file be mapped (its
+// pages are the kernel's, not the process's): then only btf__new's copy is. The binary is linked with
+// --wrap=btf__load_vmlinux_btf, so libbpf's own calls come here too; where mapping fails (older
+// kernels), libbpf's function does what it always did.
+struct btf *__wrap_btf__load_vmlinux_btf(void)
+{
+	struct btf *btf = NULL;
+	struct stat st;
+	int fd = open("/sys/kernel/btf/vmlinux", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0) {
+		void *data = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (data != MAP_FAILED) {
+			btf = btf__new(data, st.st_size);
+			munmap(data, st.st_size);
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return btf ? btf : __real_btf__load_vmlinux_btf();
+}
 
 // Whether the running kernel's BTF names a type of this kind (e.g. "btf_trace_sock_send_length").
 // The kernel's BTF (several MB parsed) is kept until release_kernel_btf.
@@ -29,6 +60,21 @@ static void release_kernel_btf(void)
 	btf__free(kernel_btf);
 	kernel_btf = NULL;
 }
+
+// The C heap is libbpf's: it parses the kernel's BTF (several MB, twice over while it reads the file)
+// for each object it loads, and frees it after the load. glibc's defaults keep such memory: a freed
+// mmapped block raises the mmap threshold to its size, so the next parse comes from a heap that is not
+// given back, and each thread that calls into C gets its own arena. Fixed thresholds keep big blocks
+// mmapped (returned at free), one arena serves the few C calls the collector makes, and trim_c_heap
+// hands back what a load left free.
+static void tune_c_heap(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 128 << 10);
+	mallopt(M_TRIM_THRESHOLD, 128 << 10);
+	mallopt(M_ARENA_MAX, 1);
+}
+
+static void trim_c_heap(void) { malloc_trim(0); }
 
 // Attaches an iterator program, to a map when map_fd >= 0 (libbpfgo v0.7.0 fills every member of the
 // link-info union, overwriting map_fd with 0). Returns the link fd or a negative errno.
@@ -61,6 +107,7 @@ import (
 
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -74,6 +121,7 @@ import (
 var ErrNotSupported = errors.New("not supported by this kernel")
 
 func init() {
+	C.tune_c_heap()
 	// libbpf prints through libbpfgo's logger ("libbpf: ..."); keep only warnings and errors, and while
 	// an object loads, keep them for loadHooked instead (a refused program is reported, not dumped).
 	libbpfgo.SetLoggerCbs(libbpfgo.Callbacks{
@@ -132,7 +180,14 @@ func kernelHasType(name string, kind int) (bool, error) {
 
 // releaseKernelBTF frees the parsed kernel BTF once the hooks are chosen (libbpf parses its own copy to
 // load, so keeping ours would raise the collector's peak memory).
-func releaseKernelBTF() { C.release_kernel_btf() }
+func releaseKernelBTF() {
+	C.release_kernel_btf()
+	trimCHeap()
+}
+
+// trimCHeap gives the C heap's free memory back to the kernel (after a load, libbpf's parse of the
+// kernel's BTF is free but still resident).
+func trimCHeap() { C.trim_c_heap() }
 
 // openModule opens an embedded object without raising RLIMIT_MEMLOCK (which may be impossible; the
 // kernel charges BPF memory to the cgroup since 5.11). libbpfgo's buffer loader always raises it, so
@@ -144,7 +199,7 @@ func openModule(name string, obj []byte) (*libbpfgo.Module, error) {
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	if _, err := f.Write(obj); err != nil {
+	if err := writeObject(f, obj); err != nil {
 		return nil, fmt.Errorf("write %s to memfd: %w", name, err)
 	}
 	m, err := libbpfgo.NewModuleFromFileArgs(libbpfgo.NewModuleArgs{
@@ -156,6 +211,76 @@ func openModule(name string, obj []byte) (*libbpfgo.Module, error) {
 		return nil, fmt.Errorf("open bpf object %s: %w", name, err)
 	}
 	return m, nil
+}
+
+// writeObject fills the memfd with obj. An embedded object lies in the executable's data segment, where
+// reading it would make its pages (2 MB for both objects) resident for the collector's whole life: the
+// kernel copies it from the executable file instead (sendfile), so the collector never touches it. An
+// object that is not in the executable's mapping (read from --bpf-objects), or a copy whose start does
+// not match, is written from memory.
+func writeObject(f *os.File, obj []byte) error {
+	if off, ok := exeOffset(obj); ok && copyFromExe(f, off, len(obj)) == nil {
+		head := make([]byte, min(len(obj), 64))
+		if n, err := f.ReadAt(head, 0); err == nil && n == len(head) && string(head) == string(obj[:len(head)]) {
+			return nil
+		}
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.WriteAt(obj, 0)
+	return err
+}
+
+// exeOffset is where obj's bytes are in the executable file, when obj lies in a file mapping of it.
+func exeOffset(obj []byte) (int64, bool) {
+	if len(obj) == 0 {
+		return 0, false
+	}
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		return 0, false
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, false
+	}
+	addr := uint64(uintptr(unsafe.Pointer(unsafe.SliceData(obj))))
+	for _, line := range strings.Split(string(maps), "\n") {
+		// start-end perms offset dev inode path
+		fields := strings.Fields(line)
+		if len(fields) < 6 || fields[5] != exe {
+			continue
+		}
+		var start, end, off uint64
+		if _, err := fmt.Sscanf(fields[0]+" "+fields[2], "%x-%x %x", &start, &end, &off); err != nil {
+			continue
+		}
+		if addr >= start && addr+uint64(len(obj)) <= end {
+			return int64(addr - start + off), true
+		}
+	}
+	return 0, false
+}
+
+// copyFromExe copies n bytes at off of the executable into f, in the kernel.
+func copyFromExe(f *os.File, off int64, n int) error {
+	exe, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	defer exe.Close()
+	for n > 0 {
+		w, err := unix.Sendfile(int(f.Fd()), int(exe.Fd()), &off, n)
+		if err != nil {
+			return err
+		}
+		if w == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		n -= w
+	}
+	return nil
 }
 
 // iterLink is an attached iterator program; each read of the link starts a new walk.

@@ -106,6 +106,7 @@ func (p *Plugin) Counters() plugin.Counters {
 		"malformed":          st.Malformed,
 		"tcp_desyncs":        st.TCPDesyncs,
 		"in_flight":          st.InFlight + uint64(p.kernelInFlight),
+		"kernel_queries":     plugin.Stat(ks, StatQueries),
 		"kernel_read_errors": p.kernelErrors + p.k.DNSGraceTimeouts(),
 		"in_flight_evicted":  st.InFlightEvicted,
 		"names_evicted":      st.NamesEvicted,

@@ -35,6 +35,7 @@ type Aggregator struct {
 	owners OwnerLookup
 
 	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
+	tcpWait  map[uint64]uint64  // new connections not reported yet, waiting for their owner: the interval first seen
 	udpLast  map[UDPKey]udpSeen
 	udpSocks map[uint64]flow.Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
 	comms    flow.CommNames
@@ -54,6 +55,13 @@ type tcpSeen struct {
 // from nf_socks, or its close record lost). Two: a close record can wait one drain in the ring buffer.
 const tcpForgetAfter = 2
 
+// ownerWaitRounds is how many live reads a new connection with no known owner waits for one before it is
+// reported without: an accepted socket's owner is learnt in process context (or from /proc once accept()
+// gave it a file), which may come just after a live read. Reported at once, its establishment would be
+// counted in a flow with no process, and its bytes and close later in its process's. Its counters are
+// cumulative: waiting loses nothing.
+const ownerWaitRounds = 2
+
 type udpSeen struct {
 	val  UDPVal
 	idle int
@@ -71,6 +79,7 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		cfg:      cfg,
 		owners:   owners,
 		tcpLast:  map[uint64]tcpSeen{},
+		tcpWait:  map[uint64]uint64{},
 		udpLast:  map[UDPKey]udpSeen{},
 		udpSocks: map[uint64]flow.Sock{},
 		comms:    flow.CommNames{},
@@ -89,6 +98,17 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	} else if owner.Pid == 0 && r.Ino != 0 {
 		owner, _ = a.owners.Lookup(uint64(r.Ino))
 	}
+	if !known && owner.Pid == 0 && r.Closed == 0 {
+		first, waiting := a.tcpWait[r.Cookie]
+		if !waiting {
+			first = a.flushes
+			a.tcpWait[r.Cookie] = first
+		}
+		if a.flushes-first < ownerWaitRounds {
+			return
+		}
+	}
+	delete(a.tcpWait, r.Cookie)
 	// High-water marks: a counter read mid-update (FIN queued but not yet numbered) never goes backwards twice.
 	cur := tcpSeen{written: max(r.BytesWritten, last.written), read: max(r.BytesRead, last.read),
 		retrans: max(r.Retrans, last.retrans), owner: owner, flush: a.flushes}
@@ -207,6 +227,11 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 	for c, seen := range a.tcpLast {
 		if a.flushes-seen.flush >= tcpForgetAfter {
 			delete(a.tcpLast, c)
+		}
+	}
+	for c, first := range a.tcpWait {
+		if a.flushes-first > ownerWaitRounds+tcpForgetAfter { // gone meanwhile (evicted, close lost)
+			delete(a.tcpWait, c)
 		}
 	}
 	a.flushes++

@@ -229,6 +229,43 @@ func TestOwnerFoundByInodeStaysWithTheConnection(t *testing.T) {
 	}
 }
 
+// An accepted connection read live before its owner is known waits for it (up to ownerWaitRounds live
+// reads), so that its establishment is counted in its process's flow with its bytes and close.
+func TestNewConnectionWaitsForItsOwner(t *testing.T) {
+	owners := fakeOwners{}
+	a := NewAggregator(Config{EphemeralPort: 32768}, owners)
+	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, flow.ProtoTCP)
+	live := rec(1, tp, flow.DirIn, 10, 10, false)
+	live.Pid, live.Comm, live.Ino = 0, [16]byte{}, 0 // not accepted yet: no file, no owner
+	a.AddTCP(live)
+	if pts := flush(a); len(pts) != 0 {
+		t.Fatalf("an ownerless new connection was reported at once: %v", pts)
+	}
+	owned := rec(1, tp, flow.DirIn, 30, 10, false) // its owner, learnt by the next read
+	a.AddTCP(owned)
+	p := only(t, flush(a))
+	if p.Tags["pid"] != "42" {
+		t.Errorf("owner: %v", p.Tags)
+	}
+	wantFields(t, p, map[string]int64{"tcp_established": 1, "bytes_written": 30, "bytes_read": 10})
+
+	// One whose owner never comes is reported without one after ownerWaitRounds reads, once, whole.
+	orphan := rec(2, tp, flow.DirIn, 5, 5, false)
+	orphan.Pid, orphan.Comm = 0, [16]byte{}
+	for range ownerWaitRounds {
+		a.AddTCP(orphan)
+		if pts := flush(a); len(pts) != 0 {
+			t.Fatalf("reported before its wait ended: %v", pts)
+		}
+	}
+	a.AddTCP(orphan)
+	p = only(t, flush(a))
+	if p.Tags["pid"] != "0" && p.Tags["pid"] != "" {
+		t.Errorf("orphan owner: %v", p.Tags)
+	}
+	wantFields(t, p, map[string]int64{"tcp_established": 1, "bytes_written": 5, "bytes_read": 5})
+}
+
 func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {
 	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
 	k := UDPKey{Cookie: 5, Lport: 53, Rport: 45000, Family: flow.AFInet}

@@ -145,29 +145,48 @@ type object interface {
 
 // startPlugins opens what --enabled asks for: the BPF objects, then the plugins reading them. Plugins not
 // built yet are named and skipped; if nothing can run, it is an error.
+//
+// Objects are opened smallest-footprint first (bash, then ebpf-net), and the plugins keep --enabled's
+// order. Loading an object makes libbpf parse the kernel's BTF (several MB, freed after the load), and
+// an opened object keeps its ring buffers mapped: in this order the parse for netflow's object comes
+// while only bash's small rings are mapped, so the collector's peak memory is the larger of the two, not
+// their sum.
 func startPlugins(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.Plugin, []object, error) {
-	var plugins []plugin.Plugin
-	var objects []object
-	var failures []string
-	for _, name := range cfg.Enabled {
-		var ps []plugin.Plugin
-		var obj object
-		var err error
-		switch name {
+	opened := make([][]plugin.Plugin, len(cfg.Enabled))
+	objs := make([]object, len(cfg.Enabled))
+	errs := make([]error, len(cfg.Enabled))
+	order := make([]int, 0, len(cfg.Enabled))
+	for i, name := range cfg.Enabled {
+		if name == "ebpf-bash" {
+			order = append([]int{i}, order...)
+		} else {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		switch name := cfg.Enabled[i]; name {
 		case "ebpf-bash":
-			ps, obj, err = openBash(cfg, log)
+			opened[i], objs[i], errs[i] = openBash(cfg, log)
 		case "ebpf-net":
-			ps, obj, err = openNet(cfg, nat, log)
+			opened[i], objs[i], errs[i] = openNet(cfg, nat, log)
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 			continue
 		}
-		if err != nil {
-			log.Error(name+" disabled", "err", err)
-			failures = append(failures, name+": "+err.Error())
-			continue
+		if errs[i] != nil {
+			log.Error(cfg.Enabled[i]+" disabled", "err", errs[i])
 		}
-		plugins, objects = append(plugins, ps...), append(objects, obj)
+	}
+	var plugins []plugin.Plugin
+	var objects []object
+	var failures []string
+	for i, name := range cfg.Enabled {
+		switch {
+		case errs[i] != nil:
+			failures = append(failures, name+": "+errs[i].Error())
+		case objs[i] != nil:
+			plugins, objects = append(plugins, opened[i]...), append(objects, objs[i])
+		}
 	}
 	if len(plugins) == 0 {
 		return nil, nil, fmt.Errorf("%w (enabled: %s): %s", ErrNothingRuns, strings.Join(cfg.Enabled, ","), strings.Join(failures, "; "))

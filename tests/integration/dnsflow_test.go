@@ -386,6 +386,19 @@ func TestDNSFlowGoResolverAndServer(t *testing.T) {
 	truth := runGoDNSWorkload(t, s)
 	settleDNSFlows(t, a, "Go resolver and server", truth)
 	checkServerUnchanged(t, s, truth)
+
+	// Every UDP query of the workload has one plain question: the kernel paired it, not the collector. Its
+	// count covers the host's other lookups too, hence at least.
+	var udp int64
+	for k, n := range truth.want {
+		if k.Transport == "udp" {
+			udp += n
+		}
+	}
+	if self, ok := latestSelfPoint(a); !ok || intField(self, "dnsflow_kernel_queries") < udp {
+		t.Errorf("dnsflow_kernel_queries = %d, want at least the workload's %d UDP queries (paired in the kernel)",
+			intField(self, "dnsflow_kernel_queries"), udp)
+	}
 }
 
 // runGoDNSWorkload runs the dnsmessage client and Go's resolver against s and returns the ground truth:

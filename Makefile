@@ -1,6 +1,6 @@
 # datakit + datakit-ebpf. The repository root doubles as the install directory.
 .DELETE_ON_ERROR:
-.PHONY: all deps build probes collector agent run test unit integration fuzz faults test-kernels kernels bench bench-hooks fmt vet clean kube-apiserver thanos test-rootfs image
+.PHONY: all deps build probes collector agent run test unit integration fuzz faults test-kernels kernels bench bench-scale bench-hooks fmt vet clean kube-apiserver thanos test-rootfs image
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -118,11 +118,22 @@ kernels: build
 	else echo "kernel matrix NOT RUN: qemu-system-x86 >= 8 is neither installed nor installable here"; fi
 
 # What the collector costs real workloads and how true its numbers are: base / floor / netflow,
-# interleaved, 5 repetitions (~15 min). QUICK=1: 3 repetitions of 2 s (~3 min). Results in bench-results/.
+# interleaved, 5 repetitions, with the peer tools of each workload (~20 min). QUICK=1: 3 repetitions of 2 s.
+# Results in bench-results/.
+# Then the scale run (bench-scale).
 bench: build
 	$(Q)./scripts/install-bench-deps.sh
 	$(Q)$(GO) build -o build/bench ./bench
 	$(Q)./build/bench $(if $(filter 1,$(QUICK)),-quick) $(BENCH_ARGS)
+	$(Q)./build/bench -scale $(if $(filter 1,$(QUICK)),-quick) $(SCALE_ARGS)
+
+# Cost as the work grows: 10, 1 000 and 100 000 concurrent keep-alive connections (base / netflow / all,
+# interleaved, 3 repetitions), 1 000 new connections/s held for 3 minutes (maps, RSS, drops every 10 s), and
+# the kernel state per connection (~12 min; QUICK=1: ~4 min). SCALE_ARGS: e.g. -churn 10m -scale-conns 10,50000.
+bench-scale: build
+	$(Q)./scripts/install-bench-deps.sh
+	$(Q)$(GO) build -o build/bench ./bench
+	$(Q)./build/bench -scale $(if $(filter 1,$(QUICK)),-quick) $(SCALE_ARGS)
 
 # What each fallback hook costs against the preferred one: the kernel's own per-program run time
 # (kernel.bpf_stats_enabled) under the same loopback workload, preferred / raw_tp / deepest rungs (~1 min).

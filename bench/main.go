@@ -61,8 +61,9 @@ type run struct {
 	ServerCPU              float64 // seconds
 	OtherCores             float64 // CPU other processes used during the run, in cores
 	Discarded              bool
-	CollectorCPU           float64 // seconds (collector process only)
+	CollectorCPU           float64 // seconds (collector process only; in a peer's run, the peer's: bench/peers.go)
 	CollectorRSSMB         float64
+	Seen                   int64 `json:",omitempty"` // a peer's count of what it saw (peer.Saw)
 	Points, Bytes          int64 // collector points stored during the run and their line-protocol bytes
 	Intervals              float64
 	// Ring-buffer records lost, map inserts failed (or in-flight entries evicted): netflow's and dnsflow's,
@@ -102,6 +103,12 @@ func main() {
 			fatalf("%s missing: run `make build` first", b)
 		}
 	}
+	if *scaleRun { // bench/scale.go: its own nginx, its own flags
+		if !runScale(root, *out, *quick, *noise) {
+			os.Exit(1)
+		}
+		return
+	}
 	work, err := os.MkdirTemp("", "bench-")
 	if err != nil {
 		fatalf("%v", err)
@@ -120,6 +127,7 @@ func main() {
 		}
 		return
 	}
+	peerRuns := loadPeers(ws, work) // by workload: the peers that load here, interleaved with ours
 
 	started := time.Now()
 	// Fixed rates: half of what the Go generator itself reaches at saturation without the collector,
@@ -136,9 +144,9 @@ func main() {
 	var runs []run
 	total := 0
 	for _, w := range ws {
-		total += len(configs) * *reps
+		total += (len(configs) + len(peerRuns[w.ID])) * *reps
 		if w.fixed != nil {
-			total += len(configs) * *reps
+			total += (len(configs) + len(peerRuns[w.ID])) * *reps
 		}
 	}
 	for rep := 1; rep <= *reps; rep++ {
@@ -147,7 +155,7 @@ func main() {
 				if mode == "half" && w.fixed == nil {
 					continue
 				}
-				order := append([]string(nil), configs...)
+				order := append(slices.Clone(configs), peerRuns[w.ID]...)
 				rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 				for _, cfg := range order {
 					d := *dur
@@ -192,7 +200,14 @@ func measure(root string, w workload, mode, cfg string, rate float64, d time.Dur
 func measureWith(root string, w workload, mode, cfg string, rate float64, d time.Duration, o *outage) (run, stored, error) {
 	r := run{Workload: w.ID, Mode: mode, Config: cfg}
 	var a *agent
-	if cfg != "base" {
+	var pr *peerRun
+	if p, ok := peerNamed(cfg); ok {
+		var err error
+		if pr, err = p.start(); err != nil {
+			return r, stored{}, err
+		}
+		defer pr.stop() // if the load fails
+	} else if cfg != "base" {
 		var err error
 		if a, err = startAgent(root, cfg); err != nil {
 			return r, stored{}, err
@@ -205,6 +220,9 @@ func measureWith(root string, w workload, mode, cfg string, rate float64, d time
 	agent0, coll0 := 0.0, 0.0
 	if a != nil {
 		agent0, coll0 = treeCPU(a.cmd.Process.Pid), procCPU(a.collectorPID, false)
+	}
+	if pr != nil {
+		coll0 = procCPU(pr.pid(), false)
 	}
 	if o != nil {
 		o.begin(a)
@@ -226,9 +244,17 @@ func measureWith(root string, w workload, mode, cfg string, rate float64, d time
 		r.CollectorCPU = procCPU(a.collectorPID, false) - coll0
 		r.CollectorRSSMB = peakRSS(a.collectorPID)
 	}
+	if pr != nil {
+		r.CollectorCPU, r.CollectorRSSMB = procCPU(pr.pid(), false)-coll0, peakRSS(pr.pid())
+		ours += r.CollectorCPU
+		if w.after != nil {
+			w.after() // the server ends the run's connections before the peer stops
+		}
+		r.Seen, err = pr.stop()
+	}
 	r.OtherCores = max(0, busy-ours) / r.Seconds
 	if a == nil {
-		return r, stored{}, nil
+		return r, stored{}, err // base, or a peer and its stop's error
 	}
 	if w.after != nil {
 		w.after()

@@ -7,13 +7,6 @@ import (
 	"time"
 )
 
-// peers are other tools measured the same way on this machine (../shared/reference/anchors.md, kernel.md):
-// their throughput as a fraction of base.
-var peers = map[string]string{
-	"W2": "libbpf-tools tcplife: 0.57",
-	"W3": "sslsniff: 0.11; a count-only uprobe on the SSL functions: 0.18",
-}
-
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
@@ -66,6 +59,82 @@ func perOp(x float64, r run) float64 {
 }
 
 func ms(d float64) string { return fmt.Sprintf("%.2f", d/float64(time.Millisecond)) }
+
+// peerTable renders the peers' rows beside ours, for the workloads a peer ran on.
+func peerTable(b *strings.Builder, ws []workload, runs []run) {
+	var ran []peer
+	for _, p := range peers {
+		if slices.ContainsFunc(runs, func(r run) bool { return r.Config == p.Name }) {
+			ran = append(ran, p)
+		}
+	}
+	if len(ran)+len(peersLeftOut) == 0 {
+		return
+	}
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "Peers beside ours, in the same shuffled order (each pinned to CPU 1 with the load, attached before it, its "+
+		"output to a file; CPU and peak RSS: the collector's for ours, the tool's for a peer; saw: what it reported, "+
+		"per request the load completed, not a fidelity check):")
+	fmt.Fprintln(b)
+	for _, p := range ran {
+		args, _ := p.args()
+		for i, a := range args {
+			if strings.Contains(a, " ") {
+				args[i] = "'" + a + "'"
+			}
+		}
+		fmt.Fprintf(b, "- %s (%s, %s): `%s`\n", p.Name, p.Workload, p.version(), strings.Join(args, " "))
+	}
+	for _, l := range peersLeftOut {
+		fmt.Fprintf(b, "- %s\n", l)
+	}
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "| workload | mode | config or peer | rate/s median | vs base | p50 ms | p99 ms | CPU % of a core | peak RSS MB | saw per request | what it saw | runs |")
+	fmt.Fprintln(b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+	for _, w := range ws {
+		var names []string
+		for _, p := range ran {
+			if p.Workload == w.ID {
+				names = append(names, p.Name)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		for _, mode := range []string{"saturation", "half"} {
+			base, _ := kept(runs, w.ID, mode, "base")
+			baseRate := median(values(base, func(r run) float64 { return r.Load.Rate }))
+			for _, cfg := range append(slices.Clone(configs), names...) {
+				rs, dropped := kept(runs, w.ID, mode, cfg)
+				if len(rs) == 0 {
+					continue
+				}
+				rate := median(values(rs, func(r run) float64 { return r.Load.Rate }))
+				vs, p50, p99, core, rss, saw, what := "–", "–", "–", "–", "–", "–", "–"
+				if cfg != "base" {
+					if baseRate > 0 {
+						vs = fmt.Sprintf("%.3f", rate/baseRate)
+					}
+					core = fmt.Sprintf("%.1f", median(values(rs, func(r run) float64 { return r.CollectorCPU / r.Seconds * 100 })))
+					rss = fmt.Sprintf("%.1f", slices.Max(values(rs, func(r run) float64 { return r.CollectorRSSMB })))
+				}
+				if mode == "half" {
+					p50 = ms(median(values(rs, func(r run) float64 { return float64(r.Load.P50) })))
+					p99 = ms(median(values(rs, func(r run) float64 { return float64(r.Load.P99) })))
+				}
+				if p, ok := peerNamed(cfg); ok {
+					saw = fmt.Sprintf("%.2f", median(values(rs, func(r run) float64 { return perOp(float64(r.Seen), r) })))
+					what = p.Saw
+				} else if o, ok := oursSaw[w.ID]; ok && cfg == "all" {
+					saw = fmt.Sprintf("%.2f", median(values(rs, func(r run) float64 { return perOp(float64(o.n(r)), r) })))
+					what = o.what
+				}
+				fmt.Fprintf(b, "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %d (+%d discarded) |\n",
+					w.ID, mode, cfg, rate, vs, p50, p99, core, rss, saw, what, len(rs), dropped)
+			}
+		}
+	}
+}
 
 // report renders the markdown tables: performance, footprint, fidelity.
 func report(ws []workload, runs []run, noise float64, took time.Duration) string {
@@ -126,6 +195,7 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 			}
 		}
 	}
+	peerTable(&b, ws, runs)
 
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "Collector footprint (medians; points and bytes: every measurement the config stores, self-metrics included; "+
@@ -249,15 +319,6 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 					}
 				}
 				fmt.Fprintf(&b, "- %s %s: exact in %d of %d runs%s\n", w.ID, name, exact, n, worst)
-			}
-		}
-	}
-	if len(peers) > 0 {
-		fmt.Fprintln(&b)
-		fmt.Fprintln(&b, "Peers measured the same way on this machine earlier (throughput vs base, not re-run here):")
-		for _, w := range ws {
-			if p, ok := peers[w.ID]; ok {
-				fmt.Fprintf(&b, "- %s: %s\n", w.ID, p)
 			}
 		}
 	}

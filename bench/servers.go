@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/creack/pty"
@@ -35,7 +36,20 @@ type nginx struct {
 	asked int64    // connections the bench opened to stub_status (nginx counts them as accepted too)
 }
 
-func startNginx(dir string) (*nginx, error) {
+func startNginx(dir string) (*nginx, error) { return startNginxWith(dir, 0) }
+
+// startNginxWith is startNginx for conns concurrent connections (0: the main bench's 4096): the scale
+// run's nginx also raises its file limit and keeps idle connections open for as long as a run lasts.
+func startNginxWith(dir string, conns int) (*nginx, error) {
+	workerConns, mainExtra, httpExtra := 4096, "", ""
+	if conns > 0 {
+		// nginx closes idle keep-alive connections once fewer than 1/16 of its connections are free.
+		workerConns = conns + conns/8 + 1024
+		var lim syscall.Rlimit
+		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		mainExtra = fmt.Sprintf("\nworker_rlimit_nofile %d;", min(uint64(2*workerConns+1024), lim.Max))
+		httpExtra = "\n\tkeepalive_timeout 600s;"
+	}
 	key, crt := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
 		"-subj", "/CN=localhost", "-keyout", key, "-out", crt).CombinedOutput()
@@ -46,13 +60,13 @@ func startNginx(dir string) (*nginx, error) {
 daemon off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections %[7]d; }%[8]s
 http {
 	log_format bench '$status $request_length $bytes_sent $connection';
 	access_log %[1]s/access.log bench;
 	client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
 	uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-	keepalive_requests 10000000;
+	keepalive_requests 10000000;%[9]s
 	ssl_certificate %[2]s;
 	ssl_certificate_key %[3]s;
 	server {
@@ -66,7 +80,7 @@ http {
 		location /status { stub_status; }
 	}
 }
-`, dir, crt, key, httpAddr, httpsAddr, statusAddr)
+`, dir, crt, key, httpAddr, httpsAddr, statusAddr, workerConns, mainExtra, httpExtra)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err

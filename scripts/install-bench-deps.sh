@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# What `make bench` needs beyond scripts/install-deps.sh: the workloads' servers and load generator.
+# What `make bench` needs beyond scripts/install-deps.sh: the workloads' servers and load generator, and
+# the peers it measures beside the collector (bench/peers.go): libbpf-tools (tcplife, tcpstates,
+# gethostlatency, bashreadline in /usr/sbin) and bpftrace, both from bookworm's main archive.
 # Idempotent. The packages' own services are not started (nginx and dnsmasq are run by the bench).
 set -euo pipefail
-pkgs=(nginx-light wrk dnsmasq-base openssl bash)
+pkgs=(nginx-light wrk dnsmasq-base openssl bash libbpf-tools bpftrace)
 need=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -195,7 +195,7 @@ struct df_hdr {
 	__u16 id, flags, qdcount, ancount, nscount, arcount;
 };
 
-/* Keeps a mask the verifier needs that the compiler proved redundant (it knows pos < n <= DF_NAME_LEN + 4). */
+/* Keeps a mask the verifier needs where the compiler proved it redundant from earlier checks. */
 #define df_masked(x, mask) ({ __u32 __v = (x); asm volatile("" : "+r"(__v)); __v & (mask); })
 
 #define DF_QR 0x8000

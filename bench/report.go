@@ -284,43 +284,56 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 			if len(all) == 0 {
 				continue
 			}
-			// By name, in order of appearance: a check may apply to one mode only.
-			var names []string
-			seen := map[string]bool{}
-			for _, r := range all {
-				for _, c := range r.Checks {
-					if !seen[c.What] {
-						seen[c.What] = true
-						names = append(names, c.What)
-					}
-				}
-			}
-			if len(names) == 0 {
+			tallies := tallyChecks(all)
+			if len(tallies) == 0 {
 				fmt.Fprintf(&b, "- %s: nothing to check in this config (no network traffic; bash runs in `all`)\n", w.ID)
 				continue
 			}
-			for _, name := range names {
-				exact, n := 0, 0
+			for _, t := range tallies {
 				var worst string
-				for _, r := range all {
-					for _, c := range r.Checks {
-						if c.What != name {
-							continue
-						}
-						n++
-						if c.Got == c.Want {
-							exact++
-						} else if worst == "" {
-							worst = fmt.Sprintf("; e.g. %s run %d: reported %d, truth %d", r.Mode, r.Rep, c.Got, c.Want)
-							if r.Lost > 0 {
-								worst += fmt.Sprintf(" (events lost in that run: %d)", r.Lost)
-							}
-						}
+				if r := t.worst; r != nil {
+					worst = fmt.Sprintf("; e.g. %s run %d: reported %d, truth %d", r.Mode, r.Rep, t.worstCheck.Got, t.worstCheck.Want)
+					if r.Lost > 0 {
+						worst += fmt.Sprintf(" (events lost in that run: %d)", r.Lost)
 					}
 				}
+				name, exact, n := t.name, t.exact, t.total
 				fmt.Fprintf(&b, "- %s %s: exact in %d of %d runs%s\n", w.ID, name, exact, n, worst)
 			}
 		}
 	}
 	return b.String()
+}
+
+// checkTally is one check over several runs: how many were exact, of how many, and the first run that was
+// not (nil if none), with its check.
+type checkTally struct {
+	name         string
+	exact, total int
+	worst        *run
+	worstCheck   check
+}
+
+// tallyChecks tallies the runs' checks by name, in order of appearance (a check may apply to one mode only).
+func tallyChecks(runs []run) []checkTally {
+	var out []checkTally
+	at := map[string]int{}
+	for i := range runs {
+		for _, c := range runs[i].Checks {
+			j, ok := at[c.What]
+			if !ok {
+				j = len(out)
+				at[c.What] = j
+				out = append(out, checkTally{name: c.What})
+			}
+			t := &out[j]
+			t.total++
+			if c.Got == c.Want {
+				t.exact++
+			} else if t.worst == nil {
+				t.worst, t.worstCheck = &runs[i], c
+			}
+		}
+	}
+	return out
 }

@@ -446,21 +446,6 @@ func collectorPID() int {
 	return 0
 }
 
-// rssNow is a process's resident set (VmRSS) in MiB.
-func rssNow(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
 // runChurn holds rate new connections per second (Connection: close) for d in config all, sampling the
 // collector every 10 s, then checks netflow's and httpflow's counts against nginx's.
 func runChurn(root string, ng *nginx, d time.Duration, rate float64, states map[string]mapInfo) (churnResult, error) {
@@ -896,31 +881,18 @@ func scaleReport(conns []int, cfgs []string, rs []scaleResult, ch *churnResult, 
 			if len(xs) == 0 {
 				continue
 			}
-			var names []string
-			for _, r := range xs {
-				for _, c := range r.Checks {
-					if !slices.Contains(names, c.What) {
-						names = append(names, c.What)
-					}
-				}
+			runs := make([]run, len(xs))
+			for i, x := range xs {
+				runs[i] = x.run
 			}
-			for _, name := range names {
-				exact, total := 0, 0
+			for _, t := range tallyChecks(runs) {
 				var worst string
-				for _, r := range xs {
-					for _, c := range r.Checks {
-						if c.What != name {
-							continue
-						}
-						total++
-						if c.Got == c.Want {
-							exact++
-						} else if worst == "" {
-							worst = fmt.Sprintf("; e.g. run %d: reported %d, truth %d (%.1f%%; map-full drops %d, events lost %d)",
-								r.Rep, c.Got, c.Want, 100*float64(c.Got)/float64(max(c.Want, 1)), r.MapFull, r.Lost)
-						}
-					}
+				if r := t.worst; r != nil {
+					c := t.worstCheck
+					worst = fmt.Sprintf("; e.g. run %d: reported %d, truth %d (%.1f%%; map-full drops %d, events lost %d)",
+						r.Rep, c.Got, c.Want, 100*float64(c.Got)/float64(max(c.Want, 1)), r.MapFull, r.Lost)
 				}
+				name, exact, total := t.name, t.exact, t.total
 				fmt.Fprintf(&b, "- %d connections, %s: %s: exact in %d of %d runs%s\n", n, cfg, name, exact, total, worst)
 			}
 		}

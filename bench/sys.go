@@ -93,15 +93,23 @@ func descendants(root int) []int {
 }
 
 // peakRSS returns a process's peak resident set (VmHWM) in MiB.
-func peakRSS(pid int) float64 {
+func peakRSS(pid int) float64 { return statusMiB(pid, "VmHWM") }
+
+// rssNow returns a process's resident set now (VmRSS) in MiB.
+func rssNow(pid int) float64 { return statusMiB(pid, "VmRSS") }
+
+// statusMiB reads a kB field of /proc/PID/status in MiB (0 if the process or the field is gone).
+func statusMiB(pid int, field string) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return kb / 1024
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				kb, _ := strconv.ParseFloat(f[0], 64)
+				return kb / 1024
+			}
 		}
 	}
 	return 0

@@ -300,22 +300,29 @@ static __always_inline int df_udp_query(struct __sk_buff *skb, struct df_work *w
 	id->pad = 0;
 	w->q.ts_ns = bpf_ktime_get_ns();
 
-	/* A retry with the same ID while the first is in flight (glibc resends the same query): the first
-	 * went unanswered. Whoever deletes an entry counts it (the collector's timeout walk deletes too). */
-	struct df_query *old = bpf_map_lookup_elem(&df_inflight, id);
+	/* Inserted first: an insert that finds its key costs no more than a lookup, and a lookup before every
+	 * insert cost 1% of the sending CPU at 70k queries/s. A retry with the same ID while the first is in
+	 * flight (glibc resends the same query): the first went unanswered. Whoever deletes an entry counts it
+	 * (the collector's timeout walk deletes too). */
+	long err = bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST);
 
-	if (old) {
-		/* Copied before the delete (a freed entry may be reused at once), into buf: the name is read. */
-		struct df_key *ok = (struct df_key *)w->buf;
+	if (err == -EEXIST) {
+		struct df_query *old = bpf_map_lookup_elem(&df_inflight, id);
 
-		__builtin_memcpy(ok, &old->k, sizeof(*ok));
-		if (!bpf_map_delete_elem(&df_inflight, id)) {
-			ok->rcode = -1;
-			df_count(w, ok, 0);
-			df_stat(DF_STAT_RETRIED);
+		if (old) {
+			/* Copied before the delete (a freed entry may be reused at once), into buf: the name is read. */
+			struct df_key *ok = (struct df_key *)w->buf;
+
+			__builtin_memcpy(ok, &old->k, sizeof(*ok));
+			if (!bpf_map_delete_elem(&df_inflight, id)) {
+				ok->rcode = -1;
+				df_count(w, ok, 0);
+				df_stat(DF_STAT_RETRIED);
+			}
 		}
+		err = bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST);
 	}
-	if (bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST)) {
+	if (err) {
 		df_stat(DF_STAT_INFLIGHT_FULL);
 		return 0; /* its answer will find no entry here either: the collector pairs them */
 	}

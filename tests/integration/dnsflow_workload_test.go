@@ -87,6 +87,7 @@ type dnsTruth struct {
 	want    dnsCounts
 	maxRTT  map[dnsKey]time.Duration // answered keys: the longest round trip the client measured
 	sentAt  map[dnsKey][2]time.Time  // unanswered keys: before the first query's send, after the last's
+	retried map[dnsKey]bool          // unanswered keys of queries a retry replaced: reported at once, no window
 	pids    map[string]string        // process_name -> pid
 	netns   map[string][]string      // process_name -> the netns tags it may carry (inodes)
 	timeout time.Duration            // dnsflow's query timeout
@@ -96,7 +97,7 @@ type dnsTruth struct {
 
 func newDNSTruth(timeout time.Duration, ports ...int) *dnsTruth {
 	tr := &dnsTruth{want: dnsCounts{}, maxRTT: map[dnsKey]time.Duration{}, sentAt: map[dnsKey][2]time.Time{},
-		pids: map[string]string{}, netns: map[string][]string{}, timeout: timeout, ports: map[int]bool{}}
+		retried: map[dnsKey]bool{}, pids: map[string]string{}, netns: map[string][]string{}, timeout: timeout, ports: map[int]bool{}}
 	for _, p := range ports {
 		tr.ports[p] = true
 	}
@@ -117,6 +118,15 @@ func (tr *dnsTruth) unanswered(k dnsKey, from, to time.Time) {
 	defer tr.lock.Unlock()
 	tr.want[k]++
 	tr.windowLocked(k, from, to)
+}
+
+// retriedOnce counts a query replaced by a retry with its ID: unanswered, reported without waiting for
+// the timeout.
+func (tr *dnsTruth) retriedOnce(k dnsKey) {
+	tr.lock.Lock()
+	defer tr.lock.Unlock()
+	tr.want[k]++
+	tr.retried[k] = true
 }
 
 // window widens the send window of an unanswered key without counting a query.
@@ -464,6 +474,39 @@ func (c *dnsClient) unansweredUDP(server netip.AddrPort, connected bool, qs ...d
 			c.t.Fatalf("harness: udp %s: %v", server, err)
 		}
 		c.truth.unanswered(newDNSKey(c.process, "udp", server, q.name, q.qtype, -1), start, time.Now())
+	}
+}
+
+// retriedUDP sends each of qs twice with the same ID on one connected socket, as glibc resends a query,
+// and reads the answer to the second (the server drops the first). The first counts as unanswered at
+// once, when the retry replaces it, not after the timeout: it has no send window.
+func (c *dnsClient) retriedUDP(server netip.AddrPort, qs ...dnsQ) {
+	c.t.Helper()
+	conn := c.dial(udpNet(server), server)
+	defer conn.Close()
+	buf := make([]byte, 4096)
+	for _, q := range qs {
+		id := c.nextID()
+		m := buildQuery(id, q)
+		if _, err := conn.Write(m); err != nil {
+			c.t.Fatalf("harness: udp %s: %v", server, err)
+		}
+		// Not synchronisation: a latency taken from the first send (the answer paired with the query it
+		// replaced) would then exceed the round trip the client measures from the second.
+		time.Sleep(50 * time.Millisecond)
+		start := time.Now()
+		if _, err := conn.Write(m); err != nil {
+			c.t.Fatalf("harness: udp %s: %v", server, err)
+		}
+		n, err := conn.Read(buf)
+		rtt := time.Since(start)
+		if err != nil {
+			c.t.Fatalf("harness: udp %s %s retried: %v", server, q.name, err)
+		}
+		rcode, err := checkAnswer(buf[:n], id, q)
+		must(c.t, err)
+		c.truth.retriedOnce(newDNSKey(c.process, "udp", server, q.name, q.qtype, -1))
+		c.record("udp", server, q, rcode, rtt)
 	}
 }
 
@@ -851,12 +894,14 @@ type goDNSServer struct {
 	mu   sync.Mutex
 	got  dnsCounts
 	bad  int // messages it could not parse
+	// retried: the retry* queries (by ID and name) seen once and dropped; their repeat is answered.
+	retried map[string]bool
 }
 
 // startGoDNSServer listens on a port free for UDP and TCP on both loopback addresses.
 func startGoDNSServer(t *testing.T) *goDNSServer {
 	t.Helper()
-	s := &goDNSServer{got: dnsCounts{}}
+	s := &goDNSServer{got: dnsCounts{}, retried: map[string]bool{}}
 	var closers []io.Closer
 	t.Cleanup(func() {
 		for _, c := range closers {
@@ -914,7 +959,8 @@ func (s *goDNSServer) snapshot() (dnsCounts, int) {
 	return maps.Clone(s.got), s.bad
 }
 
-// respond decides a query's answer by its name's first label: drop* gets none, garbage* a few bytes that
+// respond decides a query's answer by its name's first label: drop* gets none, retry* none the first time
+// its ID and name come and an answer when they come again, garbage* a few bytes that
 // are no DNS message, wrongid* an answer with another ID (no answer for the client either), tc* over UDP
 // an empty truncated answer; otherwise wantRCode's RCODE, with an A, AAAA or TXT record when NOERROR. It
 // records the query with the RCODE the client will see (-1: none).
@@ -938,6 +984,17 @@ func (s *goDNSServer) respond(req []byte, transport string, local netip.AddrPort
 	switch {
 	case strings.HasPrefix(first, "drop"):
 		rcode = -1
+	case strings.HasPrefix(first, "retry"):
+		id := fmt.Sprintf("%d %s", h.ID, name)
+		s.mu.Lock()
+		again := s.retried[id]
+		s.retried[id] = true
+		s.mu.Unlock()
+		if again {
+			resp = s.answer(h, q, rcode, false)
+		} else {
+			rcode = -1
+		}
 	case strings.HasPrefix(first, "garbage"):
 		rcode, resp = -1, []byte("garbage")
 	case strings.HasPrefix(first, "wrongid"):

@@ -2,6 +2,10 @@
 // enrichment stage (DataKit's k8s tags, ref §3.6). It keeps client-go shared informers of what it reads:
 // the API server is watched in the background, lookups read the informers' caches and never wait for it,
 // so a slow or absent API server leaves points untagged, never late.
+//
+// It reads the API through one REST client per API group/version over a scheme of only the four groups it
+// reads, not client-go's clientset and informer factory: those register every API group of Kubernetes at
+// process start, about 8 MB of resident memory a collector without Kubernetes would pay too.
 package k8s
 
 import (
@@ -20,11 +24,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 )
 
@@ -93,6 +98,7 @@ type Index struct {
 	slices cache.Indexer
 	owners map[string]cache.Indexer // by kind: ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob
 	synced []cache.InformerSynced
+	infs   []cache.SharedIndexInformer
 }
 
 // Start connects to the API server and starts the informers in the background until ctx ends. It returns
@@ -105,46 +111,138 @@ func Start(ctx context.Context, cfg Config) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cl, err := newClients(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
 	}
 	klog.SetSlogLogger(cfg.Logger.With("component", "client-go"))
-	f := informers.NewSharedInformerFactory(cs, 0)
-	ix := newIndex(cfg, f)
+	ix := newIndex(cfg, cl)
 	cfg.Logger.Info("kubernetes: watching the API server", "url", rc.Host)
-	f.Start(ctx.Done())
+	ix.run(ctx)
 	go ix.logSynced(ctx)
 	return ix, nil
 }
 
-// newIndex makes the informers of f (a fake clientset's in tests) and indexes their caches.
-func newIndex(cfg Config, f informers.SharedInformerFactory) *Index {
+// apiScheme holds the types of the API groups read here, and nothing else.
+var apiScheme = sync.OnceValue(func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, discoveryv1.AddToScheme} {
+		must(add(s))
+	}
+	return s
+})
+
+// clients reads the API groups the index watches: one REST client per group/version, sharing one
+// transport and one rate limit (as a clientset's do).
+type clients struct {
+	core, apps, batch, discovery rest.Interface
+	params                       runtime.ParameterCodec
+	noWatchList                  bool // the server cannot stream a list as watch events (a test's)
+}
+
+// IsWatchListSemanticsUnSupported tells client-go's reflectors (through
+// cache.ToListWatcherWithWatchListSemantics) whether to try streaming the initial list (WatchList) first.
+func (c *clients) IsWatchListSemanticsUnSupported() bool { return c.noWatchList }
+
+func newClients(rc *rest.Config) (*clients, error) {
+	cfg := *rc
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	hc, err := rest.HTTPClientFor(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.RateLimiter == nil && cfg.QPS > 0 {
+		if cfg.Burst <= 0 {
+			return nil, errors.New("burst is required to be greater than 0 when QPS is")
+		}
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	}
+	s := apiScheme()
+	codecs := serializer.NewCodecFactory(s).WithoutConversion()
+	client := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+		c := cfg
+		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs
+		return rest.RESTClientForConfigAndClient(&c, hc)
+	}
+	cl := &clients{params: runtime.NewParameterCodec(s)}
+	for _, g := range []struct {
+		c       *rest.Interface
+		gv      schema.GroupVersion
+		apiPath string
+	}{
+		{&cl.core, corev1.SchemeGroupVersion, "/api"},
+		{&cl.apps, appsv1.SchemeGroupVersion, "/apis"},
+		{&cl.batch, batchv1.SchemeGroupVersion, "/apis"},
+		{&cl.discovery, discoveryv1.SchemeGroupVersion, "/apis"},
+	} {
+		if *g.c, err = client(g.gv, g.apiPath); err != nil {
+			return nil, err
+		}
+	}
+	return cl, nil
+}
+
+// listWatch lists and watches a resource in every namespace, as client-go's typed clients do.
+func (c *clients) listWatch(rc rest.Interface, resource string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return c.request(rc, resource, &opts).Do(ctx).Get()
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.Watch = true
+			return c.request(rc, resource, &opts).Watch(ctx)
+		},
+	}
+}
+
+func (c *clients) request(rc rest.Interface, resource string, opts *metav1.ListOptions) *rest.Request {
+	var timeout time.Duration
+	if opts.TimeoutSeconds != nil {
+		timeout = time.Duration(*opts.TimeoutSeconds) * time.Second
+	}
+	return rc.Get().Resource(resource).VersionedParams(opts, c.params).Timeout(timeout)
+}
+
+// newIndex makes the informers reading through cl (a test server's in tests) and indexes their caches.
+func newIndex(cfg Config, cl *clients) *Index {
 	ix := &Index{cfg: cfg, owners: map[string]cache.Indexer{}}
 	keepLabels := len(cfg.WorkloadLabels) > 0
 	trim := slim(keepLabels)
-	add := func(inf cache.SharedIndexInformer, idx cache.Indexers) cache.Indexer {
+	add := func(lw *cache.ListWatch, obj runtime.Object, idx cache.Indexers) cache.Indexer {
+		inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cl), obj, 0,
+			cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 		must(inf.SetTransform(trim))
 		must(inf.SetWatchErrorHandlerWithContext(func(_ context.Context, r *cache.Reflector, err error) { ix.watchFailed(r, err) }))
 		if idx != nil {
 			must(inf.AddIndexers(idx))
 		}
 		ix.synced = append(ix.synced, inf.HasSynced)
+		ix.infs = append(ix.infs, inf)
 		return inf.GetIndexer()
 	}
-	ix.pods = add(f.InformerFor(&corev1.Pod{}, pagedPods(trim)), cache.Indexers{byUID: podUID, byIP: podIPs})
-	ix.svcs = add(f.Core().V1().Services().Informer(), cache.Indexers{byIP: serviceIPs})
-	ix.slices = add(f.Discovery().V1().EndpointSlices().Informer(), cache.Indexers{byPod: slicePods, byService: sliceService})
-	ix.owners["ReplicaSet"] = add(f.Apps().V1().ReplicaSets().Informer(), nil)
-	ix.owners["Job"] = add(f.Batch().V1().Jobs().Informer(), nil)
+	ix.pods = add(pagedPods(cl, trim), &corev1.Pod{}, cache.Indexers{byUID: podUID, byIP: podIPs})
+	ix.svcs = add(cl.listWatch(cl.core, "services"), &corev1.Service{}, cache.Indexers{byIP: serviceIPs})
+	ix.slices = add(cl.listWatch(cl.discovery, "endpointslices"), &discoveryv1.EndpointSlice{}, cache.Indexers{byPod: slicePods, byService: sliceService})
+	ix.owners["ReplicaSet"] = add(cl.listWatch(cl.apps, "replicasets"), &appsv1.ReplicaSet{}, nil)
+	ix.owners["Job"] = add(cl.listWatch(cl.batch, "jobs"), &batchv1.Job{}, nil)
 	// The workloads themselves are read only for their labels.
 	if keepLabels {
-		ix.owners["Deployment"] = add(f.Apps().V1().Deployments().Informer(), nil)
-		ix.owners["StatefulSet"] = add(f.Apps().V1().StatefulSets().Informer(), nil)
-		ix.owners["DaemonSet"] = add(f.Apps().V1().DaemonSets().Informer(), nil)
-		ix.owners["CronJob"] = add(f.Batch().V1().CronJobs().Informer(), nil)
+		ix.owners["Deployment"] = add(cl.listWatch(cl.apps, "deployments"), &appsv1.Deployment{}, nil)
+		ix.owners["StatefulSet"] = add(cl.listWatch(cl.apps, "statefulsets"), &appsv1.StatefulSet{}, nil)
+		ix.owners["DaemonSet"] = add(cl.listWatch(cl.apps, "daemonsets"), &appsv1.DaemonSet{}, nil)
+		ix.owners["CronJob"] = add(cl.listWatch(cl.batch, "cronjobs"), &batchv1.CronJob{}, nil)
 	}
 	return ix
+}
+
+// run starts the informers until ctx ends.
+func (ix *Index) run(ctx context.Context) {
+	for _, inf := range ix.infs {
+		go inf.RunWithContext(ctx)
+	}
 }
 
 // watchFailed says why the API server could not be listed or watched (down, a bad token, a permission
@@ -195,41 +293,33 @@ func (ix *Index) Synced() bool {
 // listPage is how many pods one list request returns.
 const listPage = 500
 
-// pagedPods is the pod informer of the factory, except that its first list (and any relist) is fetched
-// in pages, each page cut down by slim before the next: a cluster's whole list of full pods (about 20 KB
-// each decoded, with managed fields and specs) is never in memory at once. An API server that streams
-// the initial list (WatchList) is used that way first, which is bounded too.
-func pagedPods(slim cache.TransformFunc) func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
-	return func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
-		pods := cs.CoreV1().Pods(metav1.NamespaceAll)
-		lw := &cache.ListWatch{
-			ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-				// Pages need a consistent read: the watch cache's "any version" (0) ignores limits.
-				opts.ResourceVersion, opts.ResourceVersionMatch, opts.Limit = "", "", listPage
-				all := &corev1.PodList{}
-				for {
-					page, err := pods.List(ctx, opts)
-					if err != nil {
-						return nil, err
-					}
-					for i := range page.Items {
-						p, _ := slim(&page.Items[i])
-						all.Items = append(all.Items, *p.(*corev1.Pod))
-					}
-					all.ResourceVersion = page.ResourceVersion
-					if page.Continue == "" {
-						return all, nil
-					}
-					opts.Continue = page.Continue
-				}
-			},
-			WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-				return pods.Watch(ctx, opts)
-			},
+// pagedPods lists and watches the pods, except that the first list (and any relist) is fetched in pages,
+// each page cut down by slim before the next: a cluster's whole list of full pods (about 20 KB each
+// decoded, with managed fields and specs) is never in memory at once. An API server that streams the
+// initial list (WatchList) is used that way first, which is bounded too.
+func pagedPods(cl *clients, slim cache.TransformFunc) *cache.ListWatch {
+	lw := cl.listWatch(cl.core, "pods")
+	lw.ListWithContextFunc = func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+		// Pages need a consistent read: the watch cache's "any version" (0) ignores limits.
+		opts.ResourceVersion, opts.ResourceVersionMatch, opts.Limit = "", "", listPage
+		all := &corev1.PodList{}
+		for {
+			page := &corev1.PodList{}
+			if err := cl.request(cl.core, "pods", &opts).Do(ctx).Into(page); err != nil {
+				return nil, err
+			}
+			for i := range page.Items {
+				p, _ := slim(&page.Items[i])
+				all.Items = append(all.Items, *p.(*corev1.Pod))
+			}
+			all.ResourceVersion = page.ResourceVersion
+			if page.Continue == "" {
+				return all, nil
+			}
+			opts.Continue = page.Continue
 		}
-		return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cs), &corev1.Pod{}, resync,
-			cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
 	}
+	return lw
 }
 
 func must(err error) {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,8 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -34,19 +33,28 @@ func pod(name, ip string, owners []metav1.OwnerReference) *corev1.Pod {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}}
 }
 
-// start runs the index over a fake clientset holding objs and waits for its caches.
-func start(t *testing.T, cfg Config, objs ...runtime.Object) (*Index, *fake.Clientset) {
+// start runs the index against a fake API server holding objs and waits for its caches.
+func start(t *testing.T, cfg Config, objs ...runtime.Object) (*Index, *fakeAPI) {
 	t.Helper()
-	cs := fake.NewClientset(objs...)
-	f := informers.NewSharedInformerFactory(cs, 0)
-	ix := newIndex(cfg, f)
+	api := newFakeAPI(t, objs...)
+	cfg.URL, cfg.Token = api.srv.URL, "t"
+	rc, err := cfg.restConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := newClients(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.noWatchList = true // the fake answers lists and watches, not a list streamed as a watch
+	ix := newIndex(cfg, cl)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	f.Start(ctx.Done())
+	ix.run(ctx)
 	if !cache.WaitForCacheSync(ctx.Done(), ix.synced...) {
 		t.Fatal("caches did not sync")
 	}
-	return ix, cs
+	return ix, api
 }
 
 func TestWorkloadsServicesAndAddresses(t *testing.T) {
@@ -109,21 +117,14 @@ func TestWorkloadsServicesAndAddresses(t *testing.T) {
 }
 
 func TestARecreatedPodTakesItsIPOver(t *testing.T) {
-	ix, cs := start(t, Config{}, pod("old", "10.0.0.5", nil))
-	ctx := context.Background()
+	ix, api := start(t, Config{}, pod("old", "10.0.0.5", nil))
 	now := metav1.Now()
 	old := pod("old", "10.0.0.5", nil)
 	old.DeletionTimestamp = &now // terminating, still listed
-	if _, err := cs.CoreV1().Pods("shop").Update(ctx, old, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().Pods("shop").Create(ctx, pod("new", "10.0.0.5", nil), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	api.put(old)
+	api.put(pod("new", "10.0.0.5", nil))
 	waitFor(t, ix, "new")
-	if err := cs.CoreV1().Pods("shop").Delete(ctx, "new", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	api.delete(pod("new", "10.0.0.5", nil))
 	waitFor(t, ix, "old")
 }
 
@@ -172,3 +173,20 @@ func TestNoCredentialsOutsideAPod(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func TestPodsAreListedInPages(t *testing.T) {
+	var objs []runtime.Object
+	for i := range 2*listPage + 1 {
+		objs = append(objs, pod("p"+strconv.Itoa(i), "10.1."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), nil))
+	}
+	ix, api := start(t, Config{}, objs...)
+	api.mu.Lock()
+	lists := api.lists["/api/v1/pods"]
+	api.mu.Unlock()
+	if ix.Pods() != 2*listPage+1 || lists != 3 {
+		t.Errorf("%d pods cached in %d list requests, want %d in 3", ix.Pods(), lists, 2*listPage+1)
+	}
+	if got, ok := ix.ByAddr(netip.MustParseAddr("10.1.4.0"), AnyPort, "tcp"); !ok || got.Pod != "p1000" {
+		t.Errorf("ByAddr(10.1.4.0) = %+v, %v", got, ok)
+	}
+}

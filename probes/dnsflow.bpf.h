@@ -306,7 +306,9 @@ static __always_inline int df_udp_query(struct __sk_buff *skb, struct df_work *w
 	 * (the collector's timeout walk deletes too). */
 	long err = bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST);
 
-	if (err == -EEXIST) {
+	/* Any error, not -EEXIST alone: on Linux 5.10 the error for a key already there did not compare equal
+	 * to it (the kernel matrix's retry test); a key that is there, the lookup finds. */
+	if (err) {
 		struct df_query *old = bpf_map_lookup_elem(&df_inflight, id);
 
 		if (old) {

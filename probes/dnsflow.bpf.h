@@ -307,20 +307,19 @@ static __always_inline int df_udp_query(struct __sk_buff *skb, struct df_work *w
 	long err = bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST);
 
 	/* Any error, not -EEXIST alone: on Linux 5.10 the error for a key already there did not compare equal
-	 * to it (the kernel matrix's retry test); a key that is there, the lookup finds. */
-	if (err) {
-		struct df_query *old = bpf_map_lookup_elem(&df_inflight, id);
+	 * to it (the kernel matrix's retry test); a key that is there, the lookup finds. A full map finds
+	 * nothing and is not asked again. */
+	struct df_query *old = err ? bpf_map_lookup_elem(&df_inflight, id) : NULL;
 
-		if (old) {
-			/* Copied before the delete (a freed entry may be reused at once), into buf: the name is read. */
-			struct df_key *ok = (struct df_key *)w->buf;
+	if (old) {
+		/* Copied before the delete (a freed entry may be reused at once), into buf: the name is read. */
+		struct df_key *ok = (struct df_key *)w->buf;
 
-			__builtin_memcpy(ok, &old->k, sizeof(*ok));
-			if (!bpf_map_delete_elem(&df_inflight, id)) {
-				ok->rcode = -1;
-				df_count(w, ok, 0);
-				df_stat(DF_STAT_RETRIED);
-			}
+		__builtin_memcpy(ok, &old->k, sizeof(*ok));
+		if (!bpf_map_delete_elem(&df_inflight, id)) {
+			ok->rcode = -1;
+			df_count(w, ok, 0);
+			df_stat(DF_STAT_RETRIED);
 		}
 		err = bpf_map_update_elem(&df_inflight, id, &w->q, BPF_NOEXIST);
 	}

@@ -147,19 +147,12 @@ func (c *clients) IsWatchListSemanticsUnSupported() bool { return c.noWatchList 
 
 func newClients(rc *rest.Config) (*clients, error) {
 	cfg := *rc
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
 	hc, err := rest.HTTPClientFor(&cfg)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.RateLimiter == nil && cfg.QPS > 0 {
-		if cfg.Burst <= 0 {
-			return nil, errors.New("burst is required to be greater than 0 when QPS is")
-		}
-		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
-	}
+	// One limiter for the four clients, at restConfig's QPS and burst.
+	cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
 	s := apiScheme()
 	codecs := serializer.NewCodecFactory(s).WithoutConversion()
 	client := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {

@@ -320,22 +320,27 @@ func (c *dnsClient) udpConnected(server netip.AddrPort, qs ...dnsQ) {
 // udpOn asks qs in turn on a connected UDP socket.
 func (c *dnsClient) udpOn(conn net.Conn, server netip.AddrPort, qs ...dnsQ) {
 	c.t.Helper()
-	buf := make([]byte, 4096)
 	for _, q := range qs {
-		id := c.nextID()
-		start := time.Now()
-		if _, err := conn.Write(buildQuery(id, q)); err != nil {
-			c.t.Fatalf("harness: udp %s: %v", server, err)
-		}
-		n, err := conn.Read(buf)
-		rtt := time.Since(start)
-		if err != nil {
-			c.t.Fatalf("harness: udp %s %s: %v", server, q.name, err)
-		}
-		rcode, err := checkAnswer(buf[:n], id, q)
-		must(c.t, err)
-		c.record("udp", server, q, rcode, rtt)
+		c.exchangeUDP(conn, server, c.nextID(), q)
 	}
+}
+
+// exchangeUDP sends q with id on a connected UDP socket and records its answer, timed from the send.
+func (c *dnsClient) exchangeUDP(conn net.Conn, server netip.AddrPort, id uint16, q dnsQ) {
+	c.t.Helper()
+	buf := make([]byte, 4096)
+	start := time.Now()
+	if _, err := conn.Write(buildQuery(id, q)); err != nil {
+		c.t.Fatalf("harness: udp %s: %v", server, err)
+	}
+	n, err := conn.Read(buf)
+	rtt := time.Since(start)
+	if err != nil {
+		c.t.Fatalf("harness: udp %s %s: %v", server, q.name, err)
+	}
+	rcode, err := checkAnswer(buf[:n], id, q)
+	must(c.t, err)
+	c.record("udp", server, q, rcode, rtt)
 }
 
 // udpUnconnected asks qs in turn on one unconnected UDP socket (sendto and recvfrom).
@@ -484,29 +489,16 @@ func (c *dnsClient) retriedUDP(server netip.AddrPort, qs ...dnsQ) {
 	c.t.Helper()
 	conn := c.dial(udpNet(server), server)
 	defer conn.Close()
-	buf := make([]byte, 4096)
 	for _, q := range qs {
 		id := c.nextID()
-		m := buildQuery(id, q)
-		if _, err := conn.Write(m); err != nil {
+		if _, err := conn.Write(buildQuery(id, q)); err != nil {
 			c.t.Fatalf("harness: udp %s: %v", server, err)
 		}
+		c.truth.retriedOnce(newDNSKey(c.process, "udp", server, q.name, q.qtype, -1))
 		// Not synchronisation: a latency taken from the first send (the answer paired with the query it
 		// replaced) would then exceed the round trip the client measures from the second.
 		time.Sleep(50 * time.Millisecond)
-		start := time.Now()
-		if _, err := conn.Write(m); err != nil {
-			c.t.Fatalf("harness: udp %s: %v", server, err)
-		}
-		n, err := conn.Read(buf)
-		rtt := time.Since(start)
-		if err != nil {
-			c.t.Fatalf("harness: udp %s %s retried: %v", server, q.name, err)
-		}
-		rcode, err := checkAnswer(buf[:n], id, q)
-		must(c.t, err)
-		c.truth.retriedOnce(newDNSKey(c.process, "udp", server, q.name, q.qtype, -1))
-		c.record("udp", server, q, rcode, rtt)
+		c.exchangeUDP(conn, server, id, q)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -221,6 +222,12 @@ func TestDeployManifestIsAcceptedByARealAPIServer(t *testing.T) {
 			}, metav1.CreateOptions{})
 			must(t, err)
 			return review.Status.Allowed
+		}
+		// The API server's RBAC authorizer reads roles and bindings from its own informers, so a binding just
+		// created takes a moment to count: wait until the first grant shows (CI once asked 90 ms too early).
+		deadline := time.Now().Add(10 * time.Second)
+		for !allowed("get", enrichmentReads[0]) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
 		}
 		for _, gr := range enrichmentReads {
 			for _, verb := range []string{"get", "list", "watch"} {

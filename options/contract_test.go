@@ -29,6 +29,9 @@ func example(o *options.Option) (tomlValue, envValue string) {
 	case options.Bool:
 		return "true", "1"
 	case options.Int:
+		if o.Min > 7 {
+			return fmt.Sprint(o.Min), fmt.Sprint(o.Min)
+		}
 		return "7", "7"
 	case options.Float:
 		if o.MinF < o.MaxF {

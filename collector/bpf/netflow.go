@@ -84,6 +84,8 @@ type Options struct {
 	TLS       bool     // parse it in OpenSSL calls, once AttachSSL is called per libssl (httpflow-tls)
 	DNS       bool     // hand DNS packets of client sockets to the collector (dnsflow)
 	DNSPorts  []uint16 // server ports that mark DNS (at most DNSPortsMax; default 53)
+	// MaxSockets sizes nf_socks, the TCP sockets followed at once (0: NF_SOCKS_MAX, 65 536).
+	MaxSockets int
 }
 
 // OpenNetflow loads probes/netflow.bpf.c and attaches what this kernel offers. It fails only when
@@ -114,6 +116,15 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 			for name, v := range knobs {
 				if err := m.InitGlobalVariable(name, v); err != nil {
 					return fmt.Errorf("set %s: %w", name, err)
+				}
+			}
+			if opts.MaxSockets > 0 {
+				socks, err := m.GetMap("nf_socks")
+				if err == nil {
+					err = socks.SetMaxEntries(uint32(opts.MaxSockets))
+				}
+				if err != nil {
+					return fmt.Errorf("size nf_socks to %d: %w", opts.MaxSockets, err)
 				}
 			}
 			if opts.DNS {

@@ -213,7 +213,7 @@ func openBash(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, er
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.
 func openNet(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.Plugin, object, error) {
 	k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
-		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts})
+		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts, MaxSockets: cfg.MaxSockets})
 	if err != nil {
 		return nil, nil, err
 	}

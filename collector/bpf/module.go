@@ -99,6 +99,15 @@ static int run_raw_tp(int prog_fd, void *args, unsigned int size, unsigned int *
 	*retval = opts.retval;
 	return err;
 }
+
+// Reads up to *count keys of a hash map (and their values, which the kernel copies too) from the bucket
+// *token names on, or from the start when first; *token then names where the next call starts. 0, -ENOENT
+// once the map's end is reached (*count may still be above 0), or another negative errno.
+static int map_keys(int fd, int first, __u32 *token, void *keys, void *vals, __u32 *count)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	return bpf_map_lookup_batch(fd, first ? NULL : token, token, keys, vals, count, &opts);
+}
 */
 import "C"
 
@@ -297,26 +306,69 @@ func newIterLink(progFD, mapFD int) (*iterLink, error) {
 
 // read runs the iterator once and returns everything it wrote.
 func (l *iterLink) read() ([]byte, error) {
+	var out []byte
+	err := l.readEach(1, func(b []byte) { out = append(out, b...) })
+	return out, err
+}
+
+// readEach runs the iterator and hands its output to fn as it is read, in whole records of recSize bytes
+// (a read may end inside one: its rest comes with the next).
+func (l *iterLink) readEach(recSize int, fn func([]byte)) error {
 	fd := C.bpf_iter_create(C.int(l.fd))
 	if fd < 0 {
-		return nil, fmt.Errorf("start iterator: %w", unix.Errno(-fd))
+		return fmt.Errorf("start iterator: %w", unix.Errno(-fd))
 	}
 	f := os.NewFile(uintptr(fd), "bpf-iter")
 	defer f.Close()
-	var out []byte
 	buf := make([]byte, 64<<10)
+	held := 0 // bytes of a record cut by the last read, at buf's start
 	for {
-		n, err := unix.Read(int(fd), buf)
+		n, err := unix.Read(int(fd), buf[held:])
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read iterator: %w", err)
+			return fmt.Errorf("read iterator: %w", err)
 		}
 		if n == 0 {
-			return out, nil
+			if held > 0 {
+				return fmt.Errorf("read iterator: %d bytes after the last whole record", held)
+			}
+			return nil
 		}
-		out = append(out, buf[:n]...)
+		n += held
+		whole := n - n%recSize
+		if whole > 0 {
+			fn(buf[:whole])
+		}
+		held = copy(buf, buf[whole:n])
+	}
+}
+
+// hashKeys hands a hash map's 8-byte keys to fn, a batch at a time: one system call per batch
+// (BPF_MAP_LOOKUP_BATCH, 5.6+), where walking the keys with get_next_key takes one per key.
+func hashKeys(m *libbpfgo.BPFMap, fn func(keys []uint64) error) error {
+	const batch = 1024 // a bucket with more elements than this would fail (ENOSPC): far above any load factor
+	if m.KeySize() != 8 {
+		return fmt.Errorf("map %s: keys of %d bytes, not 8", m.Name(), m.KeySize())
+	}
+	keys := make([]uint64, batch)
+	vals := make([]byte, batch*m.ValueSize())
+	var token C.__u32
+	for first := 1; ; first = 0 {
+		count := C.__u32(batch)
+		rc := C.map_keys(C.int(m.FileDescriptor()), C.int(first), &token, unsafe.Pointer(&keys[0]), unsafe.Pointer(&vals[0]), &count)
+		if rc < 0 && rc != -C.ENOENT {
+			return fmt.Errorf("read the keys of map %s: %w", m.Name(), unix.Errno(-rc))
+		}
+		if count > 0 {
+			if err := fn(keys[:count]); err != nil {
+				return err
+			}
+		}
+		if rc == -C.ENOENT {
+			return nil
+		}
 	}
 }
 

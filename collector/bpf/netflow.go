@@ -11,6 +11,7 @@ import (
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
 
+	"dkebpf/collector/netflow"
 	"dkebpf/collector/procfs"
 )
 
@@ -209,20 +210,21 @@ func (n *Netflow) UDP() bool { return n.att.On("udp") }
 // DrainClosed hands over the records of TCP connections closed since the last call.
 func (n *Netflow) DrainClosed(fn func([]byte)) int { return n.ring.Drain(fn) }
 
-// ReadLive reads every live tracked TCP connection's counters: one record each.
-func (n *Netflow) ReadLive() ([]byte, error) {
+// ReadLive reads every live tracked TCP connection's counters, one record each (struct nf_tcp_rec), and
+// hands them to fn a batch at a time as they are read: a batch is read after fn returned from the last.
+// fn must not keep the bytes.
+func (n *Netflow) ReadLive(fn func([]byte)) error {
 	if n.live != nil {
-		return n.readLiveByRuns()
+		return n.readLiveByRuns(fn)
 	}
 	it := n.att.iters["nf_iter"]
 	if it == nil {
-		return nil, nil
+		return nil
 	}
-	b, err := it.read()
-	if err != nil {
-		return nil, fmt.Errorf("nf_iter: %w", err)
+	if err := it.readEach(netflow.SizeTCPRecord, fn); err != nil {
+		return fmt.Errorf("nf_iter: %w", err)
 	}
-	return b, nil
+	return nil
 }
 
 // fillListeners puts every listening TCP port of every network namespace into nf_listen.
@@ -266,46 +268,49 @@ func (n *Netflow) seedByWalk() error {
 // seedBuckets is how many buckets one run of nf_seed_walk reads (NF_SEED_BUCKETS).
 const seedBuckets = 16
 
-// readLiveByRuns is ReadLive without map iterators: it walks nf_socks' keys and runs nf_live on them,
-// testRunArgs at a time, draining nf_live_out after each run (a run writes at most testRunArgs records).
-func (n *Netflow) readLiveByRuns() ([]byte, error) {
+// readLiveByRuns is ReadLive without map iterators: it reads nf_socks' keys in batches and runs nf_live on
+// them, testRunArgs at a time, draining nf_live_out after each run (a run writes at most testRunArgs
+// records). A key whose entry is deleted meanwhile is skipped by nf_live.
+func (n *Netflow) readLiveByRuns(fn func([]byte)) error {
 	prog, err := n.m.GetProgram("nf_live")
 	if err != nil {
-		return nil, fmt.Errorf("program nf_live: %w", err)
+		return fmt.Errorf("program nf_live: %w", err)
 	}
-	var out []byte
-	batch := make([]uint64, 0, testRunArgs)
+	args := make([]uint64, 0, testRunArgs)
+	var recs []byte
 	run := func() error {
-		if len(batch) == 0 {
+		if len(args) == 0 {
 			return nil
 		}
-		args := make([]uint64, testRunArgs)
-		copy(args, batch)
-		batch = batch[:0]
-		if _, err := testRun(prog.FileDescriptor(), args); err != nil {
+		_, err := testRun(prog.FileDescriptor(), args[:testRunArgs]) // a 0 ends the arguments
+		clear(args[:testRunArgs])
+		args = args[:0]
+		if err != nil {
 			return fmt.Errorf("nf_live: %w", err)
 		}
-		n.live.Drain(func(b []byte) { out = append(out, b...) })
+		n.live.Drain(func(b []byte) { recs = append(recs, b...) })
 		return nil
 	}
-	seen := map[uint64]bool{} // a key deleted during the walk restarts it
-	it := n.socks.Iterator()
-	for it.Next() {
-		k := binary.NativeEndian.Uint64(it.Key())
-		if k == 0 || seen[k] {
-			continue
-		}
-		seen[k] = true
-		if batch = append(batch, k); len(batch) == testRunArgs {
-			if err := run(); err != nil {
-				return out, err
+	return hashKeys(n.socks, func(keys []uint64) error {
+		for _, k := range keys {
+			if k == 0 { // a cookie or a socket's address: never 0
+				continue
+			}
+			if args = append(args, k); len(args) == testRunArgs {
+				if err := run(); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	if err := run(); err != nil {
-		return out, err
-	}
-	return out, it.Err()
+		if err := run(); err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			fn(recs)
+			recs = recs[:0]
+		}
+		return nil
+	})
 }
 
 // ReadUDP calls fn with every (key, value) of nf_udp, the value summed over CPUs (nf_udp is per CPU and

@@ -15,8 +15,9 @@ type Kernel interface {
 	UDP() bool // the UDP part runs
 	// DrainClosed hands over the records of connections closed since the last drain (struct nf_tcp_rec).
 	DrainClosed(fn func([]byte)) int
-	// ReadLive returns the records of the live connections (struct nf_tcp_rec, back to back).
-	ReadLive() ([]byte, error)
+	// ReadLive hands over the records of the live connections (struct nf_tcp_rec, back to back), a batch
+	// at a time as the kernel is read: no record of a batch is read after fn returned from the one before.
+	ReadLive(fn func([]byte)) error
 	// ReadUDP hands over every UDP peer's key and counters (struct nf_udp_key, struct nf_udp_val).
 	ReadUDP(fn func(key, val []byte)) error
 	DeleteUDP(key []byte) error
@@ -31,6 +32,8 @@ type Plugin struct {
 	agg *Aggregator
 	log *slog.Logger
 	c   plugin.Counters
+	// pause runs between the batches of the live walk (the main loop drains the rings there).
+	pause func()
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -53,18 +56,26 @@ func (p *Plugin) Drain() {
 // Flush polls live TCP connections and UDP peers once, then returns the interval's points.
 func (p *Plugin) Flush(now time.Time) []point.Point {
 	if p.k.TCP() {
-		b, err := p.k.ReadLive()
+		// A batch's records are added before the pause, which may drain netflow's own ring: a connection
+		// read live and then closed has its close record added after its live one, never before (a live
+		// record after the close would count the connection again). One closed before the walk reached
+		// it has left nf_socks and is not read.
+		err := p.k.ReadLive(func(b []byte) {
+			recs, err := DecodeTCPRecords(b)
+			if err != nil {
+				p.c.DecodeErrors++
+				p.log.Warn("netflow: decode live connections", "err", err)
+			}
+			p.c.Events += uint64(len(recs))
+			for _, r := range recs {
+				p.agg.AddTCP(r)
+			}
+			if p.pause != nil {
+				p.pause()
+			}
+		})
 		if err != nil {
 			p.log.Warn("netflow: read live connections", "err", err)
-		}
-		recs, err := DecodeTCPRecords(b)
-		if err != nil {
-			p.c.DecodeErrors++
-			p.log.Warn("netflow: decode live connections", "err", err)
-		}
-		p.c.Events += uint64(len(recs))
-		for _, r := range recs {
-			p.agg.AddTCP(r)
 		}
 	}
 	if p.k.UDP() {
@@ -90,6 +101,10 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 	}
 	return p.agg.Flush(now)
 }
+
+// SetPause sets what runs between the batches of the walk of live connections, which takes about a second
+// at 100 000 connections: the main loop drains the rings there, as they fill in a fraction of that.
+func (p *Plugin) SetPause(fn func()) { p.pause = fn }
 
 // LookupSock returns what the kernel learnt of a UDP socket's owner (dnsflow attributes queries with it).
 func (p *Plugin) LookupSock(cookie uint64) (flow.Sock, bool) {

@@ -23,7 +23,12 @@ type fakeKernel struct {
 func (k *fakeKernel) TCP() bool                       { return true }
 func (k *fakeKernel) UDP() bool                       { return true }
 func (k *fakeKernel) DrainClosed(fn func([]byte)) int { return k.closed.Drain(fn) }
-func (k *fakeKernel) ReadLive() ([]byte, error)       { return k.live, nil }
+func (k *fakeKernel) ReadLive(fn func([]byte)) error {
+	if len(k.live) > 0 {
+		fn(k.live)
+	}
+	return nil
+}
 func (k *fakeKernel) ReadUDP(fn func(key, val []byte)) error {
 	for kb, vb := range k.udp {
 		fn([]byte(kb), vb)

@@ -28,6 +28,18 @@ type agent struct {
 	started         time.Time
 }
 
+// agentOptions are ebpf.conf settings beyond a configuration's (the zero value: the collector's defaults).
+type agentOptions struct {
+	MaxSockets int // netflow_max_sockets, nf_socks' size (0: not written; the default is 65 536)
+}
+
+// nextAgent is the options of the agents started from now on. measureWith (main.go) starts its agent with
+// startAgent(root, cfg) alone, so the scale run sets them around its runs; the normal bench leaves them zero.
+var nextAgent agentOptions
+
+// running is the agent started last and not stopped yet (nil: none).
+var running *agent
+
 // l7net is the ebpf.conf line that picks each configuration's L7 plugins. It must be explicit: without
 // l7net_enabled or l7net_disabled the agent enables httpflow. dnsflow is part of ebpf-net in every
 // configuration (it reads the DNS packets of netflow's own cgroup_skb programs and has no switch).
@@ -47,7 +59,8 @@ var plugins = map[string]string{
 }
 
 // startAgent runs datakit from root (the repository) on a fresh install dir with configuration cfg
-// (floor: the hooks of "all" with programs that return at once). It returns once the collector says it runs.
+// (floor: the hooks of "all" with programs that return at once) and nextAgent's options. It returns once
+// the collector says it runs.
 func startAgent(root, cfg string) (*agent, error) {
 	dir, err := os.MkdirTemp("", "bench-agent-")
 	if err != nil {
@@ -63,6 +76,10 @@ func startAgent(root, cfg string) (*agent, error) {
 	if cfg == "floor" {
 		args = fmt.Sprintf(`["--datakit-apiserver", %q, "--bpf-floor"]`, addr)
 	}
+	extra := ""
+	if o := nextAgent; o.MaxSockets > 0 {
+		extra += fmt.Sprintf("  netflow_max_sockets = %d\n", o.MaxSockets)
+	}
 	os.MkdirAll(filepath.Join(dir, "conf.d", "host"), 0o755)
 	os.WriteFile(filepath.Join(dir, "conf.d", "datakit.conf"), []byte(fmt.Sprintf("[http_api]\n  listen = %q\n", addr)), 0o644)
 	os.WriteFile(filepath.Join(dir, "conf.d", "host", "ebpf.conf"), []byte(fmt.Sprintf(`[[inputs.ebpf]]
@@ -71,7 +88,7 @@ func startAgent(root, cfg string) (*agent, error) {
   interval = %q
   enabled_plugins = %s
   %s
-`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval, plugins[cfg], l7net[cfg])), 0o644)
+%s`, filepath.Join(root, "externals", "datakit-ebpf"), args, benchInterval, plugins[cfg], l7net[cfg], extra)), 0o644)
 
 	a := &agent{root: root, dir: dir, addr: addr, started: time.Now()}
 	a.cmd = exec.Command(filepath.Join(root, "datakit"), "run", "--dir", dir)
@@ -114,6 +131,7 @@ func startAgent(root, cfg string) (*agent, error) {
 		a.stop()
 		return nil, err
 	}
+	running = a
 	return a, nil
 }
 
@@ -140,6 +158,9 @@ func (a *agent) collector() (int, error) {
 
 // stop ends the agent; the collector makes a final flush on SIGTERM, so every point of the run is stored.
 func (a *agent) stop() {
+	if running == a {
+		running = nil
+	}
 	stopProcess(a.cmd, 2, 20*time.Second)
 }
 

@@ -4,6 +4,9 @@ package main
 //  1. N concurrent HTTP/1.1 keep-alive connections to nginx (10, 1 000, 100 000), opened first and then
 //     loaded round-robin at saturation by the bench's own Go generator, in base / netflow / all
 //     (interleaved in random order, a few repetitions), with the fidelity checks where the truth is exact.
+//     One process holds at most perProcess() connections (RLIMIT_NOFILE): the generator runs in that many
+//     child processes of the bench (bench/scaleclient.go), nginx with as many workers (reuseport), and
+//     nf_socks is sized for both ends of every connection (netflow_max_sockets).
 //  2. New connections (`Connection: close`) at a fixed rate (1 000/s) for minutes in config all: the
 //     collector's RSS, the BPF maps' entry counts and its drop counters every 10 s, then the exact checks.
 //  3. The state each connection costs in the kernel, per plugin, from the maps' definitions and what the
@@ -15,7 +18,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -26,8 +28,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -44,9 +44,6 @@ var (
 	churnRate    = flag.Float64("churn-rate", 1000, "scale run: new connections per second (Connection: close)")
 )
 
-// scaleNote says what the machine did not allow (empty: everything asked ran).
-var scaleNote string
-
 // scaleWorkers is how many requests are in flight at once in the keep-alive runs (wrk's -c of W1): the
 // number of connections grows, the concurrency does not.
 const scaleWorkers = 32
@@ -54,15 +51,35 @@ const scaleWorkers = 32
 // connsPerSource is the most connections from one loopback source address (its ephemeral ports).
 const connsPerSource = 10000
 
+// maxScaleProcs is the most client processes (and nginx workers) a keep-alive run may use: 32 × 18 000
+// connections here, and each child has at least one request in flight.
+const maxScaleProcs = scaleWorkers
+
+// defaultMaxSockets is nf_socks' size when ebpf.conf does not set netflow_max_sockets.
+const defaultMaxSockets = 65536
+
+// maxSocketsFor is the netflow_max_sockets a run at n connections sets (0: the default fits): both ends of
+// every connection, and room for the host's other sockets.
+func maxSocketsFor(n int) int {
+	if m := 2*n + 8192; m > defaultMaxSockets {
+		return m
+	}
+	return 0
+}
+
 // scaleResult is one keep-alive run at Conns connections.
 type scaleResult struct {
 	Conns int
 	run
-	OpenSeconds float64          // opening the connections (before the measured load)
-	Untracked   int64            // netflow_connections_untracked: sockets nf_socks had no room for
-	Stale       int64            // netflow_connections_stale
-	HTTPFull    int64            // httpflow_map_full_drops
-	Entries     map[string]int64 // BPF maps' entries at the end of the load (-1: not enumerable)
+	OpenSeconds  float64          // opening the connections (before the measured load)
+	CloseSeconds float64          // closing them, until nginx holds none (after the load)
+	ClientProcs  int              // the bench's client children holding the connections
+	NginxWorkers int              // nginx's worker processes
+	MaxSockets   int              // netflow_max_sockets the collector ran with (0: its default, 65 536)
+	Untracked    int64            // netflow_connections_untracked: sockets nf_socks had no room for
+	Stale        int64            // netflow_connections_stale
+	HTTPFull     int64            // httpflow_map_full_drops
+	Entries      map[string]int64 // BPF maps' entries at the end of the load (-1: not enumerable)
 }
 
 // churnSample is one 10 s sample of the new-connection run.
@@ -109,45 +126,46 @@ func runScale(root, out string, quick bool, noise float64) bool {
 	if quick {
 		reps, dur, churn = 1, 3*time.Second, min(churn, time.Minute)
 	}
+	// One process holds at most perProcess() connections (RLIMIT_NOFILE's hard limit, which cannot be raised
+	// here): the client side is spread over child processes, nginx's side over its workers.
 	most := slices.Max(conns)
-	// Both ends of every connection live in this machine: the bench's sockets and nginx's.
-	lim := uint64(2*most + 65536)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: lim, Max: lim}); err != nil {
-		// Without CAP_SYS_RESOURCE the hard limit stays: one process (the bench, nginx's worker) holds at
-		// most that many connections. Say so and run the largest N that fits.
-		var cur syscall.Rlimit
-		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur)
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: cur.Max, Max: cur.Max})
-		fit := int(cur.Max) - 2048
-		fit -= fit % 1000
-		var kept []int
-		for _, n := range conns {
-			if n > fit {
-				scaleNote = fmt.Sprintf("NOT RUN at %d connections: RLIMIT_NOFILE cannot be raised above its hard limit %d here (%v; no CAP_SYS_RESOURCE): "+
-					"the largest N run is %d, so nf_socks (65536) does not fill.", n, cur.Max, err, fit)
-				fmt.Fprintln(os.Stderr, "bench: scale: "+scaleNote)
-				n = fit
-			}
-			if !slices.Contains(kept, n) {
-				kept = append(kept, n)
-			}
-		}
-		conns, most = kept, slices.Max(kept)
+	if need := processesFor(most); need > maxScaleProcs {
+		fatalf("-scale-conns: %d connections need %d client processes and %d nginx workers of at most %d connections each "+
+			"(RLIMIT_NOFILE's hard limit); more than %d is not supported", most, need, need, perProcess(), maxScaleProcs)
+	}
+	if sources := (most + connsPerSource - 1) / connsPerSource; sources > 254 {
+		fatalf("-scale-conns: %d connections need %d loopback source addresses (%d each), more than 254", most, sources, connsPerSource)
 	}
 	work, err := os.MkdirTemp("", "bench-scale-")
 	if err != nil {
 		fatalf("%v", err)
 	}
 	defer os.RemoveAll(work)
-	ng, err := startNginxWith(work, most)
-	if err != nil {
-		fatalf("%v", err)
+	// nginx runs apart for each N (processesFor(N) workers), one at a time: they would share the port.
+	var ng *nginx
+	stopNginx := func() {
+		if ng != nil {
+			ng.stop()
+			ng = nil
+		}
 	}
-	defer ng.stop()
-	cs := &connSet{req: []byte("GET /api HTTP/1.1\r\nHost: bench\r\n\r\n")}
-	if cs.respLen, err = probeResponse(cs.req); err != nil {
-		ng.stop()
-		fatalf("probe nginx: %v", err)
+	defer stopNginx()
+	cs := &clientSet{}
+	startNg := func(n int) {
+		dir, err := os.MkdirTemp(work, "nginx-")
+		if err == nil {
+			ng, err = startNginxWith(dir, n)
+		}
+		if err == nil {
+			cs.respLen, err = probeResponse([]byte(scaleRequest))
+			if err != nil {
+				err = fmt.Errorf("probe nginx: %w", err)
+			}
+		}
+		if err != nil {
+			stopNginx() // fatalf exits without running the deferred stop
+			fatalf("%v", err)
+		}
 	}
 	started := time.Now()
 
@@ -157,31 +175,34 @@ func runScale(root, out string, quick bool, noise float64) bool {
 	states := map[string]mapInfo{}
 	for rep := 1; rep <= reps; rep++ {
 		for _, n := range conns {
+			startNg(n)
 			order := slices.Clone(cfgs)
 			rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 			for _, cfg := range order {
 				res, err := scaleOne(root, ng, cs, n, cfg, dur, states)
 				if err != nil {
-					ng.stop() // fatalf exits without running the deferred stop
+					stopNginx()
 					fatalf("scale %d connections, %s: %v", n, cfg, err)
 				}
 				res.Rep = rep
 				res.Discarded = res.OtherCores > noise
 				results = append(results, res)
-				fmt.Printf("[%3d/%d] %6d conns %-7s %8.0f/s (opened in %.1fs) collector %.1f%% rss %.1f MB nf_socks %s untracked %d other=%.2f cores%s\n",
-					len(results), total, n, cfg, res.Load.Rate, res.OpenSeconds, res.CollectorCPU/res.Seconds*100, res.CollectorRSSMB,
+				fmt.Printf("[%3d/%d] %6d conns %-7s %8.0f/s (opened in %.1fs, closed in %.1fs; %d client processes, %d nginx workers) collector %.1f%% rss %.1f MB nf_socks %s untracked %d other=%.2f cores%s\n",
+					len(results), total, n, cfg, res.Load.Rate, res.OpenSeconds, res.CloseSeconds, res.ClientProcs, res.NginxWorkers, res.CollectorCPU/res.Seconds*100, res.CollectorRSSMB,
 					entries(res.Entries, "nf_socks"), res.Untracked, res.OtherCores, map[bool]string{true: " DISCARDED", false: ""}[res.Discarded])
 			}
+			stopNginx()
 		}
 	}
 
-	// 2. New connections at a fixed rate.
+	// 2. New connections at a fixed rate (one nginx worker: few connections are open at once).
 	var ch *churnResult
 	if churn > 0 {
 		fmt.Printf("new connections: %.0f/s (Connection: close) for %v, config all, a sample every 10 s\n", *churnRate, churn)
+		startNg(4096)
 		c, err := runChurn(root, ng, churn, *churnRate, states)
+		stopNginx()
 		if err != nil {
-			ng.stop()
 			fatalf("churn: %v", err)
 		}
 		ch = &c
@@ -203,11 +224,22 @@ func runScale(root, out string, quick bool, noise float64) bool {
 
 // scaleOne measures one keep-alive run (measureWith: the collector starts, the connections open, the load
 // runs, the connections close and nginx settles, the collector stops and its points are read back).
-func scaleOne(root string, ng *nginx, cs *connSet, n int, cfg string, d time.Duration, states map[string]mapInfo) (scaleResult, error) {
-	res := scaleResult{Conns: n}
+func scaleOne(root string, ng *nginx, cs *clientSet, n int, cfg string, d time.Duration, states map[string]mapInfo) (scaleResult, error) {
+	res := scaleResult{Conns: n, ClientProcs: processesFor(n), NginxWorkers: ng.workers, MaxSockets: maxSocketsFor(n)}
+	// measureWith starts the agent with startAgent(root, cfg): nf_socks' size reaches it through nextAgent.
+	nextAgent = agentOptions{MaxSockets: res.MaxSockets}
+	defer func() { nextAgent = agentOptions{} }()
 	var acceptedBefore int64
 	var openErr error
 	var clientEst int64
+	closeAll := func() {
+		t := time.Now()
+		cs.close()
+		if err := ng.settle(60 * time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: scale:", err)
+		}
+		res.CloseSeconds = time.Since(t).Seconds()
+	}
 	w := workload{ID: fmt.Sprintf("K%d", n), Name: fmt.Sprintf("nginx HTTP/1.1 keep-alive, %d connections", n), serverPID: ng.pid,
 		before: func() {
 			ng.drainLog()
@@ -220,7 +252,8 @@ func scaleOne(root string, ng *nginx, cs *connSet, n int, cfg string, d time.Dur
 			if openErr != nil {
 				return loadResult{}, 0, openErr
 			}
-			return cs.load(d), 0, nil
+			r, clientCPU := cs.load(d)
+			return r, clientCPU, nil
 		},
 		// Only with a collector: the maps at their fullest, then every connection closes.
 		after: func() {
@@ -230,40 +263,37 @@ func scaleOne(root string, ng *nginx, cs *connSet, n int, cfg string, d time.Dur
 				addStates(states, maps)
 				closeMaps(maps)
 			}
-			cs.close()
-			if err := ng.settle(60 * time.Second); err != nil {
-				fmt.Fprintln(os.Stderr, "bench: scale:", err)
-			}
+			closeAll()
 		},
 		checks: func(_ string, _ loadResult, c collected) []check {
 			log := ng.drainLog()
 			after, _ := ng.accepted()
 			accepted := after - acceptedBefore
 			side := map[string]string{"direction": "incoming", "src_port": "18080", "transport": "tcp"}
-			client := map[string]string{"direction": "outgoing", "dst_port": "18080", "transport": "tcp", "pid": strconv.Itoa(os.Getpid())}
-			clientEst = c.flows.sum("tcp_established", client)
-			cs := []check{
+			clientEst = 0
+			for _, pid := range cs.pids { // the client children's sockets
+				client := map[string]string{"direction": "outgoing", "dst_port": "18080", "transport": "tcp", "pid": strconv.Itoa(pid)}
+				clientEst += c.flows.sum("tcp_established", client)
+			}
+			out := []check{
 				{"nginx: connections accepted (stub_status) = tcp_established", accepted, c.flows.sum("tcp_established", side)},
 				{"nginx: connections closed = tcp_closed", accepted, c.flows.sum("tcp_closed", side)},
 				{"nginx: bytes read (access log $request_length)", log.RequestBytes, c.flows.sum("bytes_read", side)},
 				{"nginx: bytes written (access log $bytes_sent)", log.ResponseBytes, c.flows.sum("bytes_written", side)},
 			}
 			if c.http != nil {
-				cs = append(cs,
+				out = append(out,
 					check{"nginx (incoming): httpflow count (access log requests)", log.Requests,
 						c.http.sum("count", map[string]string{"direction": "incoming", "server_port": "18080"})},
 					check{"client (outgoing): httpflow count (access log requests)", log.Requests,
 						c.http.sum("count", map[string]string{"direction": "outgoing", "server_port": "18080"})})
 			}
-			return cs
+			return out
 		},
 	}
 	r, self, err := measureWith(root, w, "saturation", cfg, 0, d, nil)
-	if cs.conns != nil { // base: no collector, so after() did not run
-		cs.close()
-		if err := ng.settle(60 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, "bench: scale:", err)
-		}
+	if cs.isOpen() { // base: no collector, so after() did not run
+		closeAll()
 	}
 	if err != nil {
 		return res, err
@@ -275,131 +305,12 @@ func scaleOne(root string, ng *nginx, cs *connSet, n int, cfg string, d time.Dur
 		res.HTTPFull = self.last("httpflow_map_full_drops")
 	}
 	if slices.Contains(measured, cfg) {
-		// Every socket of the run (two per connection: the bench's and nginx's) is tracked or refused.
+		// Every socket of the run (two per connection: a client child's and nginx's) is tracked or refused.
 		// The counter is the host's: another connection opened meanwhile while nf_socks was full adds to it.
 		res.Checks = append(res.Checks, check{"sockets opened (2 per connection) = tcp_established of both ends + connections untracked (map full)",
 			2 * int64(n), r.Checks[0].Got + clientEst + res.Untracked})
 	}
 	return res, nil
-}
-
-// connSet is the keep-alive generator: N connections opened first, then requests round-robin over them.
-type connSet struct {
-	conns   []net.Conn
-	req     []byte
-	respLen int // nginx's answer is the same size every time (its Date header has a fixed width)
-	gen     int // runs so far: each run takes fresh source addresses, so no port is in TIME_WAIT
-}
-
-// open connects n times to nginx, from 127.<20+run>.0.x (at most connsPerSource per address), and waits
-// until nginx holds them all.
-func (s *connSet) open(n int, ng *nginx) error {
-	s.gen++
-	second := byte(20 + s.gen%200)
-	sources := (n + connsPerSource - 1) / connsPerSource
-	s.conns = make([]net.Conn, n)
-	const dialers = 64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	deadline := time.Now().Add(10 * time.Minute)
-	for g := 0; g < min(dialers, n); g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < n; i += dialers {
-				src := &net.TCPAddr{IP: net.IPv4(127, second, 0, byte(1+i%sources))}
-				c, err := (&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}).Dial("tcp", httpAddr)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				c.SetDeadline(deadline)
-				s.conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
-	if err, ok := firstErr.Load().(error); ok {
-		s.close()
-		return fmt.Errorf("open %d connections: %w", n, err)
-	}
-	for t := time.Now(); ; time.Sleep(50 * time.Millisecond) {
-		_, active, err := ng.status()
-		if err != nil {
-			return err
-		}
-		if active >= int64(n) {
-			return nil
-		}
-		if time.Since(t) > 60*time.Second {
-			return fmt.Errorf("nginx holds %d of %d connections after 60 s", active, n)
-		}
-	}
-}
-
-// load sends requests round-robin over the connections, scaleWorkers at a time, for d. Each worker ends
-// its request in flight before it stops, so every request of the run is answered.
-func (s *connSet) load(d time.Duration) loadResult {
-	n := len(s.conns)
-	workers := min(scaleWorkers, n)
-	var stop atomic.Bool
-	var ok, failed atomic.Int64
-	timer := time.AfterFunc(d, func() { stop.Store(true) })
-	defer timer.Stop()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, s.respLen)
-			var done, bad int64
-			for i := w; !stop.Load(); {
-				if c := s.conns[i]; c != nil {
-					_, err := c.Write(s.req)
-					if err == nil {
-						_, err = io.ReadFull(c, buf)
-					}
-					if err == nil && bytes.HasPrefix(buf, []byte("HTTP/1.1 200 ")) {
-						done++
-					} else {
-						bad++
-						c.Close() // out of step: not used again
-						s.conns[i] = nil
-					}
-				}
-				if i += workers; i >= n {
-					i = w
-					if bad > 0 && s.allNil(w, workers) {
-						break
-					}
-				}
-			}
-			ok.Add(done)
-			failed.Add(bad)
-		}()
-	}
-	wg.Wait()
-	el := time.Since(start).Seconds()
-	return loadResult{Requests: ok.Load(), Errors: failed.Load(), Rate: float64(ok.Load()) / el}
-}
-
-func (s *connSet) allNil(w, step int) bool {
-	for i := w; i < len(s.conns); i += step {
-		if s.conns[i] != nil {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *connSet) close() {
-	for _, c := range s.conns {
-		if c != nil {
-			c.Close()
-		}
-	}
-	s.conns = nil
 }
 
 var contentLength = regexp.MustCompile(`(?i)\r\ncontent-length:\s*(\d+)`)
@@ -436,14 +347,12 @@ func probeResponse(req []byte) (int, error) {
 	}
 }
 
-// collectorPID is the running collector below the bench (0: none).
+// collectorPID is the collector of the agent running now (0: none).
 func collectorPID() int {
-	for _, pid := range descendants(os.Getpid()) {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(b)) == "datakit-ebpf" {
-			return pid
-		}
+	if running == nil {
+		return 0
 	}
-	return 0
+	return running.collectorPID
 }
 
 // runChurn holds rate new connections per second (Connection: close) for d in config all, sampling the
@@ -786,6 +695,20 @@ func pluginOf(name string) string {
 	}
 }
 
+// layout says how many client processes and nginx workers each N ran with.
+func layout(conns []int, rs []scaleResult) string {
+	var parts []string
+	for _, n := range conns {
+		if i := slices.IndexFunc(rs, func(r scaleResult) bool { return r.Conns == n }); i >= 0 {
+			parts = append(parts, fmt.Sprintf("%d connections: %d client processes, %d nginx workers", n, rs[i].ClientProcs, rs[i].NginxWorkers))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
 // scaleReport renders the scale run as markdown.
 func scaleReport(conns []int, cfgs []string, rs []scaleResult, ch *churnResult, states map[string]mapInfo, noise float64, took time.Duration) string {
 	var b strings.Builder
@@ -797,14 +720,15 @@ func scaleReport(conns []int, cfgs []string, rs []scaleResult, ch *churnResult, 
 	}
 	fmt.Fprintf(&b, "### bench -scale, %s, %d keep-alive runs in %s (all parts); %d discarded (other processes above %.2f cores)\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04"), len(rs), took.Round(time.Second), discarded, noise)
-	if scaleNote != "" {
-		fmt.Fprintf(&b, "**%s**\n\n", scaleNote)
-	}
 	fmt.Fprintf(&b, "Keep-alive connections: N connections to nginx (CPU 0) opened first (from 127.x.0.y, at most %d per source address), "+
 		"then requests round-robin over them, %d in flight, by the bench's Go generator on CPU 1 (with the collector), for %v per run; "+
-		"configs interleaved in random order. Medians; peak RSS, events lost and drops: the most of any run. nf_socks: entries at the end "+
-		"of the load (max %d); untracked: netflow's map-full drops (sockets nf_socks had no room for, host-wide).\n\n",
-		connsPerSource, scaleWorkers, *scaleDur, 65536)
+		"configs interleaved in random order. One process holds at most %d connections (RLIMIT_NOFILE's hard limit here, less a tenth): "+
+		"the generator is ceil(N/%[4]d) child processes of the bench (their CPU counted as the generator's, the in-flight requests split "+
+		"among them) and nginx has as many workers (`listen … reuseport`)%s. "+
+		"Medians; peak RSS, events lost and drops: the most of any run. nf_socks: entries at the end "+
+		"of the load (max %d, or netflow_max_sockets = 2N + 8192 when that is more); untracked: netflow's map-full drops "+
+		"(sockets nf_socks had no room for, host-wide).\n\n",
+		connsPerSource, scaleWorkers, *scaleDur, perProcess(), layout(conns, rs), defaultMaxSockets)
 	fmt.Fprintln(&b, "| connections | config | opened in s | rate/s median | min–max | vs base | collector % of a core | collector CPU s per 10k req | peak RSS MB | nf_socks entries | map-full drops | events lost | runs |")
 	fmt.Fprintln(&b, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	keptOf := func(n int, cfg string) ([]scaleResult, int) {

@@ -30,25 +30,37 @@ const (
 )
 
 type nginx struct {
-	dir   string
-	cmd   *exec.Cmd
-	log   *os.File // access log, read for ground truth
-	asked int64    // connections the bench opened to stub_status (nginx counts them as accepted too)
+	dir     string
+	cmd     *exec.Cmd
+	log     *os.File // access log, read for ground truth (every worker appends to it)
+	asked   int64    // connections the bench opened to stub_status (nginx counts them as accepted too)
+	workers int      // worker processes (their CPU is the master's tree's: treeCPU(pid))
 }
 
 func startNginx(dir string) (*nginx, error) { return startNginxWith(dir, 0) }
 
-// startNginxWith is startNginx for conns concurrent connections (0: the main bench's 4096): the scale
-// run's nginx also raises its file limit and keeps idle connections open for as long as a run lasts.
+// startNginxWith is startNginx for conns concurrent connections (0: the main bench's one worker of 4096):
+// the scale run's nginx also raises its file limit, keeps idle connections open for as long as a run lasts
+// and, as one process holds at most perProcess() connections (RLIMIT_NOFILE's hard limit), runs
+// processesFor(conns) workers, each with its own listening socket on the HTTP port (reuseport: the kernel
+// spreads the connections over them by their addresses' hash). stub_status's counters are nginx's, not a
+// worker's, and every worker appends whole lines to the one access log.
 func startNginxWith(dir string, conns int) (*nginx, error) {
-	workerConns, mainExtra, httpExtra := 4096, "", ""
+	workers, workerConns, mainExtra, httpExtra, listenExtra := 1, 4096, "", "", ""
 	if conns > 0 {
-		// nginx closes idle keep-alive connections once fewer than 1/16 of its connections are free.
-		workerConns = conns + conns/8 + 1024
+		workers = processesFor(conns)
+		perWorker := (conns + workers - 1) / workers
 		var lim syscall.Rlimit
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+		// nginx closes idle keep-alive connections once fewer than 1/16 of its connections are free: an
+		// eighth more, within the file limit (less room for its listening sockets, logs and channels).
+		workerConns = perWorker + perWorker/8 + 1024
+		if lim.Max < 1<<24 {
+			workerConns = min(workerConns, int(lim.Max)-64)
+		}
 		mainExtra = fmt.Sprintf("\nworker_rlimit_nofile %d;", min(uint64(2*workerConns+1024), lim.Max))
 		httpExtra = "\n\tkeepalive_timeout 600s;"
+		listenExtra = " reuseport"
 	}
 	key, crt := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -56,7 +68,7 @@ func startNginxWith(dir string, conns int) (*nginx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("self-signed certificate: %v: %s", err, out)
 	}
-	conf := fmt.Sprintf(`worker_processes 1;
+	conf := fmt.Sprintf(`worker_processes %[10]d;
 daemon off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
@@ -70,7 +82,7 @@ http {
 	ssl_certificate %[2]s;
 	ssl_certificate_key %[3]s;
 	server {
-		listen %[4]s;
+		listen %[4]s%[11]s;
 		listen %[5]s ssl;
 		location /api { default_type application/json; return 200 '{"ok":true,"service":"bench"}'; }
 	}
@@ -80,13 +92,17 @@ http {
 		location /status { stub_status; }
 	}
 }
-`, dir, crt, key, httpAddr, httpsAddr, statusAddr, workerConns, mainExtra, httpExtra)
+`, dir, crt, key, httpAddr, httpsAddr, statusAddr, workerConns, mainExtra, httpExtra, workers, listenExtra)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	n := &nginx{dir: dir, cmd: pinned(0, "nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))}
+	n := &nginx{dir: dir, workers: workers, cmd: pinned(0, "nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))}
 	n.cmd.Stderr = os.Stderr
+	if conns > 0 {
+		// Should the bench die, its nginx stops (with its workers): the next run needs the ports.
+		n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	}
 	if err := n.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}

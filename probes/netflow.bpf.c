@@ -78,6 +78,14 @@ struct {
 	__type(value, __u64);
 } nf_stats SEC(".maps");
 
+/* Set by the collector (1) while its last walk met a tracked TCP socket with no owner: see tcp_owner. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} nf_want_owner SEC(".maps");
+
 /* Puts struct nf_tcp_rec, only used as a local, and the enums Go mirrors into the object's BTF for the
  * layout tests (collector/bpf). */
 const struct nf_tcp_rec *nf_rec_btf __attribute__((unused));
@@ -555,10 +563,36 @@ static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
 	return udp_owner_of(sk, cookie, false);
 }
 
-/* Linux 6.3+: every socket send/receive, in process context; TCP and others return at once. */
+/* A TCP socket's owner, at a send or receive (process context). An accepted socket's state changes run
+ * in softirq, so without this its owner comes from a scan of every open file in /proc (about a second
+ * at 200 000 sockets). The lookup runs only while the collector asks (nf_want_owner): otherwise a TCP
+ * send or receive costs one array load more. */
+static __always_inline int tcp_owner(__u64 key)
+{
+	__u32 zero = 0;
+	__u32 *want = bpf_map_lookup_elem(&nf_want_owner, &zero);
+
+	if (!want || !*want)
+		return 0;
+	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &key);
+
+	if (!s || s->pid)
+		return 0;
+	/* The walk may read the entry meanwhile: the pid, which says the rest is there, is written last. */
+	s->mntns = current_mntns();
+	process_comm(s->comm, sizeof(s->comm));
+	asm volatile("" ::: "memory");
+	s->pid = bpf_get_current_pid_tgid() >> 32;
+	return 0;
+}
+
+/* Linux 6.3+: every socket send/receive, in process context; TCP learns owners (tcp_owner), others
+ * return at once. */
 static __always_inline int udp_owner_tp(struct sock *sk)
 {
 	/* Plain loads through the trusted argument: this runs on every socket send and receive. */
+	if (sk->sk_protocol == IPPROTO_TCP)
+		return tcp_owner(tcp_sock_id(sk));
 	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -588,7 +622,11 @@ int BPF_PROG(nf_udp_recv, struct sock *sk, int ret, int flags)
  * cannot ask for a cookie: they read the one cgroup_skb generated at the socket's first packet. */
 static __always_inline int udp_owner_raw(struct sock *sk)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+
+	if (proto == IPPROTO_TCP)
+		return tcp_owner(cookie_helper ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : (__u64)sk);
+	if (proto != IPPROTO_UDP)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 

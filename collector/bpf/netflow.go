@@ -60,6 +60,7 @@ type Netflow struct {
 	udp      *libbpfgo.BPFMap
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
+	want     *libbpfgo.BPFMap // nf_want_owner
 	live     *Ring      // nf_live's records, when it stands in for nf_iter
 	http     *httpProbe // nil unless Options.HTTP or TLS
 	dns      *dnsProbe  // nil unless Options.DNS
@@ -149,7 +150,7 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 	if !n.TCP() && !n.UDP() {
 		return nil, fmt.Errorf("netflow: no part could attach: %v", n.att.off)
 	}
-	for name, dst := range map[string]**libbpfgo.BPFMap{"nf_socks": &n.socks, "nf_udp": &n.udp, "nf_udp_socks": &n.udpSocks, "nf_stats": &n.stats} {
+	for name, dst := range map[string]**libbpfgo.BPFMap{"nf_socks": &n.socks, "nf_udp": &n.udp, "nf_udp_socks": &n.udpSocks, "nf_stats": &n.stats, "nf_want_owner": &n.want} {
 		if *dst, err = m.GetMap(name); err != nil {
 			return nil, fmt.Errorf("map %s: %w", name, err)
 		}
@@ -225,6 +226,16 @@ func (n *Netflow) ReadLive(fn func([]byte)) error {
 		return fmt.Errorf("nf_iter: %w", err)
 	}
 	return nil
+}
+
+// WantTCPOwners says whether some tracked TCP socket has no owner yet: while it does, the socket
+// send/receive tracepoints (6.3+) bind tracked TCP sockets to the process calling.
+func (n *Netflow) WantTCPOwners(on bool) {
+	var zero, v uint32
+	if on {
+		v = 1
+	}
+	n.want.Update(unsafe.Pointer(&zero), unsafe.Pointer(&v))
 }
 
 // fillListeners puts every listening TCP port of every network namespace into nf_listen.

@@ -18,6 +18,9 @@ type Kernel interface {
 	// ReadLive hands over the records of the live connections (struct nf_tcp_rec, back to back), a batch
 	// at a time as the kernel is read: no record of a batch is read after fn returned from the one before.
 	ReadLive(fn func([]byte)) error
+	// WantTCPOwners asks the kernel to learn the owners of TCP sockets that have none, at their next send
+	// or receive (on kernels with those tracepoints; elsewhere it does nothing).
+	WantTCPOwners(on bool)
 	// ReadUDP hands over every UDP peer's key and counters (struct nf_udp_key, struct nf_udp_val).
 	ReadUDP(fn func(key, val []byte)) error
 	DeleteUDP(key []byte) error
@@ -60,6 +63,7 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		// read live and then closed has its close record added after its live one, never before (a live
 		// record after the close would count the connection again). One closed before the walk reached
 		// it has left nf_socks and is not read.
+		ownerless := 0
 		err := p.k.ReadLive(func(b []byte) {
 			recs, err := DecodeTCPRecords(b)
 			if err != nil {
@@ -68,6 +72,9 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 			}
 			p.c.Events += uint64(len(recs))
 			for _, r := range recs {
+				if r.Pid == 0 {
+					ownerless++
+				}
 				p.agg.AddTCP(r)
 			}
 			if p.pause != nil {
@@ -77,6 +84,9 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		if err != nil {
 			p.log.Warn("netflow: read live connections", "err", err)
 		}
+		// Accepted sockets change state in softirq: the kernel learns their process at a send or receive
+		// when asked, where /proc would have to be searched (see Owners).
+		p.k.WantTCPOwners(ownerless > 0)
 	}
 	if p.k.UDP() {
 		var idle [][]byte

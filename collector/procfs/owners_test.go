@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestLookupFindsThisProcessBySocketInode(t *testing.T) {
@@ -38,6 +39,7 @@ func TestLookupFindsThisProcessBySocketInode(t *testing.T) {
 func TestLookupScansAtMostOncePerRefresh(t *testing.T) {
 	dir := t.TempDir()
 	o := NewOwners(dir)
+	o.now = func() time.Time { return time.Unix(1000, 0) } // scans take no time: only Refresh limits them
 	if _, ok := o.Lookup(1); ok {
 		t.Fatal("found an owner in an empty /proc")
 	}
@@ -52,5 +54,28 @@ func TestLookupScansAtMostOncePerRefresh(t *testing.T) {
 	o.Refresh()
 	if got, ok := o.Lookup(1); !ok || got.Pid != 7 || got.Comm != "late" {
 		t.Errorf("after Refresh: %+v, %v", got, ok)
+	}
+}
+
+func TestLookupWaitsTenScansLengthsBeforeTheNext(t *testing.T) {
+	dir := t.TempDir()
+	o := NewOwners(dir)
+	clock := time.Unix(1000, 0)
+	o.now = func() time.Time { clock = clock.Add(time.Second); return clock } // each call: 1 s later, so a scan "takes" 1 s
+	if _, ok := o.Lookup(1); ok {
+		t.Fatal("found an owner in an empty /proc")
+	}
+	if err := os.MkdirAll(dir+"/7/fd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink("socket:[1]", dir+"/7/fd/3")
+	o.Refresh()
+	if _, ok := o.Lookup(1); ok {
+		t.Error("rescanned 2 s after a scan that took 1 s")
+	}
+	clock = clock.Add(10 * time.Second)
+	o.Refresh()
+	if got, ok := o.Lookup(1); !ok || got.Pid != 7 {
+		t.Errorf("10 scans' lengths later: %+v, %v", got, ok)
 	}
 }

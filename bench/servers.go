@@ -179,13 +179,46 @@ func (n *nginx) settle(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		_, active, err := n.status()
-		if err != nil || active == 0 {
+		if err != nil {
 			return err
+		}
+		if active == 0 {
+			// nginx has closed them, but a socket ends (its close record) at the peer's last ACK: under
+			// load some are still in LAST_ACK here.
+			return socketsGone(httpAddr, deadline)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nginx still holds %d connections after %s", active, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// socketsGone waits until no TCP socket bound to addr's port is between ESTABLISHED and CLOSE (LISTEN
+// and TIME_WAIT are not sockets the collector follows), as /proc/net/tcp and tcp6 say.
+func socketsGone(addr string, deadline time.Time) error {
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	local := fmt.Sprintf(":%04X ", port)
+	for {
+		left := 0
+		for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			b, _ := os.ReadFile(f)
+			for _, line := range strings.Split(string(b), "\n") {
+				fields := strings.Fields(line)
+				// sl local_address rem_address st ...: states 06 TIME_WAIT, 07 CLOSE, 0A LISTEN
+				if len(fields) > 3 && strings.HasSuffix(fields[1]+" ", local) && fields[3] != "06" && fields[3] != "07" && fields[3] != "0A" {
+					left++
+				}
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d sockets of port %d still open", left, port)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

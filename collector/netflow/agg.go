@@ -93,13 +93,16 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
+	first, waiting := a.tcpWait[r.Cookie]
 	if r.Pid != 0 {
 		owner = procfs.Owner{Pid: r.Pid, Comm: a.comms.Name(r.Comm), Mntns: r.Mntns}
-	} else if owner.Pid == 0 && r.Ino != 0 {
+	} else if owner.Pid == 0 && r.Ino != 0 && (known || waiting && first < a.flushes) {
+		// /proc is searched for a socket seen without owner in an earlier walk, not at once: the kernel
+		// learns most owners at the socket's next send or receive (WantTCPOwners), and a search reads
+		// every open file of the host.
 		owner, _ = a.owners.Lookup(uint64(r.Ino))
 	}
 	if !known && owner.Pid == 0 && r.Closed == 0 {
-		first, waiting := a.tcpWait[r.Cookie]
 		if !waiting {
 			first = a.flushes
 			a.tcpWait[r.Cookie] = first

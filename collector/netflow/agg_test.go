@@ -217,6 +217,10 @@ func TestOwnerFoundByInodeStaysWithTheConnection(t *testing.T) {
 	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, flow.ProtoTCP)
 	live := rec(1, tp, flow.DirIn, 10, 10, false)
 	live.Pid, live.Comm, live.Ino = 0, [16]byte{}, 77
+	// Seen first without an owner, it waits a walk for the kernel to learn one; /proc is searched at the next.
+	if pts := flush2(a, live); len(pts) != 0 {
+		t.Fatalf("reported (or searched /proc) at its first sighting: %v", pts)
+	}
 	p := only(t, flush2(a, live))
 	if p.Tags["pid"] != "1234" || p.Tags["process_name"] != "nginx" {
 		t.Errorf("owner not resolved by inode: %v", p.Tags)

@@ -9,22 +9,29 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Owner is a process that holds a socket (its mount namespace is not read: 0).
 type Owner = flow.Proc
 
-// Owners resolves socket inodes, rescanning /proc at most once per Refresh, and only once ten times the last
-// scan's length has passed since it: a scan reads every open file of every process (about a second of CPU
-// at 200 000 sockets), so it takes at most a tenth of the collector's time however many sockets wait.
+// Owners resolves socket inodes from a scan of /proc. A scan reads every open file of every process
+// (about a second at 200 000 sockets), so it runs in the background, never holding the caller (the main
+// loop, which drains the rings), at most once per Refresh, and only once ten times the last scan's
+// length has passed since it: it takes at most a tenth of the time however many sockets wait. A lookup
+// that misses starts one; its answer is there for the next walk.
 type Owners struct {
-	root     string
-	byInode  map[uint64]Owner
-	scanned  bool
+	root string
+	now  func() time.Time
+
+	mu       sync.Mutex
+	byInode  map[uint64]Owner // from the last finished scan
+	scanned  bool             // a scan started since the last Refresh
+	scanning sync.WaitGroup   // the scan in flight, if any
+	busy     bool
 	lastScan time.Time     // when the last scan started
 	scanTook time.Duration // how long it took
-	now      func() time.Time
 }
 
 // scanBudget is how many times a scan's length must pass before the next one.
@@ -33,33 +40,48 @@ const scanBudget = 10
 func NewOwners(root string) *Owners { return &Owners{root: root, now: time.Now} }
 
 // Refresh allows one more scan, on the next miss (once the budget allows).
-func (o *Owners) Refresh() { o.scanned = false }
+func (o *Owners) Refresh() {
+	o.mu.Lock()
+	o.scanned = false
+	o.mu.Unlock()
+}
 
-// Lookup returns the process holding socket inode ino. With several holders (a fork), the lowest pid.
+// Lookup returns the process holding socket inode ino, as the last scan saw it (with several holders, a
+// fork, the lowest pid). A miss may start a scan.
 func (o *Owners) Lookup(ino uint64) (Owner, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if ow, ok := o.byInode[ino]; ok {
 		return ow, true
 	}
-	if o.scanned || o.now().Sub(o.lastScan) < scanBudget*o.scanTook {
+	if o.scanned || o.busy || o.now().Sub(o.lastScan) < scanBudget*o.scanTook {
 		return Owner{}, false
 	}
-	o.lastScan = o.now()
-	o.scan()
-	o.scanTook = o.now().Sub(o.lastScan)
-	ow, ok := o.byInode[ino]
-	return ow, ok
+	o.scanned, o.busy, o.lastScan = true, true, o.now()
+	o.scanning.Add(1)
+	go func() {
+		defer o.scanning.Done()
+		found := scan(o.root)
+		o.mu.Lock()
+		o.byInode, o.busy, o.scanTook = found, false, o.now().Sub(o.lastScan)
+		o.mu.Unlock()
+	}()
+	return Owner{}, false
 }
 
-func (o *Owners) scan() {
-	o.scanned = true
-	o.byInode = map[uint64]Owner{}
-	procs, _ := os.ReadDir(o.root)
+// wait returns once no scan is in flight (tests).
+func (o *Owners) wait() { o.scanning.Wait() }
+
+// scan maps every socket inode held open under root (/proc) to its process.
+func scan(root string) map[uint64]Owner {
+	byInode := map[uint64]Owner{}
+	procs, _ := os.ReadDir(root)
 	for _, p := range procs {
 		pid, err := strconv.ParseUint(p.Name(), 10, 32)
 		if err != nil {
 			continue
 		}
-		dir := filepath.Join(o.root, p.Name())
+		dir := filepath.Join(root, p.Name())
 		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
 		var name string
 		for _, fd := range fds {
@@ -71,14 +93,15 @@ func (o *Owners) scan() {
 			if err != nil {
 				continue
 			}
-			if prev, ok := o.byInode[ino]; ok && prev.Pid < uint32(pid) {
+			if prev, ok := byInode[ino]; ok && prev.Pid < uint32(pid) {
 				continue
 			}
 			if name == "" {
 				b, _ := os.ReadFile(filepath.Join(dir, "comm"))
 				name = strings.TrimSpace(string(b))
 			}
-			o.byInode[ino] = Owner{Pid: uint32(pid), Comm: name}
+			byInode[ino] = Owner{Pid: uint32(pid), Comm: name}
 		}
 	}
+	return byInode
 }

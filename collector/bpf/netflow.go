@@ -61,9 +61,9 @@ type Netflow struct {
 	udpSocks *libbpfgo.BPFMap
 	stats    *libbpfgo.BPFMap
 	want     *libbpfgo.BPFMap // nf_want_owner
-	live     *Ring      // nf_live's records, when it stands in for nf_iter
-	http     *httpProbe // nil unless Options.HTTP or TLS
-	dns      *dnsProbe  // nil unless Options.DNS
+	live     *Ring            // nf_live's records, when it stands in for nf_iter
+	http     *httpProbe       // nil unless Options.HTTP or TLS
+	dns      *dnsProbe        // nil unless Options.DNS
 }
 
 // loadObject returns the embedded object, or objDir/name when objDir is set (developers' override).

@@ -23,7 +23,7 @@ type fakeKernel struct {
 func (k *fakeKernel) TCP() bool                       { return true }
 func (k *fakeKernel) UDP() bool                       { return true }
 func (k *fakeKernel) DrainClosed(fn func([]byte)) int { return k.closed.Drain(fn) }
-func (k *fakeKernel) WantTCPOwners(bool) {}
+func (k *fakeKernel) WantTCPOwners(bool)              {}
 
 func (k *fakeKernel) ReadLive(fn func([]byte)) error {
 	if len(k.live) > 0 {

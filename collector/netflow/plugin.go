@@ -37,6 +37,10 @@ type Plugin struct {
 	c   plugin.Counters
 	// pause runs between the batches of the live walk (the main loop drains the rings there).
 	pause func()
+	// closedInWalk is the connections whose close record was drained during the walk in progress (nil:
+	// none in progress): a live record of theirs still to come was read before the close (the iterator
+	// holds what it read until the next read, and a record may straddle two) and would count them again.
+	closedInWalk map[uint64]struct{}
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -53,17 +57,22 @@ func (p *Plugin) Input() string    { return "ebpf-net/netflow" }
 
 // Drain takes the records of connections closed since the last drain.
 func (p *Plugin) Drain() {
-	plugin.DrainRecords(&p.c, p.k.DrainClosed, func(r *TCPRecord) { p.agg.AddTCP(*r) })
+	plugin.DrainRecords(&p.c, p.k.DrainClosed, func(r *TCPRecord) {
+		if p.closedInWalk != nil {
+			p.closedInWalk[r.Cookie] = struct{}{}
+		}
+		p.agg.AddTCP(*r)
+	})
 }
 
 // Flush polls live TCP connections and UDP peers once, then returns the interval's points.
 func (p *Plugin) Flush(now time.Time) []point.Point {
 	if p.k.TCP() {
-		// A batch's records are added before the pause, which may drain netflow's own ring: a connection
-		// read live and then closed has its close record added after its live one, never before (a live
-		// record after the close would count the connection again). One closed before the walk reached
-		// it has left nf_socks and is not read.
+		// The pauses between batches may drain netflow's own ring: a live record read before its
+		// connection's close but handed over after the close record was drained is dropped (closedInWalk).
+		// One closed before the walk reached it has left nf_socks and is not read.
 		ownerless := 0
+		p.closedInWalk = map[uint64]struct{}{}
 		err := p.k.ReadLive(func(b []byte) {
 			recs, err := DecodeTCPRecords(b)
 			if err != nil {
@@ -72,6 +81,9 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 			}
 			p.c.Events += uint64(len(recs))
 			for _, r := range recs {
+				if _, closed := p.closedInWalk[r.Cookie]; closed {
+					continue
+				}
 				if r.Pid == 0 {
 					ownerless++
 				}
@@ -81,6 +93,7 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 				p.pause()
 			}
 		})
+		p.closedInWalk = nil
 		if err != nil {
 			p.log.Warn("netflow: read live connections", "err", err)
 		}

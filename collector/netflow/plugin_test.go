@@ -14,6 +14,7 @@ import (
 type fakeKernel struct {
 	closed  plugintest.Ring
 	live    []byte
+	batches [][]byte          // instead of live: the walk hands these over one at a time
 	udp     map[string][]byte // key bytes -> value bytes
 	socks   map[uint64][]byte
 	stats   []uint64
@@ -28,6 +29,9 @@ func (k *fakeKernel) WantTCPOwners(bool)              {}
 func (k *fakeKernel) ReadLive(fn func([]byte)) error {
 	if len(k.live) > 0 {
 		fn(k.live)
+	}
+	for _, b := range k.batches {
+		fn(b)
 	}
 	return nil
 }
@@ -74,5 +78,32 @@ func TestPluginTurnsKernelRecordsIntoPoints(t *testing.T) {
 	c := p.Counters()
 	if c.Events != 4 || c.DecodeErrors != 1 || c.Lost != 3 || c.MapFull != 9 {
 		t.Errorf("counters %+v: want 4 events (2 closed, 1 live, 1 udp), 1 decode error, 3 lost, 9 map-full", c)
+	}
+}
+
+// A connection that closes during the walk, its live record read before the close but handed over after
+// the close record was drained (between two batches), is counted once, with its final counters.
+func TestALiveRecordOlderThanItsDrainedCloseIsDropped(t *testing.T) {
+	tp := tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP)
+	other := tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP)
+	k := &fakeKernel{batches: [][]byte{
+		plugintest.Raw(t, rec(2, other, flow.DirOut, 3, 4, false)),
+		plugintest.Raw(t, rec(1, tp, flow.DirOut, 5, 6, false)), // read before connection 1 closed
+	}}
+	p := NewPlugin(k, Config{EphemeralPort: 32768}, fakeOwners{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	closing := plugintest.Raw(t, rec(1, tp, flow.DirOut, 10, 20, true))
+	p.SetPause(func() {
+		if closing != nil { // connection 1 closes during the walk; the main loop drains between batches
+			k.closed = append(k.closed, closing)
+			closing = nil
+		}
+		p.Drain()
+	})
+	pt := only(t, p.Flush(time.Unix(100, 0)))
+	wantFields(t, pt, map[string]int64{"bytes_written": 13, "bytes_read": 24, "tcp_established": 2, "tcp_closed": 1})
+	// The next walk reads the connection no more (it left nf_socks at its close).
+	k.batches = [][]byte{plugintest.Raw(t, rec(2, other, flow.DirOut, 3, 4, false))}
+	if pts := p.Flush(time.Unix(110, 0)); len(pts) != 0 {
+		t.Errorf("an idle interval reported %v", pts)
 	}
 }

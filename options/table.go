@@ -97,7 +97,7 @@ var Table = []Option{
 	{Key: "netflow_ignore_cidrs", Env: []string{env + "NETFLOW_IGNORE_CIDRS"}, Flag: "netflow-ignore-cidrs", Kind: CIDRs,
 		Usage: "flows whose remote address is in one of these CIDRs are not reported (loopback is kept by default)"},
 	{Key: "netflow_max_sockets", Env: []string{env + "NETFLOW_MAX_SOCKETS"}, Flag: "netflow-max-sockets", Kind: Int, Default: "65536", Min: 1024, Max: 1 << 22, Unset: "0",
-		Usage: "netflow: TCP sockets followed at once (a connection between two processes of this host has two); the map is preallocated, 176 B each; a socket beyond it is counted in netflow_connections_untracked"},
+		Usage: "netflow: TCP sockets followed at once (a connection between two processes of this host has two); the map is preallocated, about 180 B each; a socket beyond it is counted in netflow_connections_untracked"},
 	{Flag: "max-buffered-points", Kind: Int, Default: "100000", Min: 1, Max: maxInt, Usage: "points held in memory while the parent is unreachable (beyond 4096, or half of it, they spill to the spool)"},
 	{Key: "httpflow_max_paths", Env: []string{env + "HTTPFLOW_MAX_PATHS"}, Flag: "httpflow-max-paths", Kind: Int, Default: "500", Min: 1, Max: maxInt, Unset: "0",
 		Usage: "httpflow: distinct paths per (process, Host) per interval; more fold into path *"},

@@ -200,11 +200,14 @@ static __always_inline __u64 tcp_sock_id(struct sock *sk)
 	return cookie_helper ? bpf_get_socket_cookie(sk) : (__u64)sk;
 }
 
+/* The walk may read an entry in nf_socks while it is bound: the pid, which says the rest is there, is
+ * written last. */
 static __always_inline void bind_current(struct nf_sock *s)
 {
-	s->pid = bpf_get_current_pid_tgid() >> 32;
 	s->mntns = current_mntns();
 	process_comm(s->comm, sizeof(s->comm));
+	asm volatile("" ::: "memory");
+	s->pid = bpf_get_current_pid_tgid() >> 32;
 }
 
 /* TCP lifecycle (tp is sk as a tcp_sock, or NULL). Runs in process context for connect/close/shutdown, in softirq for the rest,
@@ -567,22 +570,24 @@ static __always_inline int udp_owner(struct sock *sk, __u64 cookie)
  * in softirq, so without this its owner comes from a scan of every open file in /proc (about a second
  * at 200 000 sockets). The lookup runs only while the collector asks (nf_want_owner): otherwise a TCP
  * send or receive costs one array load more. */
-static __always_inline int tcp_owner(__u64 key)
+static __always_inline int tcp_owner(struct sock *sk, const bool raw)
 {
 	__u32 zero = 0;
 	__u32 *want = bpf_map_lookup_elem(&nf_want_owner, &zero);
 
 	if (!want || !*want)
 		return 0;
+	/* The key as tcp_state made it: a raw tracepoint cannot ask for a cookie, but reads the one made then. */
+	__u64 key;
+
+	if (!raw)
+		key = tcp_sock_id(sk);
+	else /* raw is a constant in each caller: tcp_sock_id's helper call is not in raw programs */
+		key = cookie_helper ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : (__u64)sk;
 	struct nf_sock *s = bpf_map_lookup_elem(&nf_socks, &key);
 
-	if (!s || s->pid)
-		return 0;
-	/* The walk may read the entry meanwhile: the pid, which says the rest is there, is written last. */
-	s->mntns = current_mntns();
-	process_comm(s->comm, sizeof(s->comm));
-	asm volatile("" ::: "memory");
-	s->pid = bpf_get_current_pid_tgid() >> 32;
+	if (s && !s->pid)
+		bind_current(s);
 	return 0;
 }
 
@@ -592,7 +597,7 @@ static __always_inline int udp_owner_tp(struct sock *sk)
 {
 	/* Plain loads through the trusted argument: this runs on every socket send and receive. */
 	if (sk->sk_protocol == IPPROTO_TCP)
-		return tcp_owner(tcp_sock_id(sk));
+		return tcp_owner(sk, false);
 	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -625,7 +630,7 @@ static __always_inline int udp_owner_raw(struct sock *sk)
 	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
 
 	if (proto == IPPROTO_TCP)
-		return tcp_owner(cookie_helper ? BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) : (__u64)sk);
+		return tcp_owner(sk, true);
 	if (proto != IPPROTO_UDP)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);

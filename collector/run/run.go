@@ -99,7 +99,7 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 
 	// A long flush drains too, between its batches: at 40 000 HTTP requests/s httpflow's ring holds about
 	// 200 ms of exchanges, and netflow's walk takes about 1.5 µs of CPU per socket (50 ms at 34 000 on an
-	// idle CPU; over a second at 17 000 connections when the CPU is shared with the load, in make bench-scale).
+	// idle CPU; 200 ms and more of wall time when the CPU is shared with the load, in make bench-scale).
 	lastDrain := time.Now()
 	for _, p := range plugins {
 		if pp, ok := p.(plugin.Pauser); ok {

@@ -41,6 +41,10 @@ type Plugin struct {
 	// none in progress): a live record of theirs still to come was read before the close (the iterator
 	// holds what it read until the next read, and a record may straddle two) and would count them again.
 	closedInWalk map[uint64]struct{}
+	// ownerless is the sockets the last walk met without an owner. The kernel is asked to learn owners
+	// only while a walk meets one that is not in it: a socket idle since it was asked for (a keep-alive
+	// connection nobody uses) is left to the /proc search, and TCP sends and receives stop paying for it.
+	ownerless map[uint64]struct{}
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -71,7 +75,7 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		// The pauses between batches may drain netflow's own ring: a live record read before its
 		// connection's close but handed over after the close record was drained is dropped (closedInWalk).
 		// One closed before the walk reached it has left nf_socks and is not read.
-		ownerless := 0
+		ownerless, newOwnerless := map[uint64]struct{}{}, false
 		p.closedInWalk = map[uint64]struct{}{}
 		err := p.k.ReadLive(func(b []byte) {
 			recs, err := DecodeTCPRecords(b)
@@ -85,7 +89,10 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 					continue
 				}
 				if r.Pid == 0 {
-					ownerless++
+					ownerless[r.Cookie] = struct{}{}
+					if _, asked := p.ownerless[r.Cookie]; !asked {
+						newOwnerless = true
+					}
 				}
 				p.agg.AddTCP(r)
 			}
@@ -99,7 +106,8 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		}
 		// Accepted sockets change state in softirq: the kernel learns their process at a send or receive
 		// when asked, where /proc would have to be searched (see Owners).
-		p.k.WantTCPOwners(ownerless > 0)
+		p.k.WantTCPOwners(newOwnerless)
+		p.ownerless = ownerless
 	}
 	if p.k.UDP() {
 		var idle [][]byte

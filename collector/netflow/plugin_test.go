@@ -1,6 +1,7 @@
 package netflow
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -19,12 +20,13 @@ type fakeKernel struct {
 	socks   map[uint64][]byte
 	stats   []uint64
 	deleted int
+	want    []bool // what WantTCPOwners was told, walk by walk
 }
 
 func (k *fakeKernel) TCP() bool                       { return true }
 func (k *fakeKernel) UDP() bool                       { return true }
 func (k *fakeKernel) DrainClosed(fn func([]byte)) int { return k.closed.Drain(fn) }
-func (k *fakeKernel) WantTCPOwners(bool)              {}
+func (k *fakeKernel) WantTCPOwners(on bool)           { k.want = append(k.want, on) }
 
 func (k *fakeKernel) ReadLive(fn func([]byte)) error {
 	if len(k.live) > 0 {
@@ -105,5 +107,33 @@ func TestALiveRecordOlderThanItsDrainedCloseIsDropped(t *testing.T) {
 	k.batches = [][]byte{plugintest.Raw(t, rec(2, other, flow.DirOut, 3, 4, false))}
 	if pts := p.Flush(time.Unix(110, 0)); len(pts) != 0 {
 		t.Errorf("an idle interval reported %v", pts)
+	}
+}
+
+// The kernel is asked to learn owners while a walk meets a socket without one that the last walk did not:
+// a socket idle since it was asked for is left to /proc, and TCP sends and receives stop paying for it.
+func TestOwnersAreAskedForOnceForEachOwnerlessSocket(t *testing.T) {
+	ownerless := func(cookie uint64, port uint16) []byte {
+		r := rec(cookie, tuple(t, "10.0.0.1", 80, "10.0.0.2", port, flow.ProtoTCP), flow.DirIn, 1, 1, false)
+		r.Pid, r.Comm = 0, [16]byte{}
+		return plugintest.Raw(t, r)
+	}
+	owned := plugintest.Raw(t, rec(9, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 1, 1, false))
+	k := &fakeKernel{}
+	p := NewPlugin(k, Config{EphemeralPort: 32768}, fakeOwners{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, walk := range [][][]byte{
+		{owned},                                    // nothing to learn
+		{owned, ownerless(1, 50000)},               // a new one: ask
+		{owned, ownerless(1, 50000)},               // asked for already: stop
+		{ownerless(1, 50000), ownerless(2, 50001)}, // another new one: ask
+		{ownerless(2, 50001)},                      // asked for already
+		{ownerless(1, 50000)},                      // met again after a walk without it: ask again
+	} {
+		k.batches = walk
+		p.Flush(time.Unix(100, 0))
+	}
+	want := []bool{false, true, false, true, false, true}
+	if fmt.Sprint(k.want) != fmt.Sprint(want) {
+		t.Errorf("WantTCPOwners walk by walk: %v, want %v", k.want, want)
 	}
 }

@@ -817,25 +817,25 @@ static __always_inline struct hf_conn *hf_tls_conn(__u64 id, __u64 ssl, int crea
 	return bpf_map_lookup_elem(&hf_tls, &k);
 }
 
-/* A packet sent inside an SSL call of this thread belongs to that session: note its connection. Returns
- * whether the socket is now tied to a session. */
-static __always_inline int hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
-				      struct tcp_sock *tp)
+/* The session the thread id (tgid << 32 | pid) is inside an SSL call of, to be tied to the connection
+ * cookie: NULL if it is in no call, or the session is tied already (*tied set) or cannot be followed.
+ * The caller fills in the connection's tuple. */
+static __always_inline struct hf_conn *hf_tls_untied(__u64 id, __u64 cookie, int *tied)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 id = (__u64)BPF_CORE_READ(task, tgid) << 32 | BPF_CORE_READ(task, pid);
 	__u32 tid = id;
 	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
 
 	if (!call)
-		return 0;
+		return NULL;
 	__u64 ssl = call->ssl;
 	struct hf_conn *c = hf_tls_conn(id, ssl, 1);
 
 	if (!c)
-		return 0;
-	if (c->cookie == cookie)
-		return 1;
+		return NULL;
+	if (c->cookie == cookie) {
+		*tied = 1;
+		return NULL;
+	}
 	if (c->cookie) {
 		/* The SSL * now serves another connection (its SSL_free was not seen): start afresh. */
 		struct hf_tls_key k = {.tgid = id >> 32, .ssl = ssl};
@@ -843,11 +843,70 @@ static __always_inline int hf_tls_tie(__u64 cookie, const struct pkt *p, const s
 		bpf_map_delete_elem(&hf_tls, &k);
 		c = hf_tls_conn(id, ssl, 1);
 		if (!c)
-			return 0;
+			return NULL;
 	}
 	c->cookie = cookie;
-	hf_tuple(c, p, th, 1, tp);
-	return 1;
+	return c;
+}
+
+/* A packet sent inside an SSL call of this thread belongs to that session: note its connection. Returns
+ * whether the socket is now tied to a session. Kernels without the socket send/receive tracepoints tie
+ * only here: a write that TCP holds back (Nagle, corking) leaves from softirq and ties nothing. */
+static __always_inline int hf_tls_tie(__u64 cookie, const struct pkt *p, const struct tcphdr *th,
+				      struct tcp_sock *tp)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 id = (__u64)BPF_CORE_READ(task, tgid) << 32 | BPF_CORE_READ(task, pid);
+	int tied = 0;
+	struct hf_conn *c = hf_tls_untied(id, cookie, &tied);
+
+	if (c)
+		hf_tuple(c, p, th, 1, tp);
+	return c || tied;
+}
+
+/* Linux 6.3+: a TCP send or receive, in process context. Inside an SSL call of this thread, the socket
+ * is the session's: tied here, before any packet of the call. An SSL server that reads the request first
+ * (Python's ssl, after a handshake in another thread) has its response held back by Nagle until the client's
+ * delayed ACK, sent from softirq, and the packet path would not tie its first exchange. */
+static __always_inline void hf_tls_tie_sock(struct sock *sk)
+{
+	if (!tls_enabled)
+		return;
+	__u8 *v = bpf_sk_storage_get(&hf_verdict, sk, 0, 0);
+
+	if (!v || *v != HF_V_TLS)
+		return;
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	int tied = 0;
+	struct hf_conn *c = hf_tls_untied(bpf_get_current_pid_tgid(), cookie, &tied);
+
+	if (c) {
+		sock_tuple_btf(sk, &c->t, &c->netns);
+		c->t.proto = IPPROTO_TCP;
+	}
+	if (c || tied)
+		*v = HF_V_OTHER; /* its packets cost one lookup from now on */
+}
+
+/* The same from the raw tracepoints (a kernel that refuses tp_btf): no socket storage through a raw
+ * pointer, so every TCP send and receive asks whether its thread is inside an SSL call, and the socket's
+ * packets go on asking until one leaves inside a call (hf_tls_tie). */
+static __always_inline void hf_tls_tie_sock_raw(struct sock *sk)
+{
+	if (!tls_enabled)
+		return;
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	int tied = 0;
+
+	if (!cookie)
+		return; /* made at the socket's first packet: until then its packets tie */
+	struct hf_conn *c = hf_tls_untied(bpf_get_current_pid_tgid(), cookie, &tied);
+
+	if (c) {
+		sock_tuple(sk, &c->t, &c->netns);
+		c->t.proto = IPPROTO_TCP;
+	}
 }
 
 /* A segment arrived ahead of gap bytes (loopback reorders when the sender moves between CPUs; the

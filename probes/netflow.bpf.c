@@ -591,13 +591,20 @@ static __always_inline int tcp_owner(struct sock *sk, const bool raw)
 	return 0;
 }
 
-/* Linux 6.3+: every socket send/receive, in process context; TCP learns owners (tcp_owner), others
- * return at once. */
+/* In httpflow.bpf.h, included below (after netflow's programs, whose order in the object is the order
+ * the kernel meets them in): tie a TLS session to the socket its thread uses inside an SSL call. */
+static __always_inline void hf_tls_tie_sock(struct sock *sk);
+static __always_inline void hf_tls_tie_sock_raw(struct sock *sk);
+
+/* Linux 6.3+: every socket send/receive, in process context; TCP learns owners (tcp_owner) and ties TLS
+ * sessions, others return at once. */
 static __always_inline int udp_owner_tp(struct sock *sk)
 {
 	/* Plain loads through the trusted argument: this runs on every socket send and receive. */
-	if (sk->sk_protocol == IPPROTO_TCP)
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		hf_tls_tie_sock(sk);
 		return tcp_owner(sk, false);
+	}
 	if (sk->sk_protocol != IPPROTO_UDP)
 		return 0;
 	__u16 family = sk->__sk_common.skc_family;
@@ -629,8 +636,10 @@ static __always_inline int udp_owner_raw(struct sock *sk)
 {
 	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
 
-	if (proto == IPPROTO_TCP)
+	if (proto == IPPROTO_TCP) {
+		hf_tls_tie_sock_raw(sk);
 		return tcp_owner(sk, true);
+	}
 	if (proto != IPPROTO_UDP)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);

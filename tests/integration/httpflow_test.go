@@ -66,10 +66,13 @@ func requestKey(method, target string, status int, version string) exchangeKey {
 }
 
 // sides are a request's keys on the client (process) and on nginx.
-func sides(k exchangeKey, process string) (out, in exchangeKey) {
+func sides(k exchangeKey, process string) (out, in exchangeKey) { return sidesOf(k, process, "nginx") }
+
+// sidesOf are a request's keys on the client and on the server (process names).
+func sidesOf(k exchangeKey, client, server string) (out, in exchangeKey) {
 	out, in = k, k
-	out.Direction, out.Process = "outgoing", process
-	in.Direction, in.Process = "incoming", "nginx"
+	out.Direction, out.Process = "outgoing", client
+	in.Direction, in.Process = "incoming", server
 	return out, in
 }
 

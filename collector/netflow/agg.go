@@ -72,6 +72,7 @@ type flowAcc struct {
 	established, closed     uint64
 	rttSum, rttVarSum, rttN uint64
 	pktsWritten, pktsRead   uint64
+	mntns                   uint32 // the owner's mount namespace, the first one known
 }
 
 func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
@@ -200,6 +201,10 @@ func (a *Aggregator) forgetIdleUDPSockets() {
 }
 
 func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uint32) *flowAcc {
+	// Not part of the key: an owner bound by the kernel while exiting, or found in /proc where unreadable,
+	// has none, and two points with the same tags at the same time would overwrite each other in an engine.
+	mntns := owner.Mntns
+	owner.Mntns = 0
 	k := flow.NewKey(t, dir, a.cfg.EphemeralPort, owner, netns)
 	if a.cfg.Filter.Ignores(k) {
 		return nil
@@ -209,6 +214,9 @@ func (a *Aggregator) flow(t flow.Tuple, dir uint8, owner procfs.Owner, netns uin
 	if f == nil {
 		f = &flowAcc{}
 		a.flows[k] = f
+	}
+	if f.mntns == 0 {
+		f.mntns = mntns
 	}
 	return f
 }
@@ -224,7 +232,7 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 		if a.domains != nil {
 			a.addDomains(tags, k, now)
 		}
-		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now, Mntns: k.Mntns})
+		pts = append(pts, point.Point{Name: "netflow", Tags: tags, Fields: f.fields(k), Time: now, Mntns: f.mntns})
 	}
 	a.flows = map[flow.Key]*flowAcc{}
 	for c, seen := range a.tcpLast {

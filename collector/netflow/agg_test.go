@@ -350,3 +350,20 @@ func TestDomainsNameTheRemoteAndTheServer(t *testing.T) {
 		t.Errorf("unknown address got domains %v", p.Tags)
 	}
 }
+
+// A process's connections are one flow whether or not each owner came with its mount namespace (the kernel
+// binds none to an exiting task): two points with the same tags at the same time overwrite each other in an
+// engine.
+func TestOwnersWithAndWithoutMountNamespaceAreOneFlow(t *testing.T) {
+	a := NewAggregator(Config{EphemeralPort: 32768}, fakeOwners{})
+	with := rec(1, tuple(t, "10.0.0.1", 40000, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 10, 20, true)
+	with.Mntns = 7
+	without := rec(2, tuple(t, "10.0.0.1", 40001, "10.0.0.2", 80, flow.ProtoTCP), flow.DirOut, 1, 2, true)
+	a.AddTCP(without)
+	a.AddTCP(with)
+	p := only(t, flush(a))
+	wantFields(t, p, map[string]int64{"bytes_written": 11, "bytes_read": 22, "tcp_closed": 2})
+	if p.Mntns != 7 {
+		t.Errorf("point's mount namespace %d, want 7 (the one known)", p.Mntns)
+	}
+}

@@ -13,7 +13,8 @@ import (
 	"time"
 )
 
-// Owner is a process that holds a socket (its mount namespace is not read: 0).
+// Owner is a process that holds a socket, with its mount namespace as the kernel reports it: a flow whose
+// owner came from here and one whose owner the kernel bound must aggregate under the same key.
 type Owner = flow.Proc
 
 // Owners resolves socket inodes from a scan of /proc. A scan reads every open file of every process
@@ -84,6 +85,7 @@ func scan(root string) map[uint64]Owner {
 		dir := filepath.Join(root, p.Name())
 		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
 		var name string
+		var mntns uint32
 		for _, fd := range fds {
 			link, err := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
 			if err != nil || !strings.HasPrefix(link, "socket:[") {
@@ -99,9 +101,21 @@ func scan(root string) map[uint64]Owner {
 			if name == "" {
 				b, _ := os.ReadFile(filepath.Join(dir, "comm"))
 				name = strings.TrimSpace(string(b))
+				mntns = nsInode(filepath.Join(dir, "ns", "mnt"))
 			}
-			byInode[ino] = Owner{Pid: uint32(pid), Comm: name}
+			byInode[ino] = Owner{Pid: uint32(pid), Comm: name, Mntns: mntns}
 		}
 	}
 	return byInode
+}
+
+// nsInode reads a namespace link ("mnt:[4026531841]") as its inode number, 0 if unreadable.
+func nsInode(link string) uint32 {
+	l, err := os.Readlink(link)
+	if err != nil {
+		return 0
+	}
+	_, num, _ := strings.Cut(strings.TrimSuffix(l, "]"), "[")
+	n, _ := strconv.ParseUint(num, 10, 32)
+	return uint32(n)
 }

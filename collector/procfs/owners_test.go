@@ -25,6 +25,10 @@ func TestLookupFindsThisProcessBySocketInode(t *testing.T) {
 		t.Fatal(err)
 	}
 	comm, _ := os.ReadFile("/proc/self/comm")
+	var ns syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/mnt", &ns); err != nil {
+		t.Fatal(err)
+	}
 
 	o := NewOwners("/proc")
 	if _, ok := o.Lookup(st.Ino); ok {
@@ -32,8 +36,8 @@ func TestLookupFindsThisProcessBySocketInode(t *testing.T) {
 	}
 	o.wait() // the miss started one, in the background
 	got, ok := o.Lookup(st.Ino)
-	if !ok || got.Pid != uint32(os.Getpid()) || got.Comm != strings.TrimSpace(string(comm)) {
-		t.Fatalf("Lookup(%d) = %+v, %v; want pid %d", st.Ino, got, ok, os.Getpid())
+	if !ok || got.Pid != uint32(os.Getpid()) || got.Comm != strings.TrimSpace(string(comm)) || got.Mntns != uint32(ns.Ino) || ns.Ino == 0 {
+		t.Fatalf("Lookup(%d) = %+v, %v; want pid %d, mount namespace %d (as the kernel reports it)", st.Ino, got, ok, os.Getpid(), ns.Ino)
 	}
 	if _, ok := o.Lookup(1 << 62); ok {
 		t.Error("found an owner for an inode no process holds")

@@ -145,20 +145,8 @@ func TestHTTPFlowCapturesPythonSSLServerOnBothSides(t *testing.T) {
 				run.merge(runCurl(t, "1.1", url(target)))
 			}
 			run.merge(runPython(t, "https", port))
-			entries := waitServerLog(t, log, len(run.sent))
-			checkGroundTruth(t, run, entries, port)
-			want := exchanges{}
-			for _, e := range entries {
-				out, in := sidesOf(e.key(), e.Client, "python3")
-				want.add(out, exchangeSum{1, e.ReqLen, e.Sent})
-				want.add(in, exchangeSum{1, e.Sent, e.ReqLen})
-			}
-			pids := map[string][]string{}
-			for proc, p := range run.pids {
-				pids[proc] = append(pids[proc], p...)
-			}
-			pids["python3"] = append(pids["python3"], strconv.Itoa(serverPID))
-			settleHTTPFlows(t, a, "python ssl server", httpTruth{port: port, want: want, pids: pids})
+			truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, "python3", []string{strconv.Itoa(serverPID)})
+			settleHTTPFlows(t, a, "python ssl server", truth)
 			if mode.refuse != "" && !strings.Contains(a.log.String(), "raw_tp/sock_send_length attached") {
 				t.Errorf("the collector did not fall back to raw_tp/sock_send_length:\n%s", a.log.String())
 			}

@@ -65,11 +65,8 @@ func requestKey(method, target string, status int, version string) exchangeKey {
 	return exchangeKey{Method: method, Path: path, Status: int64(status), Version: version}
 }
 
-// sides are a request's keys on the client (process) and on nginx.
-func sides(k exchangeKey, process string) (out, in exchangeKey) { return sidesOf(k, process, "nginx") }
-
-// sidesOf are a request's keys on the client and on the server (process names).
-func sidesOf(k exchangeKey, client, server string) (out, in exchangeKey) {
+// sides are a request's keys on the client and on the server (process names).
+func sides(k exchangeKey, client, server string) (out, in exchangeKey) {
 	out, in = k, k
 	out.Direction, out.Process = "outgoing", client
 	in.Direction, in.Process = "incoming", server
@@ -82,12 +79,12 @@ func (e accessEntry) key() exchangeKey {
 
 func (s sentRequest) key() exchangeKey { return requestKey(s.Method, s.Target, s.Status, s.Version) }
 
-// expectedExchanges is the ground truth of the requests nginx logged on port, on both sides: on the client
-// bytes_written is the request message and bytes_read the response; nginx's side is the mirror.
-func expectedExchanges(log []accessEntry) exchanges {
+// expectedExchanges is the ground truth of the requests a server logged, on both sides: on the client
+// bytes_written is the request message and bytes_read the response; the server's side is the mirror.
+func expectedExchanges(log []accessEntry, server string) exchanges {
 	want := exchanges{}
 	for _, e := range log {
-		out, in := sides(e.key(), e.Client)
+		out, in := sides(e.key(), e.Client, server)
 		want.add(out, exchangeSum{1, e.ReqLen, e.Sent})
 		want.add(in, exchangeSum{1, e.Sent, e.ReqLen})
 	}
@@ -95,28 +92,28 @@ func expectedExchanges(log []accessEntry) exchanges {
 }
 
 // checkGroundTruth fails the test when the workload's own accounts disagree: each client's requests
-// against nginx's log (per process, method, path, status, version), the Host every request carried, and
-// each raw connection's byte tallies against the message sizes nginx logged for it.
+// against the server's log (per process, method, path, status, version), the Host every request carried,
+// and each raw connection's byte tallies against the message sizes the server logged for it.
 func checkGroundTruth(t *testing.T, run clientRun, log []accessEntry, port int) {
 	t.Helper()
 	clients, logged := map[exchangeKey]int64{}, map[exchangeKey]int64{}
 	for _, s := range run.sent {
-		out, _ := sides(s.key(), s.Process)
+		out, _ := sides(s.key(), s.Process, "")
 		clients[out]++
 	}
 	for _, e := range log {
-		out, _ := sides(e.key(), e.Client)
+		out, _ := sides(e.key(), e.Client, "")
 		logged[out]++
 	}
 	var bad []string
 	for k, n := range clients {
 		if logged[k] != n {
-			bad = append(bad, fmt.Sprintf("%v: clients sent %d, nginx logged %d", k, n, logged[k]))
+			bad = append(bad, fmt.Sprintf("%v: clients sent %d, the server logged %d", k, n, logged[k]))
 		}
 	}
 	for k, n := range logged {
 		if _, ok := clients[k]; !ok {
-			bad = append(bad, fmt.Sprintf("%v: clients sent 0, nginx logged %d", k, n))
+			bad = append(bad, fmt.Sprintf("%v: clients sent 0, the server logged %d", k, n))
 		}
 	}
 	host := fmt.Sprintf("127.0.0.1:%d", port)
@@ -136,7 +133,7 @@ func checkGroundTruth(t *testing.T, run clientRun, log []accessEntry, port int) 
 			}
 		}
 		if n != r.requests || reqLen != r.wrote || sent != r.read || len(conns) != 1 {
-			bad = append(bad, fmt.Sprintf("raw connection %q: wrote %d read %d in %d requests; nginx logged %d requests of %d and %d bytes on %d connections",
+			bad = append(bad, fmt.Sprintf("raw connection %q: wrote %d read %d in %d requests; the server logged %d requests of %d and %d bytes on %d connections",
 				r.id, r.wrote, r.read, r.requests, n, reqLen, sent, len(conns)))
 		}
 	}
@@ -159,21 +156,27 @@ type httpTruth struct {
 // and returns the truth for both sides.
 func loggedTruth(t *testing.T, n *nginxServer, port int, run clientRun) httpTruth {
 	t.Helper()
-	log := n.waitLogged(t, port, len(run.sent))
+	return serverTruth(t, run, n.waitLogged(t, port, len(run.sent)), port, "nginx", n.workerPIDs())
+}
+
+// serverTruth checks that the clients' and the server's accounts (log) agree and returns the truth for both
+// sides, the server being process_name server with pids serverPIDs.
+func serverTruth(t *testing.T, run clientRun, log []accessEntry, port int, server string, serverPIDs []string) httpTruth {
+	t.Helper()
 	checkGroundTruth(t, run, log, port)
-	pids := map[string][]string{"nginx": n.workerPIDs()}
+	pids := map[string][]string{server: serverPIDs}
 	for proc, p := range run.pids {
 		pids[proc] = append(pids[proc], p...)
 	}
-	return httpTruth{port: port, want: expectedExchanges(log), pids: pids, maxLatency: latencyBounds(run.sent)}
+	return httpTruth{port: port, want: expectedExchanges(log, server), pids: pids, maxLatency: latencyBounds(run.sent, server)}
 }
 
 // latencyBounds gives, for each key of either side whose every request has a MaxLatency, the largest: a
 // point's mean latency cannot exceed it (the kernel's interval lies inside the client's).
-func latencyBounds(sent []sentRequest) map[exchangeKey]time.Duration {
+func latencyBounds(sent []sentRequest, server string) map[exchangeKey]time.Duration {
 	bounds, unbounded := map[exchangeKey]time.Duration{}, map[exchangeKey]bool{}
 	for _, s := range sent {
-		out, in := sides(s.key(), s.Process)
+		out, in := sides(s.key(), s.Process, server)
 		for _, k := range []exchangeKey{out, in} {
 			if s.MaxLatency == 0 {
 				unbounded[k] = true

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -74,13 +75,49 @@ type agent struct {
 	env  []string // added to the environment by start
 }
 
+// freePort is a loopback TCP port nobody listens on, for a server a test starts later. It comes from below the
+// kernel's ephemeral range and is never handed out twice: a port the kernel picked for "127.0.0.1:0" may be
+// picked again for any connect before the server binds it (CI saw a Thanos node's gRPC port taken by one of
+// its peers dialling it, "bind: address already in use").
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range portsBelow {
+		nextPort = portsBelow/2 + (nextPort+1)%(portsBelow/2)
+		if portsGiven[nextPort] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", nextPort))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[nextPort] = true
+		return nextPort
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free loopback port below %d", portsBelow)
+	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+	portsBelow = ephemeralLow()
+	nextPort   = rand.IntN(portsBelow / 2)
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range (ip_local_port_range).
+func ephemeralLow() int {
+	var low, high int
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		_, err = fmt.Sscan(string(b), &low, &high)
+	}
+	if err != nil || low < 2048 {
+		return 32768
+	}
+	return low
 }
 
 // writeInstallDir lays out conf.d for an agent on addr with the given ebpf.conf body.

@@ -42,6 +42,7 @@
 #define HF_M_TRAILER 5    /* after the last chunk, until the empty line */
 #define HF_M_EOF 6        /* a body that ends with the connection */
 #define HF_M_LOST 7       /* lost track (a gap, an unknown start): wait for a segment that starts a message */
+#define HF_M_CHUNK_LOST 8 /* a chunked body past a gap: counted by sequence until a segment ends with the last chunk */
 
 /* hf_verdict values. */
 #define HF_V_HTTP 1
@@ -200,12 +201,17 @@ BTF_ENUM(hf_stat);
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 
-static __always_inline void hf_count(__u32 idx)
+static __always_inline void hf_count_n(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&hf_stats, &idx);
 
 	if (v)
-		*v += 1; /* per CPU */
+		*v += n; /* per CPU */
+}
+
+static __always_inline void hf_count(__u32 idx)
+{
+	hf_count_n(idx, 1);
 }
 
 static __always_inline struct hf_scratch *hf_scratch_get(void)
@@ -523,6 +529,20 @@ static __always_inline int hf_msg_start(struct hf_conn *c, struct hf_stream *st,
 	}
 	if (kind != HF_KIND_RESP)
 		return 0;
+	if (st->mode == HF_M_LOST) {
+		/* The responses missed answered every request but the last (a client that waits for each
+		 * answer): dropped, so that this one is not paired with an older request. */
+		__u8 drop = c->qlen > 1 ? c->qlen - 1 : 0;
+
+		if (drop) {
+			c->qhead = (c->qhead + drop) % HF_QUEUE;
+			c->qlen = 1;
+			hf_count_n(HF_STAT_LOST, drop);
+		}
+		c->resp_first_ns = 0;
+		c->resp_bytes = 0;
+		c->answered = 0;
+	}
 	c->status = (sc->buf[9] - '0') * 100 + (sc->buf[10] - '0') * 10 + (sc->buf[11] - '0');
 	st->tracked = c->qlen > 0;
 	if (!st->tracked)
@@ -599,6 +619,19 @@ static __always_inline void hf_headers_end(struct hf_conn *c, struct hf_stream *
 	} else {
 		st->mode = HF_M_EOF; /* a response delimited by the connection's end */
 	}
+}
+
+/* Do the n bytes at off end with the last chunk of a body, "0" CRLF CRLF (no trailer), on its own or after
+ * the previous chunk's CRLF? A guess, made only past a gap: a chunk's data may end so too. */
+static __always_inline int hf_ends_last_chunk(struct __sk_buff *skb, __u32 off, __u32 n)
+{
+	char b[6] = {'\n'};
+
+	if (n < 5 || bpf_skb_load_bytes(skb, off + n - 5, b + 1, 5))
+		return 0;
+	if (n > 5 && bpf_skb_load_bytes(skb, off + n - 6, b, 1))
+		return 0;
+	return b[0] == '\n' && b[1] == '0' && b[2] == '\r' && b[3] == '\n' && b[4] == '\r' && b[5] == '\n';
 }
 
 /* Parses len new bytes of stream d (from the packet at off, or the user buffer ubuf). */
@@ -915,7 +948,14 @@ static __always_inline void hf_tls_tie_sock_raw(struct sock *sk)
 static __always_inline int hf_skip_gap(struct hf_conn *c, struct hf_stream *st, int d, __u32 gap, __u64 now,
 				       __u8 *verdict)
 {
-	if (st->mode == HF_M_EOF) {
+	if (st->mode == HF_M_EOF || st->mode == HF_M_CHUNK_LOST) {
+		st->msg_bytes += gap;
+		return 1;
+	}
+	if (st->mode == HF_M_CHUNK || (st->mode == HF_M_CHUNK_DATA && st->left < gap)) {
+		/* Chunk framing is in the missing bytes: count by sequence and look for the last chunk. */
+		hf_count(HF_STAT_DESYNC);
+		st->mode = HF_M_CHUNK_LOST;
 		st->msg_bytes += gap;
 		return 1;
 	}
@@ -1024,7 +1064,13 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 		if (skip < len) {
 			st->next_seq = seq + len;
 			st->seq_ok = 1;
-			hf_data(c, d, skb, off + skip, NULL, len - skip, now, v);
+			if (st->mode == HF_M_CHUNK_LOST) {
+				st->msg_bytes += len - skip;
+				if (hf_ends_last_chunk(skb, off + skip, len - skip))
+					hf_msg_end(c, st, d, now, v);
+			} else {
+				hf_data(c, d, skb, off + skip, NULL, len - skip, now, v);
+			}
 		}
 	}
 	/* The side that answers closed, or the connection was reset: nothing more will be answered. */

@@ -24,7 +24,8 @@ enum hf_stat {
 	HF_STAT_UNANSWERED = 4,    /* requests whose connection ended before a response */
 	HF_STAT_TLS_HITS = 5,      /* OpenSSL uprobe and uretprobe hits */
 	HF_STAT_TLS_CALLS = 6,     /* SSL_read/SSL_write calls that moved data */
-	HF_STAT_MAX = 7,
+	HF_STAT_LOST = 7,          /* requests dropped unreported: their response's framing was lost */
+	HF_STAT_MAX = 8,
 };
 
 /* One HTTP/1.x exchange: a request and its final response, paired in the kernel. */

@@ -84,7 +84,7 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 		{nf, "hf_stat", map[string]int64{"HF_STAT_RB_LOST": httpflow.StatRingLost, "HF_STAT_CONN_FULL": httpflow.StatConnFull,
 			"HF_STAT_PIPELINE_FULL": httpflow.StatPipelineFull, "HF_STAT_DESYNC": httpflow.StatDesync,
 			"HF_STAT_UNANSWERED": httpflow.StatUnanswered, "HF_STAT_TLS_HITS": httpflow.StatTLSHits,
-			"HF_STAT_TLS_CALLS": httpflow.StatTLSCalls, "HF_STAT_MAX": httpflow.StatMax}},
+			"HF_STAT_TLS_CALLS": httpflow.StatTLSCalls, "HF_STAT_LOST": httpflow.StatLost, "HF_STAT_MAX": httpflow.StatMax}},
 		{nf, "df_const", map[string]int64{"DF_MSG_LEN": dnsflow.MsgLen, "DF_PORTS_MAX": DNSPortsMax, "DF_NAME_LEN": dnsflow.NameLen}},
 		{nf, "df_flag", map[string]int64{"DF_F_EGRESS": dnsflow.FlagEgress, "DF_F_OWNER": dnsflow.FlagOwner, "DF_F_TCP_FIN": dnsflow.FlagTCPFin,
 			"DF_F_NAMES": dnsflow.FlagNames}},

@@ -111,6 +111,7 @@ func (p *Plugin) Counters() plugin.Counters {
 	c.Extra = map[string]uint64{
 		"desyncs":          plugin.Stat(st, StatDesync),
 		"unanswered":       plugin.Stat(st, StatUnanswered),
+		"exchanges_lost":   plugin.Stat(st, StatLost),
 		"ignored":          as.Ignored,
 		"unparsable":       as.Unparsable,
 		"no_address":       as.NoAddress,

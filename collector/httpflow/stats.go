@@ -9,5 +9,6 @@ const (
 	StatUnanswered          // HF_STAT_UNANSWERED
 	StatTLSHits             // HF_STAT_TLS_HITS
 	StatTLSCalls            // HF_STAT_TLS_CALLS
+	StatLost                // HF_STAT_LOST
 	StatMax                 // HF_STAT_MAX
 )

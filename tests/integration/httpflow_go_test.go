@@ -184,7 +184,7 @@ type goRequest struct {
 // runGoHTTPClient sends reqs in order with client c and returns each exchange with its sizes: the deltas
 // of cnt (the client's connections' counter) around the round trip, the response read whole and closed
 // before the next request.
-func runGoHTTPClient(t *testing.T, c *http.Client, cnt *counted, port int, reqs []goRequest) []goExchange {
+func runGoHTTPClient(t *testing.T, c *http.Client, cnt *counted, server string, reqs []goRequest) []goExchange {
 	t.Helper()
 	var out []goExchange
 	for _, r := range reqs {
@@ -192,7 +192,7 @@ func runGoHTTPClient(t *testing.T, c *http.Client, cnt *counted, port int, reqs 
 		if r.body != "" {
 			body = strings.NewReader(r.body)
 		}
-		req, err := http.NewRequest(r.method, fmt.Sprintf("http://127.0.0.1:%d%s", port, r.target), body)
+		req, err := http.NewRequest(r.method, "http://"+server+r.target, body)
 		must(t, err)
 		w0, r0, start := cnt.wrote.Load(), cnt.read.Load(), time.Now()
 		resp, err := c.Do(req)
@@ -301,7 +301,8 @@ func TestHTTPFlowGoClientAndServer(t *testing.T) {
 	defer keepAlive.CloseIdleConnections()
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c := &http.Client{Transport: keepAlive, Timeout: timeout, CheckRedirect: noRedirect}
-	ex := runGoHTTPClient(t, c, cli, port, []goRequest{
+	server := fmt.Sprintf("127.0.0.1:%d", port)
+	ex := runGoHTTPClient(t, c, cli, server, []goRequest{
 		{"GET", "/small", "", 200},
 		{"GET", "/small?x=1&secret=2", "", 200},
 		{"HEAD", "/small", "", 200},
@@ -337,7 +338,7 @@ func TestHTTPFlowGoClientAndServer(t *testing.T) {
 		{"GET", "/chunked", "", 200},
 		{"HEAD", "/small", "", 200},
 	}
-	ex = append(ex, runGoHTTPClient(t, c, cli, port, freshReqs)...)
+	ex = append(ex, runGoHTTPClient(t, c, cli, server, freshReqs)...)
 	if n := dials.Load(); n != int64(1+len(freshReqs)) {
 		t.Fatalf("harness: the clients dialed %d connections, want %d", n, 1+len(freshReqs))
 	}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"os"
@@ -150,6 +151,8 @@ type httpTruth struct {
 	pids       map[string][]string           // process_name -> the pids that may carry it
 	maxLatency map[exchangeKey]time.Duration // keys whose every exchange has a client-measured latency bound
 	keep       func(exchangeKey) bool        // if set, only these keys are compared
+	serverIP   string                        // the server's and the client's addresses; 127.0.0.1 if empty
+	clientIP   string
 }
 
 // loggedTruth waits for nginx to log every request of run on port, checks the workload's accounts agree,
@@ -229,12 +232,15 @@ func observedExchanges(pts []lpPoint, port int, keep func(exchangeKey) bool) (ex
 func pointProblems(p lpPoint, truth httpTruth) []string {
 	var bad []string
 	hostname, _ := os.Hostname()
-	want := map[string]string{"transport": "tcp", "family": "IPv4", "src_ip": "127.0.0.1", "dst_ip": "127.0.0.1",
-		"http_host": fmt.Sprintf("127.0.0.1:%d", truth.port), "host": hostname}
+	serverIP, clientIP := cmp.Or(truth.serverIP, "127.0.0.1"), cmp.Or(truth.clientIP, "127.0.0.1")
+	want := map[string]string{"transport": "tcp", "family": "IPv4",
+		"http_host": fmt.Sprintf("%s:%d", serverIP, truth.port), "host": hostname}
 	switch p.Tags["direction"] {
 	case "outgoing":
+		want["src_ip"], want["dst_ip"] = clientIP, serverIP
 		want["src_port"], want["dst_port"] = "*", strconv.Itoa(truth.port)
 	case "incoming":
+		want["src_ip"], want["dst_ip"] = serverIP, clientIP
 		want["src_port"], want["dst_port"] = strconv.Itoa(truth.port), "*"
 	default:
 		bad = append(bad, fmt.Sprintf("direction=%q, want outgoing or incoming", p.Tags["direction"]))

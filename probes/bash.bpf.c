@@ -9,7 +9,7 @@
 #include "common/task.bpf.h"
 #include "bash.h"
 
-#define BASH_LINES_BYTES (1 << 20)
+#define BASH_LINES_BYTES (256 << 10) /* about 2 000 lines of 80 characters, or 240 of the longest */
 #define BASH_EXECS_BYTES (1 << 16)
 
 char LICENSE[] SEC("license") = "GPL";
@@ -47,17 +47,18 @@ static __always_inline void bash_count(__u32 idx)
 		*v += 1;
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(bash_readline, const char *line)
-{
-	if (floor_only || !line)
-		return 0; /* EOF (Ctrl-D) */
-	struct bash_line *e = bpf_ringbuf_reserve(&bash_lines, sizeof(*e), 0);
+#define BASH_SHORT_LEN 128 /* a line this long or shorter, NUL included, goes to the ring cut after its NUL */
 
-	if (!e) {
-		bash_count(BASH_STAT_RB_LOST);
-		return 0;
-	}
+/* A short line's record, built on the stack (a whole struct bash_line does not fit there). */
+struct bash_line_short {
+	BASH_LINE_HEAD_FIELDS
+	char line[BASH_SHORT_LEN];
+};
+
+static __always_inline void bash_line_head(void *rec)
+{
+	struct bash_line *e = rec; /* the head's layout is the same in both */
+
 	e->ts_ns = bpf_ktime_get_ns();
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->uid = (__u32)bpf_get_current_uid_gid();
@@ -65,8 +66,34 @@ int BPF_KRETPROBE(bash_readline, const char *line)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->truncated = 0;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	long n = bpf_probe_read_user_str(e->line, sizeof(e->line), line);
+}
 
+SEC("uretprobe")
+int BPF_KRETPROBE(bash_readline, const char *line)
+{
+	if (floor_only || !line)
+		return 0; /* EOF (Ctrl-D) */
+	struct bash_line_short s;
+	long n = bpf_probe_read_user_str(s.line, sizeof(s.line), line);
+
+	if (n <= 0)
+		return 0;
+	if (n < sizeof(s.line)) { /* the NUL fit: the whole line is here */
+		bash_line_head(&s);
+		s.len = n - 1;
+		/* Lines are rare: no need to spare the wakeup, but the collector drains on a timer anyway. */
+		if (bpf_ringbuf_output(&bash_lines, &s, BASH_LINE_HEAD + (n & (BASH_SHORT_LEN - 1)), BPF_RB_NO_WAKEUP))
+			bash_count(BASH_STAT_RB_LOST);
+		return 0;
+	}
+	struct bash_line *e = bpf_ringbuf_reserve(&bash_lines, sizeof(*e), 0);
+
+	if (!e) {
+		bash_count(BASH_STAT_RB_LOST);
+		return 0;
+	}
+	bash_line_head(e);
+	n = bpf_probe_read_user_str(e->line, sizeof(e->line), line);
 	if (n <= 0) {
 		bpf_ringbuf_discard(e, 0);
 		return 0;
@@ -79,7 +106,6 @@ int BPF_KRETPROBE(bash_readline, const char *line)
 		bpf_probe_read_user(&next, 1, line + sizeof(e->line) - 1);
 		e->truncated = next != 0;
 	}
-	/* Lines are rare: no need to spare the wakeup, but the collector drains on a timer anyway. */
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }

@@ -7,6 +7,7 @@
 enum hf_const {
 	HF_REQ_LEN = 128, /* bytes of the request kept from its first byte: the request line */
 	HF_HOST_LEN = 64, /* bytes of the Host header's value kept */
+	HF_EVENT_HEAD = 112, /* bytes of struct hf_event before req: a record's fixed part */
 };
 
 /* hf_event.flags */
@@ -28,7 +29,9 @@ enum hf_stat {
 	HF_STAT_MAX = 8,
 };
 
-/* One HTTP/1.x exchange: a request and its final response, paired in the kernel. */
+/* One HTTP/1.x exchange: a request and its final response, paired in the kernel. The ring carries it cut
+ * short: the fields before req, then req_len bytes of req, then host_len bytes of host (most request lines
+ * and hosts are far shorter than their buffers, and so the ring holds twice as many exchanges). */
 struct hf_event {
 	struct nf_tuple t;  /* local and remote address of the connection */
 	__u64 cookie;       /* socket cookie (0 when a TLS session's socket was not seen) */
@@ -50,5 +53,6 @@ struct hf_event {
 	char host[HF_HOST_LEN];
 };
 _Static_assert(sizeof(struct hf_event) == 304, "hf_event layout");
+_Static_assert(__builtin_offsetof(struct hf_event, req) == HF_EVENT_HEAD, "hf_event head");
 
 #endif

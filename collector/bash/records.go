@@ -12,6 +12,7 @@ const (
 	LineLen  = 1024 // BASH_LINE_LEN: bytes of a line captured, NUL included
 	CommLen  = 16   // BASH_COMM_LEN
 	SizeLine = 1072 // sizeof(struct bash_line)
+	SizeHead = 48   // BASH_LINE_HEAD: a record's fixed part; a short line's record ends after its NUL
 	SizeExec = 8    // sizeof(struct bash_exec)
 )
 
@@ -43,18 +44,21 @@ type Exec struct {
 
 // UnmarshalBinary decodes a struct bash_line in host byte order.
 func (l *Line) UnmarshalBinary(b []byte) error {
-	if len(b) < SizeLine {
-		return fmt.Errorf("decode bash_line: record has %d bytes, want %d", len(b), SizeLine)
+	if len(b) < SizeHead {
+		return fmt.Errorf("decode bash_line: record has %d bytes, want at least %d", len(b), SizeHead)
 	}
 	n := binary.NativeEndian
+	l.Len = n.Uint32(b[16:])
+	if want := SizeHead + int(min(l.Len, LineLen-1)); len(b) < want {
+		return fmt.Errorf("decode bash_line: record has %d bytes, its length says %d", len(b), want)
+	}
 	l.TsNs = n.Uint64(b[0:])
 	l.Pid = n.Uint32(b[8:])
 	l.Uid = n.Uint32(b[12:])
-	l.Len = n.Uint32(b[16:])
 	l.Mntns = n.Uint32(b[20:])
 	l.Truncated = b[24]
 	copy(l.Comm[:], b[32:32+CommLen])
-	copy(l.Line[:], b[32+CommLen:32+CommLen+LineLen])
+	clear(l.Line[copy(l.Line[:], b[SizeHead:]):])
 	return nil
 }
 

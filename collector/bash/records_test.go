@@ -41,8 +41,26 @@ func TestLineDecodeRoundTripsEveryField(t *testing.T) {
 	if got != l {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, l)
 	}
-	if err := got.UnmarshalBinary(b[:SizeLine-1]); err == nil {
-		t.Error("decoding a short record succeeded")
+	if err := got.UnmarshalBinary(b[:SizeHead+LineLen-2]); err == nil {
+		t.Error("decoding a record shorter than its length succeeded")
+	}
+}
+
+// A short line's record ends after its NUL, and nothing of a used Line stays.
+func TestLineDecodeOfAShortRecord(t *testing.T) {
+	l := Line{Pid: 7, Len: 5, Comm: [CommLen]byte{'b', 'a', 's', 'h'}}
+	copy(l.Line[:], "ls -l")
+	b := encode(t, &l)[:SizeHead+6]
+	got := Line{Len: 900}
+	got.Line[800] = 'x'
+	if err := got.UnmarshalBinary(b); err != nil || got != l {
+		t.Errorf("decoded %+v, %v; want %+v", got, err, l)
+	}
+	if got.Text() != "ls -l" {
+		t.Errorf("Text() = %q", got.Text())
+	}
+	if err := got.UnmarshalBinary(b[:SizeHead+4]); err == nil {
+		t.Error("decoding a record shorter than its length succeeded")
 	}
 }
 

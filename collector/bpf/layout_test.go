@@ -78,7 +78,7 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": flow.DirOut, "NF_DIR_IN": flow.DirIn}},
 		{nf, "nf_stat", map[string]int64{"NF_STAT_RB_LOST": netflow.StatRingLost, "NF_STAT_SOCK_FULL": netflow.StatSockFull,
 			"NF_STAT_UDP_FULL": netflow.StatUDPFull, "NF_STAT_SOCK_STALE": netflow.StatSockStale, "NF_STAT_MAX": netflow.StatMax}},
-		{nf, "hf_const", map[string]int64{"HF_REQ_LEN": httpflow.ReqLen, "HF_HOST_LEN": httpflow.HostLen}},
+		{nf, "hf_const", map[string]int64{"HF_REQ_LEN": httpflow.ReqLen, "HF_HOST_LEN": httpflow.HostLen, "HF_EVENT_HEAD": httpflow.SizeHead}},
 		{nf, "hf_flag", map[string]int64{"HF_F_TLS": httpflow.FlagTLS, "HF_F_REQ_SPLIT": httpflow.FlagReqSplit}},
 		{nf, "nf_dir", map[string]int64{"NF_DIR_OUT": httpflow.DirOut, "NF_DIR_IN": httpflow.DirIn}},
 		{nf, "hf_stat", map[string]int64{"HF_STAT_RB_LOST": httpflow.StatRingLost, "HF_STAT_CONN_FULL": httpflow.StatConnFull,
@@ -91,7 +91,7 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 		{nf, "df_stat", map[string]int64{"DF_STAT_RB_LOST": dnsflow.StatRingLost, "DF_STAT_QUERIES": dnsflow.StatQueries,
 			"DF_STAT_ANSWERS": dnsflow.StatAnswers, "DF_STAT_RETRIED": dnsflow.StatRetried, "DF_STAT_INFLIGHT_FULL": dnsflow.StatInFlightFull,
 			"DF_STAT_AGG_FULL": dnsflow.StatAggFull, "DF_STAT_MAX": dnsflow.StatMax}},
-		{bs, "bash_const", map[string]int64{"BASH_LINE_LEN": bash.LineLen, "BASH_COMM_LEN": bash.CommLen}},
+		{bs, "bash_const", map[string]int64{"BASH_LINE_LEN": bash.LineLen, "BASH_COMM_LEN": bash.CommLen, "BASH_LINE_HEAD": bash.SizeHead}},
 		{bs, "bash_stat", map[string]int64{"BASH_STAT_RB_LOST": bash.StatRBLost, "BASH_STAT_EXEC_LOST": bash.StatExecLost, "BASH_STAT_MAX": bash.StatMax}},
 	} {
 		got, err := EnumValues(m.obj, m.enum)

@@ -25,7 +25,7 @@ func (k *fakeKernel) AttachSSL(string, map[string]uint64) error { return nil }
 func TestPluginTurnsKernelExchangesIntoPoints(t *testing.T) {
 	k := &fakeKernel{stats: []uint64{1, 2, 3, 4, 5, 6, 7}}
 	for i := 0; i < 3; i++ {
-		k.events = append(k.events, plugintest.Raw(t, client(t, "GET /api/x?token=1 HTTP/1.1")))
+		k.events = append(k.events, record(t, client(t, "GET /api/x?token=1 HTTP/1.1")))
 	}
 	k.events = append(k.events, []byte("short"))
 	p := NewPlugin(k, PluginConfig{Config: Config{EphemeralPort: 32768, MaxPaths: 10}, Plain: true},

@@ -51,11 +51,20 @@ type Event struct {
 // SizeEvent is the size of struct hf_event (the layout test checks the mirror against the BTF).
 const SizeEvent = 304
 
-// UnmarshalBinary decodes a struct hf_event in host byte order by hand: one arrives per HTTP exchange,
-// up to hundreds of thousands a second, and reflection (binary.Read) would cost more than the rest.
+// SizeHead is the size of a record's fixed part (HF_EVENT_HEAD): the kernel sends a struct hf_event cut
+// after it, followed by ReqLen bytes of Req and HostLen bytes of Host.
+const SizeHead = SizeEvent - ReqLen - HostLen
+
+// UnmarshalBinary decodes a record of the ring (struct hf_event cut short, in host byte order) by hand: one
+// arrives per HTTP exchange, up to hundreds of thousands a second, and reflection (binary.Read) would cost
+// more than the rest.
 func (e *Event) UnmarshalBinary(b []byte) error {
-	if len(b) < SizeEvent {
-		return fmt.Errorf("decode hf_event: record has %d bytes, want %d", len(b), SizeEvent)
+	if len(b) < SizeHead {
+		return fmt.Errorf("decode hf_event: record has %d bytes, want at least %d", len(b), SizeHead)
+	}
+	req, host := min(int(b[100]), ReqLen), min(int(b[101]), HostLen)
+	if len(b) < SizeHead+req+host {
+		return fmt.Errorf("decode hf_event: record has %d bytes, its lengths say %d", len(b), SizeHead+req+host)
 	}
 	n := binary.NativeEndian
 	_ = e.T.UnmarshalBinary(b[:flow.SizeTuple]) // cannot fail: the length is checked above
@@ -69,7 +78,18 @@ func (e *Event) UnmarshalBinary(b []byte) error {
 	e.Status = n.Uint16(b[96:])
 	e.Dir, e.Flags, e.ReqLen, e.HostLen = b[98], b[99], b[100], b[101]
 	e.Mntns = n.Uint32(b[104:])
-	copy(e.Req[:], b[112:112+ReqLen])
-	copy(e.Host[:], b[112+ReqLen:112+ReqLen+HostLen])
+	clear(e.Req[copy(e.Req[:], b[SizeHead:SizeHead+req]):])
+	clear(e.Host[copy(e.Host[:], b[SizeHead+req:SizeHead+req+host]):])
 	return nil
+}
+
+// AppendBinary appends the record the kernel sends for e (for tests and fuzzing: the collector only decodes).
+func (e *Event) AppendBinary(b []byte) ([]byte, error) {
+	full, err := binary.Append(nil, binary.NativeEndian, e)
+	if err != nil {
+		return nil, err
+	}
+	req, host := min(int(e.ReqLen), ReqLen), min(int(e.HostLen), HostLen)
+	b = append(b, full[:SizeHead+req]...)
+	return append(b, full[SizeHead+ReqLen:SizeHead+ReqLen+host]...), nil
 }

@@ -406,8 +406,9 @@ func waitBashProbed(t *testing.T, a *agent, what, path string, before int64) {
 
 // TestBashCapturesEveryInteractiveLineOnceInOrder types known lines into interactive host bashes (as root, and
 // as nobody through setpriv) on a pty, each at its prompt, and checks the stored bash points of each shell
-// are exactly its non-empty lines, once each, in order, redacted by the default and user rules, the long
-// line cut to 1023 bytes and marked truncated, with DataKit's fields and message; and that no stored bash
+// are exactly its non-empty lines, once each, in order, redacted by the default and user rules, lines either
+// side of the short record's end whole, the long line cut to 1023 bytes and marked truncated, with DataKit's
+// fields and message; and that no stored bash
 // point holds a secret.
 func TestBashCapturesEveryInteractiveLineOnceInOrder(t *testing.T) {
 	for _, tool := range []string{"setpriv"} {
@@ -435,6 +436,10 @@ func TestBashCapturesEveryInteractiveLineOnceInOrder(t *testing.T) {
 		"echo TICKET-40961723",
 		"echo 'héllo wörld ✓ 日本語 🐚'",
 		longLine,
+		// Around the end of the short record (BASH_SHORT_LEN, NUL included): 126, 127 and 200 bytes.
+		"echo " + strings.Repeat("a", 121),
+		"echo " + strings.Repeat("b", 122),
+		"echo " + strings.Repeat("c", 195),
 		"echo done",
 		"exit",
 	} {

@@ -124,8 +124,10 @@ struct hf_scratch {
 	__u32 carry_at;   /* a partial line at the end of the data, to carry over */
 	__u32 n, more;    /* hf_scan's arguments */
 	__u64 clen;
-	__u8 has_clen, chunked, pad[6];
-	struct hf_event ev; /* an exchange's record, built here and copied to the ring cut short */
+	__u8 has_clen, chunked, ev_busy, pad[5];
+	/* An exchange's record, built here and copied to the ring cut short; the second for a program that
+	 * interrupts one building the first (a softirq's ingress program on this CPU). */
+	struct hf_event ev[2];
 };
 
 /* Verdict for every TCP socket that carried payload: HTTP or not. Socket storage: freed with the socket. */
@@ -201,6 +203,7 @@ BTF_ENUM(hf_flag);
 BTF_ENUM(hf_stat);
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 static __always_inline void hf_count_n(__u32 idx, __u64 n)
 {
@@ -473,7 +476,12 @@ static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r)
 
 	if (!sc)
 		return;
-	struct hf_event *e = &sc->ev;
+	/* An index, not a branch: a branch here would double the states the verifier walks at each caller. */
+	__u32 nested = READ_ONCE(sc->ev_busy) & 1;
+	struct hf_event *e = &sc->ev[nested];
+
+	WRITE_ONCE(sc->ev_busy, 1);
+	asm volatile("" ::: "memory"); /* the flag is set before the record is written */
 
 	e->t = c->t;
 	e->cookie = c->cookie;
@@ -506,6 +514,8 @@ static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r)
 	/* No wakeup: the collector drains on a timer (a wakeup is a self-IPI, several µs here). */
 	if (bpf_ringbuf_output(&hf_events, e, HF_EVENT_HEAD + rl + hl, BPF_RB_NO_WAKEUP))
 		hf_count(HF_STAT_RB_LOST);
+	asm volatile("" ::: "memory");
+	WRITE_ONCE(sc->ev_busy, nested);
 }
 
 /* A message starts in sc->buf[0, n): queue a request, or note a response's status. Returns 0 if the

@@ -11,11 +11,27 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 )
+
+// fakeScheme holds k8s.io/api's full types, which the tests' objects are, so the index decodes the JSON
+// the real types write.
+var fakeScheme = sync.OnceValue(func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, discoveryv1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+})
 
 // fakeAPI is an API server in memory speaking the API's JSON: lists (paged by limit and continue) and
 // watches of the resources the index reads, in every namespace, and changes made by the test.
@@ -51,7 +67,7 @@ func newFakeAPI(t *testing.T, objs ...runtime.Object) *fakeAPI {
 
 // path is the collection an object belongs to: /api/v1/pods, /apis/apps/v1/replicasets, ….
 func (a *fakeAPI) path(o runtime.Object) string {
-	gvks, _, err := apiScheme().ObjectKinds(o)
+	gvks, _, err := fakeScheme().ObjectKinds(o)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -145,7 +161,7 @@ func (a *fakeAPI) list(w http.ResponseWriter, r *http.Request) {
 	i := strings.LastIndexByte(r.URL.Path, '/')
 	gv := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path[:i], "/api/"), "/apis/")
 	kind := ""
-	for gvk := range apiScheme().AllKnownTypes() {
+	for gvk := range fakeScheme().AllKnownTypes() {
 		if gvk.GroupVersion().String() == gv && strings.ToLower(gvk.Kind)+"s" == r.URL.Path[i+1:] {
 			kind = gvk.Kind + "List"
 		}

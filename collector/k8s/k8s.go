@@ -3,9 +3,10 @@
 // the API server is watched in the background, lookups read the informers' caches and never wait for it,
 // so a slow or absent API server leaves points untagged, never late.
 //
-// It reads the API through one REST client per API group/version over a scheme of only the four groups it
-// reads, not client-go's clientset and informer factory: those register every API group of Kubernetes at
-// process start, about 8 MB of resident memory a collector without Kubernetes would pay too.
+// It reads the API through one REST client per API group/version over a scheme of only the kinds it reads,
+// as small types of their JSON (types.go), not client-go's clientset, informer factory and k8s.io/api's
+// types: those register every API group of Kubernetes at process start and link in the protobuf code of
+// every type, megabytes of resident memory a collector without Kubernetes would pay too.
 package k8s
 
 import (
@@ -15,13 +16,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -57,9 +55,9 @@ var ErrNoCredentials = errors.New("no bearer token: neither bearer_token_string 
 // restConfig builds the client configuration. TLS is verified with the service account's CA when it is
 // there (and the URL is the in-cluster one); otherwise, as DataKit does, it is not verified.
 func (c Config) restConfig() (*rest.Config, error) {
-	// Protobuf: the lists of a large cluster decode in a fraction of JSON's memory and time.
+	// JSON, decoded into types of the few fields read: every other field is skipped as it is read.
 	rc := &rest.Config{Host: c.URL, BearerToken: c.Token, UserAgent: "datakit-ebpf", QPS: 20, Burst: 40,
-		ContentConfig: rest.ContentConfig{ContentType: "application/vnd.kubernetes.protobuf", AcceptContentTypes: "application/vnd.kubernetes.protobuf,application/json"}}
+		ContentConfig: rest.ContentConfig{ContentType: runtime.ContentTypeJSON}}
 	inCluster := c.URL == ""
 	if inCluster {
 		rc.Host = DefaultURL
@@ -123,13 +121,10 @@ func Start(ctx context.Context, cfg Config) (*Index, error) {
 	return ix, nil
 }
 
-// apiScheme holds the types of the API groups read here, and nothing else.
+// apiScheme holds the kinds read here, and nothing else.
 var apiScheme = sync.OnceValue(func() *runtime.Scheme {
 	s := runtime.NewScheme()
-	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, discoveryv1.AddToScheme} {
-		must(add(s))
-	}
+	addTypes(s)
 	return s
 })
 
@@ -166,10 +161,10 @@ func newClients(rc *rest.Config) (*clients, error) {
 		gv      schema.GroupVersion
 		apiPath string
 	}{
-		{&cl.core, corev1.SchemeGroupVersion, "/api"},
-		{&cl.apps, appsv1.SchemeGroupVersion, "/apis"},
-		{&cl.batch, batchv1.SchemeGroupVersion, "/apis"},
-		{&cl.discovery, discoveryv1.SchemeGroupVersion, "/apis"},
+		{&cl.core, coreV1, "/api"},
+		{&cl.apps, appsV1, "/apis"},
+		{&cl.batch, batchV1, "/apis"},
+		{&cl.discovery, discoveryV1, "/apis"},
 	} {
 		if *g.c, err = client(g.gv, g.apiPath); err != nil {
 			return nil, err
@@ -216,17 +211,17 @@ func newIndex(cfg Config, cl *clients) *Index {
 		ix.infs = append(ix.infs, inf)
 		return inf.GetIndexer()
 	}
-	ix.pods = add(pagedPods(cl, trim), &corev1.Pod{}, cache.Indexers{byUID: podUID, byIP: podIPs})
-	ix.svcs = add(cl.listWatch(cl.core, "services"), &corev1.Service{}, cache.Indexers{byIP: serviceIPs})
-	ix.slices = add(cl.listWatch(cl.discovery, "endpointslices"), &discoveryv1.EndpointSlice{}, cache.Indexers{byPod: slicePods, byService: sliceService})
-	ix.owners["ReplicaSet"] = add(cl.listWatch(cl.apps, "replicasets"), &appsv1.ReplicaSet{}, nil)
-	ix.owners["Job"] = add(cl.listWatch(cl.batch, "jobs"), &batchv1.Job{}, nil)
+	ix.pods = add(pagedPods(cl, trim), &Pod{}, cache.Indexers{byUID: podUID, byIP: podIPs})
+	ix.svcs = add(cl.listWatch(cl.core, "services"), &Service{}, cache.Indexers{byIP: serviceIPs})
+	ix.slices = add(cl.listWatch(cl.discovery, "endpointslices"), &EndpointSlice{}, cache.Indexers{byPod: slicePods, byService: sliceService})
+	ix.owners["ReplicaSet"] = add(cl.listWatch(cl.apps, "replicasets"), &Workload{}, nil)
+	ix.owners["Job"] = add(cl.listWatch(cl.batch, "jobs"), &Workload{}, nil)
 	// The workloads themselves are read only for their labels.
 	if keepLabels {
-		ix.owners["Deployment"] = add(cl.listWatch(cl.apps, "deployments"), &appsv1.Deployment{}, nil)
-		ix.owners["StatefulSet"] = add(cl.listWatch(cl.apps, "statefulsets"), &appsv1.StatefulSet{}, nil)
-		ix.owners["DaemonSet"] = add(cl.listWatch(cl.apps, "daemonsets"), &appsv1.DaemonSet{}, nil)
-		ix.owners["CronJob"] = add(cl.listWatch(cl.batch, "cronjobs"), &batchv1.CronJob{}, nil)
+		ix.owners["Deployment"] = add(cl.listWatch(cl.apps, "deployments"), &Workload{}, nil)
+		ix.owners["StatefulSet"] = add(cl.listWatch(cl.apps, "statefulsets"), &Workload{}, nil)
+		ix.owners["DaemonSet"] = add(cl.listWatch(cl.apps, "daemonsets"), &Workload{}, nil)
+		ix.owners["CronJob"] = add(cl.listWatch(cl.batch, "cronjobs"), &Workload{}, nil)
 	}
 	return ix
 }
@@ -295,15 +290,15 @@ func pagedPods(cl *clients, slim cache.TransformFunc) *cache.ListWatch {
 	lw.ListWithContextFunc = func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 		// Pages need a consistent read: the watch cache's "any version" (0) ignores limits.
 		opts.ResourceVersion, opts.ResourceVersionMatch, opts.Limit = "", "", listPage
-		all := &corev1.PodList{}
+		all := &PodList{}
 		for {
-			page := &corev1.PodList{}
+			page := &PodList{}
 			if err := cl.request(cl.core, "pods", &opts).Do(ctx).Into(page); err != nil {
 				return nil, err
 			}
 			for i := range page.Items {
 				p, _ := slim(&page.Items[i])
-				all.Items = append(all.Items, *p.(*corev1.Pod))
+				all.Items = append(all.Items, *p.(*Pod))
 			}
 			all.ResourceVersion = page.ResourceVersion
 			if page.Continue == "" {
@@ -321,56 +316,33 @@ func must(err error) {
 	}
 }
 
-// slim keeps of each object what lookups read, so 10 000 pods cost little memory. Labels are kept only
-// when workload labels are asked for.
+// slim keeps of each object's metadata what lookups read (the types hold nothing else), so 10 000 pods
+// cost little memory. Labels are kept only when workload labels are asked for, and of an EndpointSlice
+// only the one naming its service. It changes the object in place, as client-go allows.
 func slim(keepLabels bool) cache.TransformFunc {
-	meta := func(m metav1.ObjectMeta) metav1.ObjectMeta {
-		s := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, OwnerReferences: m.OwnerReferences}
-		if keepLabels {
-			s.Labels = m.Labels
-		}
-		return s
-	}
 	return func(obj any) (any, error) {
-		switch o := obj.(type) {
-		case *corev1.Pod:
-			p := &corev1.Pod{ObjectMeta: meta(o.ObjectMeta)}
-			p.Spec.HostNetwork = o.Spec.HostNetwork
-			for _, c := range o.Spec.Containers {
-				if len(c.Ports) > 0 {
-					p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Ports: c.Ports})
-				}
-			}
-			p.Status = corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs}
-			return p, nil
-		case *corev1.Service:
-			s := &corev1.Service{ObjectMeta: meta(o.ObjectMeta)}
-			s.ObjectMeta.Labels = nil
-			s.Spec = corev1.ServiceSpec{ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs, Ports: o.Spec.Ports}
-			return s, nil
-		case *discoveryv1.EndpointSlice:
-			e := &discoveryv1.EndpointSlice{ObjectMeta: meta(o.ObjectMeta)}
-			e.ObjectMeta.Labels = map[string]string{discoveryv1.LabelServiceName: o.Labels[discoveryv1.LabelServiceName]}
-			for _, ep := range o.Endpoints {
-				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-					e.Endpoints = append(e.Endpoints, discoveryv1.Endpoint{TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: ep.TargetRef.Name}})
-				}
-			}
-			return e, nil
-		case *appsv1.ReplicaSet:
-			return &appsv1.ReplicaSet{ObjectMeta: meta(o.ObjectMeta)}, nil
-		case *appsv1.Deployment:
-			return &appsv1.Deployment{ObjectMeta: meta(o.ObjectMeta)}, nil
-		case *appsv1.StatefulSet:
-			return &appsv1.StatefulSet{ObjectMeta: meta(o.ObjectMeta)}, nil
-		case *appsv1.DaemonSet:
-			return &appsv1.DaemonSet{ObjectMeta: meta(o.ObjectMeta)}, nil
-		case *batchv1.Job:
-			return &batchv1.Job{ObjectMeta: meta(o.ObjectMeta)}, nil
-		case *batchv1.CronJob:
-			return &batchv1.CronJob{ObjectMeta: meta(o.ObjectMeta)}, nil
+		a, ok := obj.(metav1.ObjectMetaAccessor)
+		if !ok {
+			return obj, nil // a deletion tombstone
 		}
-		return obj, nil // a deletion tombstone
+		m := a.GetObjectMeta().(*metav1.ObjectMeta)
+		labels := m.Labels
+		switch o := obj.(type) {
+		case *Pod:
+			o.Spec.Containers = slices.DeleteFunc(o.Spec.Containers, func(c Container) bool { return len(c.Ports) == 0 })
+		case *Service:
+			labels = nil
+		case *EndpointSlice:
+			labels = map[string]string{labelServiceName: m.Labels[labelServiceName]}
+		}
+		if !keepLabels {
+			if _, ok := obj.(*EndpointSlice); !ok {
+				labels = nil
+			}
+		}
+		*m = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, OwnerReferences: m.OwnerReferences,
+			Labels: labels}
+		return obj, nil
 	}
 }

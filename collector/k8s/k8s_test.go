@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 )
@@ -141,21 +143,62 @@ func waitFor(t *testing.T, ix *Index, want string) {
 	}
 }
 
-func TestSlimKeepsWhatLookupsRead(t *testing.T) {
+// decode reads an object of k8s.io/api's full types as the index does: from its JSON, into the small types.
+func decode(t *testing.T, o runtime.Object) runtime.Object {
+	t.Helper()
+	gvks, _, err := fakeScheme().ObjectKinds(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.GetObjectKind().SetGroupVersionKind(gvks[0])
+	b, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := serializer.NewCodecFactory(apiScheme()).UniversalDeserializer().Decode(b, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestDecodeAndSlimKeepWhatLookupsRead(t *testing.T) {
 	p := pod("web", "10.0.0.5", owned("ReplicaSet", "web-1"))
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	p.Annotations = map[string]string{"big": "x"}
-	p.Spec.Containers = []corev1.Container{{Name: "a", Image: "nginx", Env: []corev1.EnvVar{{Name: "A", Value: "1"}}}, {Name: "b", Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}
-	got, _ := slim(false)(p)
-	s := got.(*corev1.Pod)
-	if s.ManagedFields != nil || s.Annotations != nil || s.Labels != nil || len(s.Spec.Containers) != 1 || s.Spec.Containers[0].Image != "" {
+	p.Spec.HostNetwork = true
+	p.Spec.Containers = []corev1.Container{{Name: "a", Image: "nginx", Env: []corev1.EnvVar{{Name: "A", Value: "1"}}},
+		{Name: "b", Ports: []corev1.ContainerPort{{ContainerPort: 80, Protocol: corev1.ProtocolUDP}}}}
+	got, _ := slim(false)(decode(t, p))
+	s := got.(*Pod)
+	if s.ManagedFields != nil || s.Annotations != nil || s.Labels != nil || len(s.Spec.Containers) != 1 {
 		t.Errorf("slim pod kept too much: %+v", s)
 	}
-	if s.Status.PodIP != "10.0.0.5" || s.OwnerReferences[0].Name != "web-1" || s.Spec.Containers[0].Ports[0].ContainerPort != 80 {
+	want := Pod{Spec: PodSpec{HostNetwork: true, Containers: []Container{{Ports: []ContainerPort{{ContainerPort: 80, Protocol: "UDP"}}}}},
+		Status: PodStatus{Phase: podRunning, PodIP: "10.0.0.5", PodIPs: []PodIP{{IP: "10.0.0.5"}}}}
+	if s.Name != "web" || s.Namespace != "shop" || s.UID != "uid-web" || s.OwnerReferences[0].Name != "web-1" ||
+		!reflect.DeepEqual(s.Spec, want.Spec) || !reflect.DeepEqual(s.Status, want.Status) {
 		t.Errorf("slim pod lost what lookups read: %+v", s)
 	}
-	if withLabels, _ := slim(true)(p); withLabels.(*corev1.Pod).Labels["team"] != "pod-web" {
+	if c := s.DeepCopyObject().(*Pod); !reflect.DeepEqual(c, s) || &c.Spec.Containers[0].Ports[0] == &s.Spec.Containers[0].Ports[0] {
+		t.Errorf("DeepCopyObject = %+v, want a copy of %+v", c, s)
+	}
+	if withLabels, _ := slim(true)(decode(t, p)); withLabels.(*Pod).Labels["team"] != "pod-web" {
 		t.Error("slim(true) dropped the labels")
+	}
+	svc := &corev1.Service{ObjectMeta: meta("db", nil, map[string]string{"a": "b"}), Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.9",
+		ClusterIPs: []string{"10.96.0.9", "fd00::9"}, Ports: []corev1.ServicePort{{Name: "pg", Port: 5432, Protocol: corev1.ProtocolTCP}}}}
+	gotSvc, _ := slim(true)(decode(t, svc))
+	if s := gotSvc.(*Service); s.Labels != nil || !reflect.DeepEqual(s.Spec, ServiceSpec{ClusterIP: "10.96.0.9",
+		ClusterIPs: []string{"10.96.0.9", "fd00::9"}, Ports: []ServicePort{{Port: 5432, Protocol: protocolTCP}}}) {
+		t.Errorf("service decoded as %+v", s)
+	}
+	es := &discoveryv1.EndpointSlice{ObjectMeta: meta("db-x", nil, map[string]string{labelServiceName: "db", "other": "x"}),
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.0.0.9"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "db-0"}}}}
+	gotES, _ := slim(false)(decode(t, es))
+	if e := gotES.(*EndpointSlice); !reflect.DeepEqual(e.Labels, map[string]string{labelServiceName: "db"}) ||
+		!reflect.DeepEqual(e.Endpoints, []Endpoint{{TargetRef: &ObjectReference{Kind: "Pod", Name: "db-0"}}}) {
+		t.Errorf("endpoint slice decoded as %+v", e)
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -29,12 +27,12 @@ const (
 	byService = "service"
 )
 
-func podUID(obj any) ([]string, error) { return []string{string(obj.(*corev1.Pod).UID)}, nil }
+func podUID(obj any) ([]string, error) { return []string{string(obj.(*Pod).UID)}, nil }
 
 // podIPs indexes a pod by its IPs, a host-network pod by ip:port of each port its containers declare (its
 // IP is the node's, shared by every host-network pod and process of the node).
 func podIPs(obj any) ([]string, error) {
-	p := obj.(*corev1.Pod)
+	p := obj.(*Pod)
 	var keys []string
 	for _, ip := range p.Status.PodIPs {
 		if !p.Spec.HostNetwork {
@@ -54,14 +52,14 @@ func podIPs(obj any) ([]string, error) {
 }
 
 func serviceIPs(obj any) ([]string, error) {
-	s := obj.(*corev1.Service)
+	s := obj.(*Service)
 	ips := s.Spec.ClusterIPs
 	if len(ips) == 0 && s.Spec.ClusterIP != "" {
 		ips = []string{s.Spec.ClusterIP}
 	}
 	var keys []string
 	for _, ip := range ips {
-		if ip != corev1.ClusterIPNone {
+		if ip != clusterIPNone {
 			keys = append(keys, normIP(ip))
 		}
 	}
@@ -69,7 +67,7 @@ func serviceIPs(obj any) ([]string, error) {
 }
 
 func slicePods(obj any) ([]string, error) {
-	e := obj.(*discoveryv1.EndpointSlice)
+	e := obj.(*EndpointSlice)
 	var keys []string
 	for _, ep := range e.Endpoints {
 		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
@@ -80,8 +78,8 @@ func slicePods(obj any) ([]string, error) {
 }
 
 func sliceService(obj any) ([]string, error) {
-	e := obj.(*discoveryv1.EndpointSlice)
-	if n := e.Labels[discoveryv1.LabelServiceName]; n != "" {
+	e := obj.(*EndpointSlice)
+	if n := e.Labels[labelServiceName]; n != "" {
 		return []string{e.Namespace + "/" + n}, nil
 	}
 	return nil, nil
@@ -96,15 +94,15 @@ func normIP(s string) string {
 	return a.Unmap().String()
 }
 
-func hostPortKey(ip string, port int32, proto corev1.Protocol) string {
+func hostPortKey(ip string, port int32, proto string) string {
 	if proto == "" {
-		proto = corev1.ProtocolTCP
+		proto = protocolTCP
 	}
-	return ip + "|" + strconv.Itoa(int(port)) + "/" + string(proto)
+	return ip + "|" + strconv.Itoa(int(port)) + "/" + proto
 }
 
 // protocol is the Kubernetes name of a flow's transport tag.
-func protocol(transport string) corev1.Protocol { return corev1.Protocol(strings.ToUpper(transport)) }
+func protocol(transport string) string { return strings.ToUpper(transport) }
 
 // PodByUID names the pod whose containers' cgroups carry this UID (exact, for processes on this node).
 func (ix *Index) PodByUID(uid string) (Side, bool) {
@@ -112,7 +110,7 @@ func (ix *Index) PodByUID(uid string) (Side, bool) {
 	if len(objs) == 0 {
 		return Side{}, false
 	}
-	return ix.podSide(objs[0].(*corev1.Pod)), true
+	return ix.podSide(objs[0].(*Pod)), true
 }
 
 // ByAddr names the end of a flow at ip:port: a pod by its IP (a host-network pod only by a port it
@@ -127,7 +125,7 @@ func (ix *Index) ByAddr(ip netip.Addr, port int32, transport string) (Side, bool
 	}
 	objs, _ := ix.svcs.ByIndex(byIP, key)
 	for _, o := range objs {
-		s := o.(*corev1.Service)
+		s := o.(*Service)
 		if port == AnyPort || servesPort(s, port, protocol(transport)) {
 			return ix.serviceSide(s), true
 		}
@@ -143,14 +141,14 @@ func (ix *Index) IsClusterIP(ip netip.Addr) bool {
 
 // podAt returns the pod with this IP, preferring the live one: after a pod is deleted and another gets
 // its IP, both may be listed for a while.
-func (ix *Index) podAt(ip string, port int32, transport string) *corev1.Pod {
+func (ix *Index) podAt(ip string, port int32, transport string) *Pod {
 	objs, _ := ix.pods.ByIndex(byIP, ip)
 	if len(objs) == 0 && port != AnyPort {
 		objs, _ = ix.pods.ByIndex(byIP, hostPortKey(ip, port, protocol(transport)))
 	}
-	var best *corev1.Pod
+	var best *Pod
 	for _, o := range objs {
-		p := o.(*corev1.Pod)
+		p := o.(*Pod)
 		if best == nil || rank(p) > rank(best) || (rank(p) == rank(best) && best.CreationTimestamp.Before(&p.CreationTimestamp)) {
 			best = p
 		}
@@ -159,21 +157,21 @@ func (ix *Index) podAt(ip string, port int32, transport string) *corev1.Pod {
 }
 
 // rank orders pods sharing an IP: running, then pending, then terminating or finished.
-func rank(p *corev1.Pod) int {
+func rank(p *Pod) int {
 	switch {
-	case p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+	case p.DeletionTimestamp != nil || p.Status.Phase == podSucceeded || p.Status.Phase == podFailed:
 		return 0
-	case p.Status.Phase == corev1.PodRunning:
+	case p.Status.Phase == podRunning:
 		return 2
 	}
 	return 1
 }
 
-func servesPort(s *corev1.Service, port int32, proto corev1.Protocol) bool {
+func servesPort(s *Service, port int32, proto string) bool {
 	for _, p := range s.Spec.Ports {
 		pp := p.Protocol
 		if pp == "" {
-			pp = corev1.ProtocolTCP
+			pp = protocolTCP
 		}
 		if p.Port == port && pp == proto {
 			return true
@@ -182,7 +180,7 @@ func servesPort(s *corev1.Service, port int32, proto corev1.Protocol) bool {
 	return false
 }
 
-func (ix *Index) podSide(p *corev1.Pod) Side {
+func (ix *Index) podSide(p *Pod) Side {
 	s := Side{Namespace: p.Namespace, Pod: p.Name, Service: ix.serviceOf(p)}
 	var labels map[string]string
 	s.Workload, s.WorkloadType, labels = ix.workload(p)
@@ -191,11 +189,11 @@ func (ix *Index) podSide(p *corev1.Pod) Side {
 }
 
 // serviceOf is the first (by name) service whose endpoints name the pod.
-func (ix *Index) serviceOf(p *corev1.Pod) string {
+func (ix *Index) serviceOf(p *Pod) string {
 	objs, _ := ix.slices.ByIndex(byPod, p.Namespace+"/"+p.Name)
 	var names []string
 	for _, o := range objs {
-		names = append(names, o.(*discoveryv1.EndpointSlice).Labels[discoveryv1.LabelServiceName])
+		names = append(names, o.(*EndpointSlice).Labels[labelServiceName])
 	}
 	slices.Sort(names)
 	if len(names) == 0 {
@@ -206,17 +204,17 @@ func (ix *Index) serviceOf(p *corev1.Pod) string {
 
 // serviceSide is a service reached without knowing which pod answered: its workload is named when all
 // its endpoints' pods belong to one.
-func (ix *Index) serviceSide(svc *corev1.Service) Side {
+func (ix *Index) serviceSide(svc *Service) Side {
 	s := Side{Namespace: svc.Namespace, Service: svc.Name}
 	objs, _ := ix.slices.ByIndex(byService, svc.Namespace+"/"+svc.Name)
 	first := true
 	for _, o := range objs {
-		for _, ep := range o.(*discoveryv1.EndpointSlice).Endpoints {
+		for _, ep := range o.(*EndpointSlice).Endpoints {
 			po, ok, _ := ix.pods.GetByKey(svc.Namespace + "/" + ep.TargetRef.Name)
 			if !ok {
 				continue
 			}
-			name, typ, _ := ix.workload(po.(*corev1.Pod))
+			name, typ, _ := ix.workload(po.(*Pod))
 			if first {
 				s.Workload, s.WorkloadType, first = name, typ, false
 			} else if name != s.Workload || typ != s.WorkloadType {
@@ -230,7 +228,7 @@ func (ix *Index) serviceSide(svc *corev1.Service) Side {
 
 // workload follows the pod's controller: ReplicaSet to its Deployment, Job to its CronJob; a pod with no
 // controller is its own workload. It returns the workload's labels when workload labels are asked for.
-func (ix *Index) workload(p *corev1.Pod) (name, typ string, labels map[string]string) {
+func (ix *Index) workload(p *Pod) (name, typ string, labels map[string]string) {
 	ref := controller(p.OwnerReferences)
 	if ref == nil {
 		return p.Name, "pod", p.Labels

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 
 	libbpfgo "github.com/aquasecurity/libbpfgo"
@@ -43,6 +44,9 @@ func loadHooked(name string, obj []byte, hooks []Hook, cb hooked) (*libbpfgo.Mod
 			m.Close()
 			return nil, nil, err
 		}
+		// The load's peak is the collector's: libbpf parses the kernel's BTF (4-4.5 MB) on top of what
+		// is resident. Give the Go heap's free pages back first (a collection, a millisecond at start).
+		debug.FreeOSMemory()
 		log, err := loadCapturing(m)
 		trimCHeap() // libbpf freed its parse of the kernel's BTF: give it back before anything else grows
 		if err != nil {

@@ -71,9 +71,102 @@ print("ready", flush=True)
 server.serve_forever()
 `
 
-// startPythonSSLServer runs pythonSSLServer with Debian's /usr/bin/python3 until the test ends and returns
-// its port, its pid and its log.
-func startPythonSSLServer(t *testing.T) (port, pid int, log string) {
+// rubySSLServer is an HTTPS server in Ruby's openssl library (the host's libssl.so.3): an SSLServer that
+// does the handshake in the accepting thread, a thread per connection that reads the request first.
+// It logs each request as pythonSSLServer does.
+const rubySSLServer = `
+require "socket"
+require "openssl"
+require "json"
+port, log_path, cert, key = ARGV[0].to_i, ARGV[1], ARGV[2], ARGV[3]
+ctx = OpenSSL::SSL::SSLContext.new
+ctx.cert = OpenSSL::X509::Certificate.new(File.read(cert))
+ctx.key = OpenSSL::PKey.read(File.read(key))
+server = OpenSSL::SSL::SSLServer.new(TCPServer.new("127.0.0.1", port), ctx)
+lock = Mutex.new
+STATUS = { "/missing" => [404, "Not Found"], "/fail" => [500, "Internal Server Error"], "/empty" => [204, "No Content"] }
+puts "ready"
+STDOUT.flush
+loop do
+  begin
+    conn = server.accept
+  rescue OpenSSL::SSL::SSLError, SystemCallError
+    next
+  end
+  Thread.new(conn) do |c|
+    c.sync = true
+    peer = c.io.peeraddr
+    begin
+      while (line = c.gets("\r\n"))
+        n = line.bytesize
+        method, target, proto = line.split(" ")
+        headers = {}
+        while (h = c.gets("\r\n"))
+          n += h.bytesize
+          break if h == "\r\n"
+          k, v = h.split(":", 2)
+          headers[k.downcase] = v.strip
+        end
+        len = headers["content-length"].to_i
+        n += c.read(len).bytesize if len > 0
+        status, reason = STATUS.fetch(target.split("?")[0], [200, "OK"])
+        body = status == 204 ? "" : "from ruby's openssl\n"
+        head = "HTTP/1.1 #{status} #{reason}\r\n"
+        head += "Content-Length: #{body.bytesize}\r\n" if status != 204
+        close = proto == "HTTP/1.0" ? headers["connection"]&.downcase != "keep-alive" : headers["connection"]&.downcase == "close"
+        head += "Connection: close\r\n" if close
+        raw = head + "\r\n" + (method == "HEAD" ? "" : body)
+        c.write(raw)
+        entry = { Client: headers["x-truth-client"] || "-", Method: method, Target: target, Status: status, ReqLen: n,
+                  Sent: raw.bytesize, Proto: proto, Host: headers["host"] || "", Conn: "#{peer[3]}:#{peer[1]}", Port: port, RawConn: "-" }
+        lock.synchronize { File.open(log_path, "a") { |f| f.puts(entry.to_json) } }
+        break if close
+      end
+    rescue OpenSSL::SSL::SSLError, SystemCallError, IOError
+    ensure
+      c.close rescue nil
+    end
+  end
+end
+`
+
+// tlsServer is an HTTPS server that logs each request as an accessEntry (JSON lines): its process name,
+// and its command line given its port, log, certificate and key.
+type tlsServer struct {
+	name string
+	argv func(t *testing.T, port int, log, cert, key string) []string
+}
+
+var (
+	pythonSSL = tlsServer{"python3", func(_ *testing.T, port int, log, cert, key string) []string {
+		return []string{"/usr/bin/python3", "-c", pythonSSLServer, strconv.Itoa(port), log, cert, key}
+	}}
+	rubySSL = tlsServer{"ruby", func(_ *testing.T, port int, log, cert, key string) []string {
+		return []string{"/usr/bin/ruby", "-e", rubySSLServer, strconv.Itoa(port), log, cert, key}
+	}}
+	// The threaded C server (testdata/tls_server.c), its handshake in the accepting thread or in the
+	// connection's own.
+	cHandshakeInAcceptor = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
+		return []string{buildTLSServer(t), strconv.Itoa(port), log, cert, key, "accept"}
+	}}
+	cHandshakeInWorker = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
+		return []string{buildTLSServer(t), strconv.Itoa(port), log, cert, key, "worker"}
+	}}
+)
+
+// buildTLSServer compiles testdata/tls_server.c against the host's libssl.
+func buildTLSServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tls_server")
+	if out, err := exec.Command("cc", "-O2", "-Wall", "-o", bin, "testdata/tls_server.c", "-lssl", "-lcrypto", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("build tls_server.c: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// start runs the server with a fresh self-signed certificate until the test ends and returns its port,
+// its pid and its log.
+func (s tlsServer) start(t *testing.T) (port, pid int, log string) {
 	t.Helper()
 	dir := t.TempDir()
 	key, cert, log := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "access.jsonl")
@@ -82,7 +175,8 @@ func startPythonSSLServer(t *testing.T) (port, pid int, log string) {
 		t.Fatalf("openssl req: %v\n%s", err, out)
 	}
 	port = freePort(t)
-	cmd := exec.Command("/usr/bin/python3", "-c", pythonSSLServer, strconv.Itoa(port), log, cert, key)
+	argv := s.argv(t, port, log, cert, key)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stdout, err := cmd.StdoutPipe()
 	must(t, err)
 	var stderr bytes.Buffer
@@ -91,7 +185,7 @@ func startPythonSSLServer(t *testing.T) (port, pid int, log string) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	ready := make([]byte, len("ready\n"))
 	if _, err := stdout.Read(ready); err != nil || string(ready) != "ready\n" {
-		t.Fatalf("python ssl server did not start (%q, %v):\n%s", ready, err, stderr.String())
+		t.Fatalf("%s did not start (%q, %v):\n%s", s.name, ready, err, stderr.String())
 	}
 	return port, cmd.Process.Pid, log
 }
@@ -129,24 +223,38 @@ func waitServerLog(t *testing.T, path string, want int) []accessEntry {
 // Python's ssl server lost the first exchange of every connection on its side: its handler thread reads
 // the request first, and the response, held back by Nagle until the client's delayed ACK of the session
 // tickets, left from softirq, so the packet path never tied the session to its socket. The socket
-// send/receive tracepoints tie it (tp_btf, and raw where a kernel refuses tp_btf). curl with one request
-// per connection, then python3's keep-alive and one-shot mix: exact on both sides.
-func TestHTTPFlowCapturesPythonSSLServerOnBothSides(t *testing.T) {
+// send/receive tracepoints tie it (tp_btf, and raw where a kernel refuses tp_btf). Every OpenSSL server
+// must be exact on both sides whichever thread did the handshake: Python's, Ruby's, and a threaded C server with
+// its handshake in the accepting thread and in the connection's own. Clients: curl with one request per
+// connection, then python3's keep-alive and one-shot mix.
+func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
 	for _, mode := range []struct{ name, refuse string }{
 		{"tp_btf", ""},
 		{"raw_tp", "tp_btf/sock_send_length,tp_btf/sock_recv_length"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			port, serverPID, log := startPythonSSLServer(t)
 			a := startAgent(t, httpflowConf+"\n  envs = [\"DKEBPF_REFUSE_HOOKS="+mode.refuse+"\"]")
-			var run clientRun
-			url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
-			for _, target := range []string{"/one", "/two?secret=1", "/missing"} {
-				run.merge(runCurl(t, "1.1", url(target)))
+			for _, server := range []struct {
+				what string
+				tlsServer
+			}{
+				{"python ssl server", pythonSSL},
+				{"ruby openssl server", rubySSL},
+				{"C server, handshake in the accepting thread", cHandshakeInAcceptor},
+				{"C server, handshake in the connection's thread", cHandshakeInWorker},
+			} {
+				t.Run(server.what, func(t *testing.T) {
+					port, serverPID, log := server.start(t)
+					var run clientRun
+					url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
+					for _, target := range []string{"/one", "/two?secret=1", "/missing"} {
+						run.merge(runCurl(t, "1.1", url(target)))
+					}
+					run.merge(runPython(t, "https", port))
+					truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, server.name, []string{strconv.Itoa(serverPID)})
+					settleHTTPFlows(t, a, server.what, truth)
+				})
 			}
-			run.merge(runPython(t, "https", port))
-			truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, "python3", []string{strconv.Itoa(serverPID)})
-			settleHTTPFlows(t, a, "python ssl server", truth)
 			if mode.refuse != "" && !strings.Contains(a.log.String(), "raw_tp/sock_send_length attached") {
 				t.Errorf("the collector did not fall back to raw_tp/sock_send_length:\n%s", a.log.String())
 			}

@@ -3,9 +3,11 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -228,36 +230,152 @@ func waitServerLog(t *testing.T, path string, want int) []accessEntry {
 // its handshake in the accepting thread and in the connection's own. Clients: curl with one request per
 // connection, then python3's keep-alive and one-shot mix.
 func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
+	inBothTieModes(t, func(t *testing.T, a *agent) {
+		for _, server := range []struct {
+			what string
+			tlsServer
+		}{
+			{"python ssl server", pythonSSL},
+			{"ruby openssl server", rubySSL},
+			{"C server, handshake in the accepting thread", cHandshakeInAcceptor},
+			{"C server, handshake in the connection's thread", cHandshakeInWorker},
+		} {
+			t.Run(server.what, func(t *testing.T) {
+				port, serverPID, log := server.start(t)
+				var run clientRun
+				url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
+				for _, target := range []string{"/one", "/two?secret=1", "/missing"} {
+					run.merge(runCurl(t, "1.1", url(target)))
+				}
+				run.merge(runPython(t, "https", port))
+				truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, server.name, []string{strconv.Itoa(serverPID)})
+				settleHTTPFlows(t, a, server.what, truth)
+			})
+		}
+	})
+}
+
+// inBothTieModes runs f against a collector that ties TLS sessions to their sockets through the tp_btf
+// socket tracepoints, then against one made to fall back to their raw_tp.
+func inBothTieModes(t *testing.T, f func(t *testing.T, a *agent)) {
 	for _, mode := range []struct{ name, refuse string }{
 		{"tp_btf", ""},
 		{"raw_tp", "tp_btf/sock_send_length,tp_btf/sock_recv_length"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			a := startAgent(t, httpflowConf+"\n  envs = [\"DKEBPF_REFUSE_HOOKS="+mode.refuse+"\"]")
-			for _, server := range []struct {
-				what string
-				tlsServer
-			}{
-				{"python ssl server", pythonSSL},
-				{"ruby openssl server", rubySSL},
-				{"C server, handshake in the accepting thread", cHandshakeInAcceptor},
-				{"C server, handshake in the connection's thread", cHandshakeInWorker},
-			} {
-				t.Run(server.what, func(t *testing.T) {
-					port, serverPID, log := server.start(t)
-					var run clientRun
-					url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
-					for _, target := range []string{"/one", "/two?secret=1", "/missing"} {
-						run.merge(runCurl(t, "1.1", url(target)))
-					}
-					run.merge(runPython(t, "https", port))
-					truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, server.name, []string{strconv.Itoa(serverPID)})
-					settleHTTPFlows(t, a, server.what, truth)
-				})
-			}
+			f(t, a)
 			if mode.refuse != "" && !strings.Contains(a.log.String(), "raw_tp/sock_send_length attached") {
 				t.Errorf("the collector did not fall back to raw_tp/sock_send_length:\n%s", a.log.String())
 			}
 		})
 	}
+}
+
+// tlsProxy is a TLS-terminating proxy in front of nginx's plain port that forwards the bytes as they are,
+// so nginx's log is the truth of both of its sides: the clients' TLS connections to it, and its own plain
+// connections to nginx. It runs as process name, from a config made of its port, nginx's, the directory
+// of a certificate (cert.pem), key (key.pem) and both (both.pem).
+type tlsProxy struct {
+	name   string
+	config string
+	argv   func(dir string) []string
+}
+
+var tlsProxies = []tlsProxy{
+	// stunnel: a thread per connection; it connects to nginx once the handshake is done.
+	{"stunnel4", `foreground = yes
+pid =
+[https]
+accept = 127.0.0.1:{{port}}
+connect = 127.0.0.1:{{backend}}
+cert = {{dir}}/cert.pem
+key = {{dir}}/key.pem
+`, func(dir string) []string { return []string{"/usr/bin/stunnel4", filepath.Join(dir, "proxy.conf")} }},
+	// HAProxy: TLS through its own BIO (like curl's), one event loop per thread, TCP mode.
+	{"haproxy", `global
+  nbthread 2
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend tls
+  bind 127.0.0.1:{{port}} ssl crt {{dir}}/both.pem
+  default_backend nginx
+backend nginx
+  server nginx 127.0.0.1:{{backend}}
+`, func(dir string) []string {
+		return []string{"/usr/sbin/haproxy", "-db", "-f", filepath.Join(dir, "proxy.conf")}
+	}},
+}
+
+// start runs the proxy in front of backend until the test ends and returns its port and pid.
+func (p tlsProxy) start(t *testing.T, backend int) (port, pid int) {
+	t.Helper()
+	dir := t.TempDir()
+	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+		"-days", "1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
+		t.Fatalf("openssl req: %v\n%s", err, out)
+	}
+	c, err := os.ReadFile(cert)
+	must(t, err)
+	k, err := os.ReadFile(key)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "both.pem"), append(c, k...), 0o600))
+	port = freePort(t)
+	conf := strings.NewReplacer("{{port}}", strconv.Itoa(port), "{{backend}}", strconv.Itoa(backend), "{{dir}}", dir).Replace(p.config)
+	must(t, os.WriteFile(filepath.Join(dir, "proxy.conf"), []byte(conf), 0o644))
+	argv := p.argv(dir)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", p.name, out.String())
+		}
+	})
+	// Listening: the kernel lists the port (no probe connection: it would be one more for the proxy).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ss, _ := exec.Command("ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
+		if len(bytes.TrimSpace(ss)) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not listening on %d:\n%s", p.name, port, out.String())
+		}
+	}
+	return port, cmd.Process.Pid
+}
+
+// TLS-terminating proxies are OpenSSL servers too, and plain HTTP clients of what they front: each request
+// is an exchange on both sides of both of its connections, exact against nginx's log.
+func TestHTTPFlowCapturesOpenSSLProxiesOnBothSides(t *testing.T) {
+	inBothTieModes(t, func(t *testing.T, a *agent) {
+		for _, p := range tlsProxies {
+			t.Run(p.name, func(t *testing.T) {
+				n := startNginx(t)
+				port, pid := p.start(t, n.httpPort)
+				var run clientRun
+				url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
+				for _, target := range []string{"/small.txt", "/large.bin?secret=1", "/missing"} {
+					run.merge(runCurl(t, "1.1", url(target)))
+				}
+				run.merge(runPython(t, "https", port))
+				log := n.waitLogged(t, n.httpPort, len(run.sent))
+				pids := []string{strconv.Itoa(pid)}
+				settleHTTPFlows(t, a, p.name+": the clients' TLS side", serverTruth(t, run, log, port, p.name, pids))
+				plain := slices.Clone(log)
+				for i := range plain {
+					plain[i].Client = p.name
+				}
+				settleHTTPFlows(t, a, p.name+": its plain side to nginx", httpTruth{port: n.httpPort, want: expectedExchanges(plain, "nginx"),
+					pids: map[string][]string{p.name: pids, "nginx": n.workerPIDs()}, httpHost: "127.0.0.1:" + strconv.Itoa(port)})
+			})
+		}
+	})
 }

@@ -153,6 +153,7 @@ type httpTruth struct {
 	keep       func(exchangeKey) bool        // if set, only these keys are compared
 	serverIP   string                        // the server's and the client's addresses; 127.0.0.1 if empty
 	clientIP   string
+	httpHost   string // the Host the requests carry; serverIP:port if empty
 }
 
 // loggedTruth waits for nginx to log every request of run on port, checks the workload's accounts agree,
@@ -234,7 +235,7 @@ func pointProblems(p lpPoint, truth httpTruth) []string {
 	hostname, _ := os.Hostname()
 	serverIP, clientIP := cmp.Or(truth.serverIP, "127.0.0.1"), cmp.Or(truth.clientIP, "127.0.0.1")
 	want := map[string]string{"transport": "tcp", "family": "IPv4",
-		"http_host": fmt.Sprintf("%s:%d", serverIP, truth.port), "host": hostname}
+		"http_host": cmp.Or(truth.httpHost, fmt.Sprintf("%s:%d", serverIP, truth.port)), "host": hostname}
 	switch p.Tags["direction"] {
 	case "outgoing":
 		want["src_ip"], want["dst_ip"] = clientIP, serverIP

@@ -2,6 +2,7 @@ package httpflow
 
 import (
 	"dkebpf/collector/flow"
+	"reflect"
 
 	"bytes"
 	"fmt"
@@ -254,15 +255,30 @@ func TestTruncatedIsTrueWhenAnyExchangeOfThePointWasTruncated(t *testing.T) {
 	checkFields(t, one(t, flushAll(a)), map[string]any{"truncated": true, "path": "/b", "http_version": ""})
 }
 
+func TestPathsAreRouteTemplates(t *testing.T) {
+	a := NewAggregator(Config{MaxPaths: 2})
+	for _, target := range []string{"/users/1", "/users/22?tab=a", "/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301", "/users/333"} {
+		a.Add(client(t, "GET "+target+" HTTP/1.1\r\n"))
+	}
+	got := map[any]any{}
+	for _, p := range flushAll(a) {
+		got[p.Fields["path"]] = p.Fields["count"]
+	}
+	// Two templates: within the cap of 2, nothing folded.
+	if want := map[any]any{"/users/{id}": int64(3), "/orders/{uuid}": int64(1)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("paths and counts %v, want %v", got, want)
+	}
+}
+
 func TestPathCapFoldsFurtherDistinctPathsIntoStar(t *testing.T) {
 	a := NewAggregator(Config{}) // MaxPaths 0: DefaultMaxPaths
 	for i := range DefaultMaxPaths + 1 {
-		a.Add(client(t, fmt.Sprintf("GET /item/%d?x=1 HTTP/1.1\r\n", i)))
+		a.Add(client(t, fmt.Sprintf("GET /item/p%d?x=1 HTTP/1.1\r\n", i)))
 	}
-	a.Add(client(t, "GET /item/0 HTTP/1.1\r\n"))                                // admitted earlier: keeps its name
-	a.Add(client(t, fmt.Sprintf("GET /item/%d HTTP/1.1\r\n", DefaultMaxPaths))) // the same folded path again
-	a.Add(client(t, "GET /item/extra HTTP/1.1\r\n"))                            // a second folded path
-	other := server(t, "GET /item/extra HTTP/1.1\r\n")                          // another process: its own cap
+	a.Add(client(t, "GET /item/p0 HTTP/1.1\r\n"))                                // admitted earlier: keeps its name
+	a.Add(client(t, fmt.Sprintf("GET /item/p%d HTTP/1.1\r\n", DefaultMaxPaths))) // the same folded path again
+	a.Add(client(t, "GET /item/extra HTTP/1.1\r\n"))                             // a second folded path
+	other := server(t, "GET /item/extra HTTP/1.1\r\n")                           // another process: its own cap
 	a.Add(other)
 
 	pts := flushAll(a)
@@ -278,8 +294,8 @@ func TestPathCapFoldsFurtherDistinctPathsIntoStar(t *testing.T) {
 		if _, ok := p.Fields["paths_folded"]; ok {
 			t.Errorf("point of path %v carries paths_folded", p.Fields["path"])
 		}
-		if p.Fields["path"] == "/item/0" && p.Fields["count"] != int64(2) {
-			t.Errorf("/item/0 count %v, want 2", p.Fields["count"])
+		if p.Fields["path"] == "/item/p0" && p.Fields["count"] != int64(2) {
+			t.Errorf("/item/p0 count %v, want 2", p.Fields["count"])
 		}
 	}
 	p := one(t, star)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"unicode/utf8"
+
+	"dkebpf/collector/route"
 )
 
 // Request is what the captured start of a request message says (ref §3.3).
@@ -177,8 +179,8 @@ type parsedRequest struct {
 	ok bool
 }
 
-// parseCache memoises ParseRequest and ParseHost by their raw bytes, so that the same request line or host,
-// seen again, costs one map lookup and no allocation.
+// parseCache memoises ParseRequest (its path made a route template) and ParseHost by their raw bytes, so
+// that the same request line or host, seen again, costs one map lookup and no allocation.
 type parseCache struct {
 	reqs  [2]map[string]parsedRequest // indexed by the split flag
 	hosts map[string]string
@@ -205,6 +207,7 @@ func (c *parseCache) request(req []byte, split bool) (Request, bool) {
 		return p.r, p.ok
 	}
 	r, ok := ParseRequest(req, split)
+	r.Path = route.Template(r.Path) // points carry the route, never an identifier of the path
 	if len(m) >= parseCacheSize {
 		clear(m)
 	}

@@ -1,5 +1,6 @@
-// Package elfsym finds the file offsets of an ELF file's dynamic symbols, the addresses uprobes are
-// attached at (libssl's SSL_read for httpflow, bash's readline for bash).
+// Package elfsym finds the file offsets of an ELF file's symbols, the addresses uprobes are attached at
+// (libssl's SSL_read for httpflow, bash's readline for bash): its dynamic symbols, and for a library linked
+// into an executable its static ones (StaticOffsets).
 package elfsym
 
 import (

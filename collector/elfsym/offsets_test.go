@@ -22,8 +22,14 @@ func needHostLibssl(t *testing.T) {
 	}
 }
 
-// readelfOffsets computes the file offsets of symbols with readelf, independently of debug/elf.
+// readelfOffsets computes the file offsets of symbols with readelf, independently of debug/elf: of the
+// dynamic symbol table's.
 func readelfOffsets(t *testing.T, path string, symbols []string) map[string]uint64 {
+	return readelfTableOffsets(t, path, symbols, "--dyn-syms")
+}
+
+// readelfTableOffsets is readelfOffsets of the tables readelf's option names ("--dyn-syms", "--syms").
+func readelfTableOffsets(t *testing.T, path string, symbols []string, table string) map[string]uint64 {
 	t.Helper()
 	run := func(args ...string) []string {
 		out, err := exec.Command("readelf", args...).Output()
@@ -51,7 +57,7 @@ func readelfOffsets(t *testing.T, path string, symbols []string) map[string]uint
 		want[s] = true
 	}
 	offs := map[string]uint64{}
-	for _, l := range run("-Ws", "--dyn-syms", path) {
+	for _, l := range run("-W", table, path) {
 		/* "Num: Value Size Type Bind Vis Ndx Name", defined symbols only */
 		f := strings.Fields(l)
 		if len(f) < 8 || f[6] == "UND" {

@@ -43,8 +43,9 @@ type Plugin struct {
 
 var _ plugin.Plugin = (*Plugin)(nil)
 
-// Libssl are the files httpflow-tls probes: every libssl a process maps, and the host's in the standard
-// library directories (so that a process started later is covered without being seen first).
+// Libssl are the files httpflow-tls probes: every libssl a process maps, the host's in the standard library
+// directories (so that a process started later is covered without being seen first), and every executable
+// with OpenSSL linked in (found by its symbols, exported or in its static symbol table: not when stripped).
 func Libssl(symbols []string) target.Spec {
 	var known []string
 	for _, d := range []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64",
@@ -52,9 +53,11 @@ func Libssl(symbols []string) target.Spec {
 		known = append(known, d+"/libssl.so.3", d+"/libssl.so.1.1")
 	}
 	return target.Spec{
-		Plugin: "httpflow-tls", What: "libssl", Symbols: symbols, Partial: true,
+		Plugin: "httpflow-tls", What: "OpenSSL", Symbols: symbols, Partial: true,
 		Mapped: func(path string) bool { return strings.HasPrefix(filepath.Base(path), "libssl.so") },
 		Known:  known,
+		Exe:    func(string, string) bool { return true },
+		Linked: true,
 	}
 }
 
@@ -77,7 +80,7 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 		tls = false
 	}
 	if tls {
-		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl, found at start and every %s",
+		log.Info(fmt.Sprintf("httpflow-tls: on; hooks: uprobes on %s of every libssl and every executable with OpenSSL linked in, found at start and every %s",
 			strings.Join(k.SSLSymbols(), ", "), cfg.SSLRescan))
 		p.tls = target.Watch(target.NewFinder("/proc", Libssl(k.SSLSymbols())), cfg.SSLRescan,
 			func(f target.File) error { return k.AttachSSL(f.Path, f.Offsets) }, log)

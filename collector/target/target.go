@@ -1,6 +1,7 @@
-// Package target finds the executable files that uprobes attach to (OpenSSL's libssl for httpflow-tls, bash
-// for ebpf-bash; next, Go binaries) in every root directory on the host (ours, a chroot's, a container's
-// through /proc/<pid>/root), hands out each file once, and watches for new ones.
+// Package target finds the executable files that uprobes attach to (OpenSSL's libssl, or a program with
+// OpenSSL linked in, for httpflow-tls; bash for ebpf-bash; next, Go binaries) in every root directory on the
+// host (ours, a chroot's, a container's through /proc/<pid>/root), hands out each file once, and watches
+// for new ones.
 //
 // The kernel attaches a uprobe to a file's inode: one probe per file covers every process that runs or
 // maps it, those started later included. So the unit here is the file, not the process.
@@ -38,6 +39,11 @@ type Spec struct {
 	Mapped  func(path string) bool
 	InRoots []string
 	Known   []string
+
+	// Linked: an executable Exe accepts may have the library linked in, not mapped (OpenSSL built into a
+	// program): its static symbol table is searched too, and one without any of Symbols is not a target and
+	// is not reported (most executables are not).
+	Linked bool
 
 	// SameAcrossDevices: one file reached through several overlay mounts is one target. Containers of one
 	// image reach the same lower file through mounts that each have their own device number; overlayfs
@@ -198,7 +204,7 @@ func (f *Finder) exe(r *run, pidDir string, otherRoot bool) {
 			break
 		}
 	}
-	f.add(r, p, id)
+	f.addLinked(r, p, id, f.spec.Linked)
 }
 
 // mapped adds the files the process maps executable that the Spec wants.
@@ -272,7 +278,10 @@ func (f *Finder) isSeen(id fileID) bool {
 }
 
 // add finds the Spec's symbols in the file id at path unless id was seen before.
-func (f *Finder) add(r *run, path string, id fileID) {
+func (f *Finder) add(r *run, path string, id fileID) { f.addLinked(r, path, id, false) }
+
+// addLinked is add, for an executable that may have the library linked in when linked.
+func (f *Finder) addLinked(r *run, path string, id fileID, linked bool) {
 	f.mu.Lock()
 	if f.seen[f.key(id)] {
 		f.mu.Unlock()
@@ -281,11 +290,18 @@ func (f *Finder) add(r *run, path string, id fileID) {
 	f.seen[f.key(id)] = true
 	f.mu.Unlock()
 
-	offs, err := elfsym.Offsets(path, f.spec.Symbols)
+	lookup := elfsym.Offsets
+	if linked {
+		lookup = elfsym.StaticOffsets
+	}
+	offs, err := lookup(path, f.spec.Symbols)
 	if err != nil {
 		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 			f.Forget(id.dev, id.ino) // could not open it (gone, or no access): try again when seen again
 			return
+		}
+		if linked && len(offs) == 0 {
+			return // an executable without the library: the common case, not worth a line
 		}
 		if !f.spec.Partial || !errors.Is(err, elfsym.ErrNoSymbol) || len(offs) == 0 {
 			r.errs = append(r.errs, fmt.Errorf("%s: %s (dev %d inode %d) cannot be probed: %w", f.spec.Plugin, path, id.dev, id.ino, err))

@@ -574,3 +574,44 @@ func TestParseMapsLine(t *testing.T) {
 		}
 	}
 }
+
+// linkedSSLSpec is sslSpec with httpflow.Libssl's executables: OpenSSL linked in.
+var linkedSSLSpec = func() Spec {
+	s := sslSpec
+	s.Exe, s.Linked = func(string, string) bool { return true }, true
+	return s
+}()
+
+func TestScanRealProcFindsOpenSSLLinkedIntoARunningExecutable(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, bin := dir+"/main.c", dir+"/static-ssl"
+	writeFile(t, src, "#include <openssl/ssl.h>\n#include <unistd.h>\nint main(void) { char b = 0; SSL *s = SSL_new(SSL_CTX_new(TLS_method()));\n"+
+		"if (read(0, &b, 1) == 1 && b == 'x') { SSL_read(s, &b, 1); SSL_write(s, &b, 1); SSL_read_ex(s, &b, 1, 0); SSL_write_ex(s, &b, 1, 0); }\n"+
+		"SSL_free(s); return 0; }\n")
+	if out, err := exec.Command("cc", "-O2", "-o", bin, src, "-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-lpthread", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	want, err := elfsym.StaticOffsets(bin, sslSymbols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := startExe(t, exec.Command(bin), bin)
+	f := NewFinder("/proc", linkedSSLSpec)
+	files, errs := f.Scan()
+	id := idOf(t, bin)
+	if found := findAll(files, id); len(found) != 1 || !reflect.DeepEqual(found[0].Offsets, want) {
+		t.Errorf("Scan(/proc) found %+v for process %d with OpenSSL linked in, want it once with offsets %v", found, pid, want)
+	}
+	for _, err := range errs {
+		t.Errorf("an executable without OpenSSL was reported: %v", err)
+	}
+	if files, _ := f.Scan(); len(findAll(files, id)) != 0 {
+		t.Error("a second Scan handed the executable out again")
+	}
+	if files, _ := NewFinder("/proc", sslSpec).Scan(); len(findAll(files, id)) != 0 {
+		t.Error("without Linked, an executable with OpenSSL linked in is a target")
+	}
+}

@@ -154,21 +154,29 @@ var (
 	cHandshakeInWorker = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
 		return []string{buildTLSServer(t), strconv.Itoa(port), log, cert, key, "worker"}
 	}}
+	// The same with OpenSSL linked in from Debian's libssl.a: it maps no libssl.
+	cOpenSSLLinkedIn = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
+		return []string{buildTLSServer(t, "-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"), strconv.Itoa(port), log, cert, key, "accept"}
+	}}
 )
 
-// buildTLSServer compiles testdata/tls_server.c against the host's libssl.
-func buildTLSServer(t *testing.T) string {
+// buildTLSServer compiles testdata/tls_server.c against the host's libssl, or with the link options given.
+func buildTLSServer(t *testing.T, link ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tls_server")
-	if out, err := exec.Command("cc", "-O2", "-Wall", "-o", bin, "testdata/tls_server.c", "-lssl", "-lcrypto", "-lpthread").CombinedOutput(); err != nil {
+	if len(link) == 0 {
+		link = []string{"-lssl", "-lcrypto"}
+	}
+	args := append(append([]string{"-O2", "-Wall", "-o", bin, "testdata/tls_server.c"}, link...), "-lpthread")
+	if out, err := exec.Command("cc", args...).CombinedOutput(); err != nil {
 		t.Fatalf("build tls_server.c: %v\n%s", err, out)
 	}
 	return bin
 }
 
 // start runs the server with a fresh self-signed certificate until the test ends and returns its port,
-// its pid and its log.
-func (s tlsServer) start(t *testing.T) (port, pid int, log string) {
+// its pid, its log and its executable.
+func (s tlsServer) start(t *testing.T) (port, pid int, log, exe string) {
 	t.Helper()
 	dir := t.TempDir()
 	key, cert, log := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "access.jsonl")
@@ -189,7 +197,7 @@ func (s tlsServer) start(t *testing.T) (port, pid int, log string) {
 	if _, err := stdout.Read(ready); err != nil || string(ready) != "ready\n" {
 		t.Fatalf("%s did not start (%q, %v):\n%s", s.name, ready, err, stderr.String())
 	}
-	return port, cmd.Process.Pid, log
+	return port, cmd.Process.Pid, log, argv[0]
 }
 
 // waitServerLog reads a server's JSON-lines log until it holds want requests.
@@ -227,7 +235,8 @@ func waitServerLog(t *testing.T, path string, want int) []accessEntry {
 // tickets, left from softirq, so the packet path never tied the session to its socket. The socket
 // send/receive tracepoints tie it (tp_btf, and raw where a kernel refuses tp_btf). Every OpenSSL server
 // must be exact on both sides whichever thread did the handshake: Python's, Ruby's, and a threaded C server with
-// its handshake in the accepting thread and in the connection's own. Clients: curl with one request per
+// its handshake in the accepting thread and in the connection's own, and with OpenSSL linked in (no libssl
+// mapped: found by its symbols). Clients: curl with one request per
 // connection, then python3's keep-alive and one-shot mix.
 func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
 	inBothTieModes(t, func(t *testing.T, a *agent) {
@@ -239,9 +248,21 @@ func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
 			{"ruby openssl server", rubySSL},
 			{"C server, handshake in the accepting thread", cHandshakeInAcceptor},
 			{"C server, handshake in the connection's thread", cHandshakeInWorker},
+			{"C server, OpenSSL linked in", cOpenSSLLinkedIn},
 		} {
 			t.Run(server.what, func(t *testing.T) {
-				port, serverPID, log := server.start(t)
+				port, serverPID, log, exe := server.start(t)
+				if maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", serverPID)); !strings.Contains(string(maps), "/libssl.so") {
+					// Started after the collector and mapping no libssl: probed once a rescan finds it.
+					a.waitFor(exe+" probed", max(30*time.Second, 10*interval), func() bool {
+						for _, line := range strings.Split(a.log.String(), "\n") {
+							if strings.Contains(line, "probing OpenSSL") && strings.Contains(line, exe) {
+								return true
+							}
+						}
+						return false
+					})
+				}
 				var run clientRun
 				url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
 				for _, target := range []string{"/one", "/two?secret=1", "/missing"} {

@@ -326,19 +326,19 @@ func slim(keepLabels bool) cache.TransformFunc {
 			return obj, nil // a deletion tombstone
 		}
 		m := a.GetObjectMeta().(*metav1.ObjectMeta)
-		labels := m.Labels
+		var labels map[string]string
 		switch o := obj.(type) {
 		case *Pod:
 			o.Spec.Containers = slices.DeleteFunc(o.Spec.Containers, func(c Container) bool { return len(c.Ports) == 0 })
-		case *Service:
-			labels = nil
+			if keepLabels {
+				labels = m.Labels
+			}
+		case *Workload:
+			if keepLabels {
+				labels = m.Labels
+			}
 		case *EndpointSlice:
 			labels = map[string]string{labelServiceName: m.Labels[labelServiceName]}
-		}
-		if !keepLabels {
-			if _, ok := obj.(*EndpointSlice); !ok {
-				labels = nil
-			}
 		}
 		*m = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
 			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, OwnerReferences: m.OwnerReferences,

@@ -47,17 +47,26 @@ func Offsets(path string, symbols []string) (map[string]uint64, error) {
 		found[name] = s
 	}
 
-	offs := make(map[string]uint64, len(symbols))
+	vals := make(map[string]uint64, len(found))
+	for name, s := range found {
+		vals[name] = s.Value
+	}
+	return resolve(f, path, symbols, vals, make(map[string]uint64, len(symbols)))
+}
+
+// resolve adds to offs the file offset of each of symbols that vals has a value for. If some have none, the
+// error wraps ErrNoSymbol and names them; offs still holds the others.
+func resolve(f *elf.File, path string, symbols []string, vals, offs map[string]uint64) (map[string]uint64, error) {
 	var missing []string
 	for _, name := range symbols {
-		s, ok := found[name]
+		v, ok := vals[name]
 		if !ok {
 			missing = append(missing, name)
 			continue
 		}
-		off, ok := fileOffset(f.Progs, s.Value)
+		off, ok := fileOffset(f.Progs, v)
 		if !ok {
-			return nil, fmt.Errorf("symbol %s in %s: value %#x is in no PT_LOAD segment", name, path, s.Value)
+			return nil, fmt.Errorf("symbol %s in %s: value %#x is in no PT_LOAD segment", name, path, v)
 		}
 		offs[name] = off
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // StaticOffsets is Offsets for a library linked into an executable (OpenSSL built in): each symbol is looked
@@ -37,23 +36,7 @@ func StaticOffsets(path string, symbols []string) (map[string]uint64, error) {
 	if err != nil {
 		return offs, fmt.Errorf("read static symbols of %s: %w", path, err)
 	}
-	var still []string
-	for _, name := range missing {
-		v, ok := vals[name]
-		if !ok {
-			still = append(still, name)
-			continue
-		}
-		off, ok := fileOffset(f.Progs, v)
-		if !ok {
-			return nil, fmt.Errorf("symbol %s in %s: value %#x is in no PT_LOAD segment", name, path, v)
-		}
-		offs[name] = off
-	}
-	if len(still) > 0 {
-		return offs, fmt.Errorf("find symbols in %s: %w: %s", path, ErrNoSymbol, strings.Join(still, ", "))
-	}
-	return offs, nil
+	return resolve(f, path, missing, vals, offs)
 }
 
 // symtabValues finds the values of the defined functions named in .symtab of a 64-bit little-endian ELF file

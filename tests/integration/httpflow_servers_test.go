@@ -179,11 +179,8 @@ func buildTLSServer(t *testing.T, link ...string) string {
 func (s tlsServer) start(t *testing.T) (port, pid int, log, exe string) {
 	t.Helper()
 	dir := t.TempDir()
-	key, cert, log := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "access.jsonl")
-	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-		"-days", "1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
-		t.Fatalf("openssl req: %v\n%s", err, out)
-	}
+	cert, key := selfSignedCert(t, dir)
+	log = filepath.Join(dir, "access.jsonl")
 	port = freePort(t)
 	argv := s.argv(t, port, log, cert, key)
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -335,11 +332,7 @@ backend nginx
 func (p tlsProxy) start(t *testing.T, backend int) (port, pid int) {
 	t.Helper()
 	dir := t.TempDir()
-	key, cert := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
-	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-		"-days", "1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
-		t.Fatalf("openssl req: %v\n%s", err, out)
-	}
+	cert, key := selfSignedCert(t, dir)
 	c, err := os.ReadFile(cert)
 	must(t, err)
 	k, err := os.ReadFile(key)

@@ -97,6 +97,18 @@ http {
 }
 `
 
+// selfSignedCert writes a fresh self-signed certificate for localhost and its key into dir, as cert.pem and
+// key.pem, and returns their paths.
+func selfSignedCert(t *testing.T, dir string) (cert, key string) {
+	t.Helper()
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+		"-days", "1", "-keyout", key, "-out", cert).CombinedOutput(); err != nil {
+		t.Fatalf("openssl req: %v\n%s", err, out)
+	}
+	return cert, key
+}
+
 // startNginx writes a prefix (config, self-signed certificate, content) in a temp dir and runs nginx on it
 // until the test ends.
 func startNginx(t *testing.T) *nginxServer {
@@ -105,11 +117,7 @@ func startNginx(t *testing.T) *nginxServer {
 	for _, d := range []string{"www/dav", "tmp"} {
 		must(t, os.MkdirAll(filepath.Join(n.dir, d), 0o755))
 	}
-	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
-		"-keyout", filepath.Join(n.dir, "key.pem"), "-out", filepath.Join(n.dir, "cert.pem")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl req: %v\n%s", err, out)
-	}
+	selfSignedCert(t, n.dir)
 	rng := rand.New(rand.NewSource(1))
 	large := make([]byte, 1<<20)
 	rng.Read(large)

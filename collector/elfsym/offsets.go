@@ -1,6 +1,7 @@
 // Package elfsym finds the file offsets of an ELF file's symbols, the addresses uprobes are attached at
-// (libssl's SSL_read for httpflow, bash's readline for bash): its dynamic symbols, and for a library linked
-// into an executable its static ones (StaticOffsets).
+// (libssl's SSL_read for httpflow, bash's readline for bash): its dynamic symbols, for a library linked
+// into an executable its static ones (StaticOffsets), and for a Go program its functions' entries and return
+// instructions from the Go runtime's own table, which stripping keeps (GoFunctions).
 package elfsym
 
 import (

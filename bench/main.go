@@ -439,8 +439,9 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 					// weighing what every request of the run weighs in the access log.
 					cs = append(cs, exchanges(log.of(r.Requests), *http, "client", port, ", of those wrk completed")...)
 				default:
-					// half: the client is the bench's Go generator, whose crypto/tls is not OpenSSL: httpflow-tls
-					// (uprobes on libssl) does not see its side of the exchanges.
+					// half: the client is the bench's Go generator, seen through its crypto/tls; its runs end
+					// with every answer read (idle() closes the connections after the last).
+					cs = append(cs, exchanges(log, *http, "client", port, "")...)
 				}
 				return cs
 			},

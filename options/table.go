@@ -101,7 +101,7 @@ var Table = []Option{
 	{Flag: "max-buffered-points", Kind: Int, Default: "100000", Min: 1, Max: maxInt, Usage: "points held in memory while the parent is unreachable (beyond 4096, or half of it, they spill to the spool)"},
 	{Key: "httpflow_max_paths", Env: []string{env + "HTTPFLOW_MAX_PATHS"}, Flag: "httpflow-max-paths", Kind: Int, Default: "500", Min: 1, Max: maxInt, Unset: "0",
 		Usage: "httpflow: distinct paths per (process, Host) per interval; more fold into path *"},
-	{Flag: "httpflow-tls-rescan", Kind: Duration, Default: "5s", MinDur: time.Second, Usage: "httpflow-tls: how often /proc is searched for new libssl files"},
+	{Flag: "httpflow-tls-rescan", Kind: Duration, Default: "5s", MinDur: time.Second, Usage: "httpflow-tls: how often /proc is searched for new libssl files, programs with OpenSSL linked in and Go programs"},
 	{Key: "dnsflow_ports", Env: []string{env + "DNSFLOW_PORTS"}, Flag: "dnsflow-ports", Kind: Ports, Default: "53", MaxItems: DNSPortsMax,
 		Usage: "dnsflow: the DNS servers' ports"},
 	{Key: "dnsflow_timeout", Env: []string{env + "DNSFLOW_TIMEOUT"}, Flag: "dnsflow-timeout", Kind: Duration, Default: "6s", MinDur: 100 * time.Millisecond,

@@ -166,6 +166,7 @@ struct hf_call {
 	__u64 ssl;
 	__u64 buf;
 	__u64 len_ptr; /* size_t * of the _ex variants, 0 for SSL_read/SSL_write */
+	__u64 len;     /* the count, when the caller knows it (a Go call handed over), else 0 */
 };
 
 /* LRU: a thread killed inside a call never returns, and its entry must not stay forever. */
@@ -656,9 +657,10 @@ static __always_inline int hf_ends_last_chunk(struct __sk_buff *skb, __u32 off, 
 	return b[0] == '\n' && b[1] == '0' && b[2] == '\r' && b[3] == '\n' && b[4] == '\r' && b[5] == '\n';
 }
 
-/* Parses len new bytes of stream d (from the packet at off, or the user buffer ubuf). */
+/* Parses len new bytes of stream d (from the packet at off, or the user buffer ubuf of a TLS call: tls, a
+ * constant). */
 static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *skb, __u32 off,
-				    const char *ubuf, __u32 len, __u64 now, __u8 *verdict)
+				    const char *ubuf, __u32 len, __u64 now, __u8 *verdict, const int tls)
 {
 	struct hf_scratch *sc = hf_scratch_get();
 	struct hf_stream *st = &c->s[d & 1];
@@ -695,8 +697,12 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 			st->msg_bytes += rest;
 			return;
 		}
-		/* A header line cut by the last write is scanned again whole, in front of the new bytes. */
-		__u32 at = (mode == HF_M_HEAD || mode == HF_M_TRAILER) && pos == 0 ? st->carry_len : 0;
+		/* A header line cut by the last write is scanned again whole, in front of the new bytes; so is, in
+		 * TLS calls (not packets: the cgroup_skb programs are near the verifier's limit), a message's start
+		 * cut short (Go's net/http server reads a keep-alive request's first byte alone). */
+		int start_carry = tls && mode == HF_M_START;
+		__u32 at = (mode == HF_M_HEAD || mode == HF_M_TRAILER || start_carry) && pos == 0 ? st->carry_len : 0;
+		__u32 carried = 0; /* bytes of a cut message start, counted in the message now */
 
 		if (at)
 			__builtin_memcpy(sc->buf, st->carry, HF_LOOK);
@@ -706,11 +712,20 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 		if (!n)
 			return;
 		if (mode == HF_M_START || mode == HF_M_LOST) {
-			int kind = hf_classify(sc->buf, n);
+			__u32 have = start_carry ? at + n : n;
+			int kind = hf_classify(sc->buf, have);
 
 			if (mode == HF_M_LOST && pos) /* resynchronise only where a segment or call starts */
 				return;
-			if (!kind || !hf_msg_start(c, st, d, kind, sc, n, now)) {
+			if (!kind && start_carry && have < HF_LOOK && pos + n >= len) {
+				/* Too short to say: kept for the next write or read of this stream. */
+				__builtin_memcpy(st->carry, sc->buf, HF_LOOK);
+				st->carry_len = have;
+				return;
+			}
+			if (start_carry)
+				carried = at;
+			if (!kind || !hf_msg_start(c, st, d, kind, sc, have, now)) {
 				if (mode == HF_M_START)
 					hf_count(HF_STAT_DESYNC);
 				st->mode = HF_M_LOST;
@@ -776,7 +791,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 				}
 			}
 		}
-		st->msg_bytes += used;
+		st->msg_bytes += used + carried;
 		pos += used;
 		if (!ended)
 			continue;
@@ -1094,13 +1109,58 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 				if (hf_ends_last_chunk(skb, off + skip, len - skip))
 					hf_msg_end(c, st, d, now, v);
 			} else {
-				hf_data(c, d, skb, off + skip, NULL, len - skip, now, v);
+				hf_data(c, d, skb, off + skip, NULL, len - skip, now, v, 0);
 			}
 		}
 	}
 	/* The side that answers closed, or the connection was reset: nothing more will be answered. */
 	if (th.rst || (th.fin && !hf_req_stream(c, d)))
 		hf_close(c, now);
+}
+
+/* Go's crypto/tls: the connection's socket, from the *tls.Conn (Go 1.18+; offsets set by the collector, which
+ * checks them against Go's own debug information in its tests). tls.Conn.conn is a net.Conn interface
+ * (type word, data word); its *net.TCPConn points at a netFD, whose poll.FD holds the descriptor. */
+const volatile __u32 go_conn_iface_off = 8;  /* tls.Conn.conn's data word */
+const volatile __u32 go_netfd_sysfd_off = 16; /* netFD.pfd.Sysfd */
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define SOCK_STREAM 1
+
+/* Ties a Go TLS connection to its socket, read through the calling process's descriptor table. A net.Conn
+ * that is not a TCP socket (a pipe, a wrapped conn) ties nothing: its exchanges have no address. */
+static __always_inline void hf_go_tie(struct hf_conn *c, __u64 conn)
+{
+	__u64 tcp = 0, netfd = 0;
+	__s64 fd = -1;
+
+	if (bpf_probe_read_user(&tcp, sizeof(tcp), (void *)(conn + go_conn_iface_off)) || !tcp ||
+	    bpf_probe_read_user(&netfd, sizeof(netfd), (void *)tcp) || !netfd ||
+	    bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + go_netfd_sysfd_off)))
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file ||
+	    (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	if (!sk || BPF_CORE_READ(sock, type) != SOCK_STREAM || (family != AF_INET && family != AF_INET6))
+		return;
+	sock_tuple(sk, &c->t, &c->netns);
+	c->t.proto = IPPROTO_TCP;
+	c->cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!c->cookie)
+		c->cookie = (__u64)sk; /* no cookie made yet: any non-zero value says tied */
 }
 
 /* OpenSSL: entry probes keep the arguments for the return probe, which parses what moved. */
@@ -1130,15 +1190,18 @@ static __always_inline int hf_ssl_exit(long ret, int d)
 	struct hf_call cl = *call;
 
 	bpf_map_delete_elem(&hf_calls, &tid);
-	__u64 len = ret;
+	__u64 n = ret, len = 0;
 
-	if (cl.len_ptr) { /* SSL_read_ex/SSL_write_ex: 1 on success, the size through a pointer */
-		if (ret != 1 || bpf_probe_read_user(&len, sizeof(len), (void *)cl.len_ptr))
+	if (cl.len) {
+		n = cl.len;
+	} else if (cl.len_ptr) { /* SSL_read_ex/SSL_write_ex: 1 on success, the size through a pointer */
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)cl.len_ptr))
 			return 0;
 	} else if (ret <= 0) {
 		return 0;
 	}
-	if (!len || len > (1U << 30))
+	/* One value whatever its source: the verifier walks the parse below once, not once per source. */
+	if (bpf_probe_read_kernel(&len, sizeof(len), &n) || !len || len > (1U << 30))
 		return 0;
 	hf_count(HF_STAT_TLS_CALLS);
 	struct hf_conn *c = hf_tls_conn(id, cl.ssl, 1);
@@ -1163,7 +1226,7 @@ static __always_inline int hf_ssl_exit(long ret, int d)
 		c->mntns = current_mntns();
 		process_comm(c->comm, sizeof(c->comm));
 	}
-	hf_data(c, d, NULL, 0, (const char *)cl.buf, len, bpf_ktime_get_ns(), NULL);
+	hf_data(c, d, NULL, 0, (const char *)cl.buf, len, bpf_ktime_get_ns(), NULL, 1);
 	return 0;
 }
 
@@ -1212,6 +1275,121 @@ int BPF_KPROBE(hf_ssl_free, void *ssl)
 	hf_count(HF_STAT_TLS_HITS);
 	__u64 id = bpf_get_current_pid_tgid();
 	struct hf_tls_key k = {.tgid = id >> 32, .ssl = (__u64)ssl};
+	struct hf_conn *c = bpf_map_lookup_elem(&hf_tls, &k);
+
+	if (!c)
+		return 0;
+	hf_close(c, bpf_ktime_get_ns());
+	bpf_map_delete_elem(&hf_tls, &k);
+	return 0;
+}
+
+/* Go crypto/tls, Go 1.18+ on amd64 (register ABI): the receiver, the slice's pointer and length in rax, rbx
+ * and rcx at the entry, the count in rax at each return instruction (no uretprobe: see
+ * collector/elfsym.GoFunc), the goroutine in r14 throughout. Go's HTTP client reads in one goroutine while
+ * it writes in another, so a response's read can return before its request's write does: a write is parsed
+ * at its entry, before any of it is sent (crypto/tls writes all of it or fails), and a read at its return. */
+struct hf_go_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 g;
+};
+
+/* A goroutine inside (*tls.Conn).Read: a goroutine that blocks returns on another thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HF_CALLS_MAX);
+	__type(key, struct hf_go_key);
+	__type(value, struct hf_call);
+} hf_go_reads SEC(".maps");
+
+/* hf_ssl_write_ret and hf_ssl_read_ret, by direction, set by the collector: a Go call is handed over. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} hf_tls_exits SEC(".maps");
+
+/* Hands a call of len bytes to the OpenSSL return program of direction d, which parses it as if this thread
+ * were returning from SSL_write or SSL_read: one parser (a second copy would cost another half of the
+ * verifier's budget, and every variant of its shape tried cost more than all of it). */
+static __always_inline void hf_go_parse(__u64 id, __u64 conn, __u64 buf, __u64 len, __u32 d, struct pt_regs *ctx)
+{
+	__u32 tid = id;
+	struct hf_call cl = {.ssl = conn, .buf = buf, .len = len};
+
+	if (len) {
+		bpf_map_update_elem(&hf_calls, &tid, &cl, BPF_ANY);
+		bpf_tail_call(ctx, &hf_tls_exits, d); /* counts the hit */
+		bpf_map_delete_elem(&hf_calls, &tid); /* no program there */
+	}
+	hf_count(HF_STAT_TLS_HITS);
+}
+
+/* The session of a *tls.Conn, tied to its socket at its first call. */
+static __always_inline void hf_go_session(__u64 id, __u64 conn)
+{
+	struct hf_conn *c = hf_tls_conn(id, conn, 1);
+
+	if (c && !c->cookie)
+		hf_go_tie(c, conn);
+}
+
+SEC("uprobe")
+int hf_go_write(struct pt_regs *ctx)
+{
+	if (floor_only)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	hf_go_session(id, ctx->ax);
+	hf_go_parse(id, ctx->ax, ctx->bx, ctx->cx, HF_OUT, ctx);
+	return 0;
+}
+
+SEC("uprobe")
+int hf_go_read(struct pt_regs *ctx)
+{
+	if (floor_only)
+		return 0;
+	hf_count(HF_STAT_TLS_HITS);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hf_go_key k = {.tgid = id >> 32, .g = ctx->r14};
+	struct hf_call cl = {.ssl = ctx->ax, .buf = ctx->bx};
+
+	hf_go_session(id, cl.ssl);
+	bpf_map_update_elem(&hf_go_reads, &k, &cl, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int hf_go_read_ret(struct pt_regs *ctx)
+{
+	if (floor_only)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hf_go_key k = {.tgid = id >> 32, .g = ctx->r14};
+	struct hf_call *call = bpf_map_lookup_elem(&hf_go_reads, &k);
+
+	if (!call)
+		return 0;
+	struct hf_call cl = *call;
+	long n = ctx->ax;
+
+	bpf_map_delete_elem(&hf_go_reads, &k);
+	hf_go_parse(id, cl.ssl, cl.buf, n > 0 ? n : 0, HF_IN, ctx);
+	return 0;
+}
+
+/* (*tls.Conn).Close: the connection ends; Go's allocator may hand its address to the next one. */
+SEC("uprobe")
+int hf_go_close(struct pt_regs *ctx)
+{
+	if (floor_only)
+		return 0;
+	hf_count(HF_STAT_TLS_HITS);
+	struct hf_tls_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .ssl = ctx->ax};
 	struct hf_conn *c = bpf_map_lookup_elem(&hf_tls, &k);
 
 	if (!c)

@@ -118,6 +118,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"unsafe"
@@ -135,6 +136,9 @@ func init() {
 	// an object loads, keep them for loadHooked instead (a refused program is reported, not dumped).
 	libbpfgo.SetLoggerCbs(libbpfgo.Callbacks{
 		Log: func(level int, msg string) {
+			if verifierStats {
+				printVerifierStats(msg)
+			}
 			if level > libbpfgo.LibbpfWarnLevel {
 				return
 			}
@@ -147,6 +151,19 @@ func init() {
 			fmt.Fprint(os.Stderr, msg)
 		},
 	})
+}
+
+// verifierStats (DKEBPF_VERIFIER_STATS=1, developers): the kernel reports each program's verification
+// statistics, printed one line per program: how much of the verifier's budget (1M instructions walked) each
+// takes, the limit every change to the parser runs into first.
+var verifierStats = os.Getenv("DKEBPF_VERIFIER_STATS") != ""
+
+var verifierStatsRE = regexp.MustCompile(`(?s)prog '([^']+)'.*?(processed \d+ insns \(limit \d+\)[^\n]*)`)
+
+func printVerifierStats(msg string) {
+	if m := verifierStatsRE.FindStringSubmatch(msg); m != nil {
+		fmt.Fprintf(os.Stderr, "verifier: %s: %s\n", m[1], m[2])
+	}
 }
 
 // libbpfLog is where libbpf's messages go while an object loads.
@@ -215,6 +232,7 @@ func openModule(name string, obj []byte) (*libbpfgo.Module, error) {
 		BPFObjPath:      fmt.Sprintf("/proc/self/fd/%d", fd),
 		BPFObjName:      name,
 		SkipMemlockBump: true,
+		KernelLogLevel:  map[bool]uint32{true: 4}[verifierStats], // BPF_LOG_STATS
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open bpf object %s: %w", name, err)

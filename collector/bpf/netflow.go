@@ -49,6 +49,10 @@ var NetflowHooks = []Hook{
 	{Prog: "hf_ssl_write_ret", Kind: Uprobe, Target: "SSL_write(ret)", Part: "tls", Required: true},
 	{Prog: "hf_ssl_read_ret", Kind: Uprobe, Target: "SSL_read(ret)", Part: "tls", Required: true},
 	{Prog: "hf_ssl_free", Kind: Uprobe, Target: "SSL_free", Part: "tls", Required: true},
+	{Prog: "hf_go_write", Kind: Uprobe, Target: "crypto/tls.(*Conn).Write", Part: "gotls", Required: true},
+	{Prog: "hf_go_read", Kind: Uprobe, Target: "crypto/tls.(*Conn).Read", Part: "gotls", Required: true},
+	{Prog: "hf_go_read_ret", Kind: Uprobe, Target: "crypto/tls.(*Conn).Read(returns)", Part: "gotls", Required: true},
+	{Prog: "hf_go_close", Kind: Uprobe, Target: "crypto/tls.(*Conn).Close", Part: "gotls", Required: true},
 }
 
 // Netflow is the loaded and attached netflow probe.
@@ -116,6 +120,11 @@ func OpenNetflow(opts Options) (_ *Netflow, err error) {
 			knobs := map[string]bool{"cookie_helper": cookies, "udp_owner_at_egress": udpOwnerless, "floor_only": opts.Floor,
 				"http_enabled": opts.HTTP, "tls_enabled": opts.TLS, "dns_enabled": opts.DNS}
 			for name, v := range knobs {
+				if err := m.InitGlobalVariable(name, v); err != nil {
+					return fmt.Errorf("set %s: %w", name, err)
+				}
+			}
+			for name, v := range map[string]uint32{"go_conn_iface_off": goConnIfaceOff, "go_netfd_sysfd_off": goNetFDSysfdOff} {
 				if err := m.InitGlobalVariable(name, v); err != nil {
 					return fmt.Errorf("set %s: %w", name, err)
 				}
@@ -202,8 +211,12 @@ func (n *Netflow) Parts() []PartStatus { return n.att.Parts("netflow") }
 // Refused is how many of its hooks the kernel refused to load.
 func (n *Netflow) Refused() int { return n.att.Refused() }
 
-// TLS says whether httpflow-tls' uprobe programs loaded (they are attached per libssl file).
+// TLS says whether httpflow-tls' OpenSSL uprobe programs loaded (they are attached per libssl file).
 func (n *Netflow) TLS() bool { return n.att.On("tls") }
+
+// GoTLS says whether httpflow-tls' crypto/tls uprobe programs loaded (they are attached per Go program),
+// and the OpenSSL return programs that parse for them.
+func (n *Netflow) GoTLS() bool { return n.att.On("gotls") && n.att.On("tls") }
 
 func (n *Netflow) TCP() bool { return n.att.On("tcp") }
 func (n *Netflow) UDP() bool { return n.att.On("udp") }

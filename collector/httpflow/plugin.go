@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"dkebpf/collector/elfsym"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/target"
@@ -18,9 +20,12 @@ import (
 type Kernel interface {
 	DrainHTTP(fn func([]byte)) int // struct hf_event records
 	HTTPStats() []uint64           // indexed by Stat*
-	TLS() bool                     // the uprobe programs loaded
+	TLS() bool                     // the OpenSSL uprobe programs loaded
 	SSLSymbols() []string          // the OpenSSL functions they probe
 	AttachSSL(path string, offsets map[string]uint64) error
+	GoTLS() bool          // the crypto/tls uprobe programs loaded
+	GoTLSFuncs() []string // the Go functions they probe
+	AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error
 }
 
 // PluginConfig is the plugin's: the aggregator's, which tracers are on, and how often libssl is looked for.
@@ -38,7 +43,8 @@ type Plugin struct {
 	debug bool // --log-level debug: log every exchange
 	c     plugin.Counters
 
-	tls *target.Watcher // nil unless httpflow-tls
+	tls   *target.Watcher // nil unless httpflow-tls
+	gotls *target.Watcher // nil unless httpflow-tls and its crypto/tls programs loaded
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -61,8 +67,19 @@ func Libssl(symbols []string) target.Spec {
 	}
 }
 
-// NewPlugin returns the httpflow plugin reading k. With TLS, every libssl file in use is probed now and
-// the ones that appear later are probed at each rescan.
+// GoTLS are the files httpflow-tls probes for Go's crypto/tls: every Go program's executable (found through
+// its own function table: stripped programs too) that has the functions, but self (the collector's own API
+// calls are not the host's to report, and would cost it uprobe hits).
+func GoTLS(funcs []string, self string) target.Spec {
+	return target.Spec{
+		Plugin: "httpflow-tls", What: "Go crypto/tls", Symbols: funcs,
+		Exe: func(path, _ string) bool { return path != self },
+		Go:  true,
+	}
+}
+
+// NewPlugin returns the httpflow plugin reading k. With TLS, every libssl file and Go program in use is probed
+// now and the ones that appear later are probed at each rescan.
 func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 	p := &Plugin{
 		k:     k,
@@ -84,6 +101,15 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 			strings.Join(k.SSLSymbols(), ", "), cfg.SSLRescan))
 		p.tls = target.Watch(target.NewFinder("/proc", Libssl(k.SSLSymbols())), cfg.SSLRescan,
 			func(f target.File) error { return k.AttachSSL(f.Path, f.Offsets) }, log)
+		if k.GoTLS() {
+			log.Info(fmt.Sprintf("httpflow-tls: Go crypto/tls on (Go 1.18+, amd64); hooks: uprobes at the entry and returns of %s in every Go program, found at start and every %s",
+				strings.Join(k.GoTLSFuncs(), ", "), cfg.SSLRescan))
+			self, _ := os.Executable()
+			p.gotls = target.Watch(target.NewFinder("/proc", GoTLS(k.GoTLSFuncs(), self)), cfg.SSLRescan,
+				func(f target.File) error { return k.AttachGoTLS(f.Path, f.Funcs) }, log)
+		} else {
+			log.Error("httpflow-tls: Go crypto/tls is not followed: its uprobe programs (netflow/gotls) are off")
+		}
 	}
 	return p
 }
@@ -122,11 +148,17 @@ func (p *Plugin) Counters() plugin.Counters {
 		"tls_uprobe_hits":  plugin.Stat(st, StatTLSHits),
 		"tls_calls":        plugin.Stat(st, StatTLSCalls),
 		"tls_libs_probed":  0,
+		"tls_go_probed":    0,
 		"tls_attach_fails": 0,
 	}
 	if p.tls != nil {
 		w := p.tls.Counts()
 		c.Extra["tls_libs_probed"], c.Extra["tls_attach_fails"] = w.Probed, w.Failed
+	}
+	if p.gotls != nil {
+		w := p.gotls.Counts()
+		c.Extra["tls_go_probed"] = w.Probed
+		c.Extra["tls_attach_fails"] += w.Failed
 	}
 	return c
 }
@@ -134,7 +166,9 @@ func (p *Plugin) Counters() plugin.Counters {
 // Close stops the libssl watcher and waits for it: it attaches to the kernel object, which netflow's owner
 // closes next.
 func (p *Plugin) Close() {
-	if p.tls != nil {
-		p.tls.Stop()
+	for _, w := range []*target.Watcher{p.tls, p.gotls} {
+		if w != nil {
+			w.Stop()
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"dkebpf/collector/elfsym"
 	"dkebpf/collector/plugin/plugintest"
 	"dkebpf/collector/target"
 )
@@ -21,6 +22,11 @@ func (k *fakeKernel) HTTPStats() []uint64                       { return k.stats
 func (k *fakeKernel) TLS() bool                                 { return false }
 func (k *fakeKernel) SSLSymbols() []string                      { return nil }
 func (k *fakeKernel) AttachSSL(string, map[string]uint64) error { return nil }
+func (k *fakeKernel) GoTLS() bool                               { return false }
+func (k *fakeKernel) GoTLSFuncs() []string                      { return nil }
+func (k *fakeKernel) AttachGoTLS(string, map[string]elfsym.GoFunc) error {
+	return nil
+}
 
 func TestPluginTurnsKernelExchangesIntoPoints(t *testing.T) {
 	k := &fakeKernel{stats: []uint64{1, 2, 3, 4, 5, 6, 7}}

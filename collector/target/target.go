@@ -1,5 +1,5 @@
 // Package target finds the executable files that uprobes attach to (OpenSSL's libssl, or a program with
-// OpenSSL linked in, for httpflow-tls; bash for ebpf-bash; next, Go binaries) in every root directory on the
+// OpenSSL linked in, and Go programs, for httpflow-tls; bash for ebpf-bash) in every root directory on the
 // host (ours, a chroot's, a container's through /proc/<pid>/root), hands out each file once, and watches
 // for new ones.
 //
@@ -45,6 +45,11 @@ type Spec struct {
 	// is not reported (most executables are not).
 	Linked bool
 
+	// Go: the executables Exe accepts are Go programs, and Symbols are Go functions, found with their return
+	// instructions through the program's own function table (elfsym.GoFunctions; stripped programs too).
+	// Like Linked, a file that is not Go or has none of them is not a target and is not reported.
+	Go bool
+
 	// SameAcrossDevices: one file reached through several overlay mounts is one target. Containers of one
 	// image reach the same lower file through mounts that each have their own device number; overlayfs
 	// keeps the lower file's inode number and the kernel probes that lower file. Keyed by device, each
@@ -60,7 +65,8 @@ type File struct {
 	// /proc/<pid>/map_files/<range> for a deleted file or one no path reaches (valid while the process lives).
 	Path     string
 	Dev, Ino uint64
-	Offsets  map[string]uint64 // each symbol found: its file offset
+	Offsets  map[string]uint64        // each symbol found: its file offset
+	Funcs    map[string]elfsym.GoFunc // with Spec.Go, each function found: its entry and returns
 }
 
 // fileID identifies a file as stat sees it.
@@ -204,7 +210,7 @@ func (f *Finder) exe(r *run, pidDir string, otherRoot bool) {
 			break
 		}
 	}
-	f.addLinked(r, p, id, f.spec.Linked)
+	f.addLinked(r, p, id, f.spec.Linked || f.spec.Go)
 }
 
 // mapped adds the files the process maps executable that the Spec wants.
@@ -290,17 +296,28 @@ func (f *Finder) addLinked(r *run, path string, id fileID, linked bool) {
 	f.seen[f.key(id)] = true
 	f.mu.Unlock()
 
-	lookup := elfsym.Offsets
-	if linked {
-		lookup = elfsym.StaticOffsets
+	var (
+		offs  map[string]uint64
+		funcs map[string]elfsym.GoFunc
+		err   error
+	)
+	switch {
+	case f.spec.Go && linked:
+		funcs, err = elfsym.GoFunctions(path, f.spec.Symbols)
+		if errors.Is(err, elfsym.ErrNotGo) {
+			return // not a Go program: the common case, not worth a line
+		}
+	case linked:
+		offs, err = elfsym.StaticOffsets(path, f.spec.Symbols)
+	default:
+		offs, err = elfsym.Offsets(path, f.spec.Symbols)
 	}
-	offs, err := lookup(path, f.spec.Symbols)
 	if err != nil {
 		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 			f.Forget(id.dev, id.ino) // could not open it (gone, or no access): try again when seen again
 			return
 		}
-		if linked && len(offs) == 0 {
+		if linked && len(offs) == 0 && len(funcs) == 0 && (!f.spec.Go || errors.Is(err, elfsym.ErrNoSymbol)) {
 			return // an executable without the library: the common case, not worth a line
 		}
 		if !f.spec.Partial || !errors.Is(err, elfsym.ErrNoSymbol) || len(offs) == 0 {
@@ -309,7 +326,7 @@ func (f *Finder) addLinked(r *run, path string, id fileID, linked bool) {
 		}
 		// Partial: probed with the symbols it has (an older libssl without SSL_read_ex, say).
 	}
-	r.files = append(r.files, File{Path: path, Dev: id.dev, Ino: id.ino, Offsets: offs})
+	r.files = append(r.files, File{Path: path, Dev: id.dev, Ino: id.ino, Offsets: offs, Funcs: funcs})
 }
 
 // regularFile returns the identity of the regular file at path, following links.

@@ -615,3 +615,41 @@ func TestScanRealProcFindsOpenSSLLinkedIntoARunningExecutable(t *testing.T) {
 		t.Error("without Linked, an executable with OpenSSL linked in is a target")
 	}
 }
+
+var goSpec = Spec{Plugin: "httpflow-tls", What: "Go crypto/tls", Exe: func(string, string) bool { return true }, Go: true,
+	Symbols: []string{"crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Close"}}
+
+// A stripped Go program with crypto/tls is found by a scan of every process, with its functions' entries and
+// returns; no other executable on the host (bash, the C runtime's, Go programs without crypto/tls) is reported.
+func TestScanRealProcFindsGoCryptoTLSInARunningStrippedProgram(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir+"/go.mod", "module gotls\n\ngo 1.22\n")
+	writeFile(t, dir+"/main.go", "package main\n\nimport (\n\t\"crypto/tls\"\n\t\"os\"\n)\n\n"+
+		"func main() {\n\tb := make([]byte, 1)\n\tos.Stdin.Read(b)\n\tif b[0] == 'x' {\n\t\tc := tls.Client(nil, nil)\n\t\tc.Write(b)\n\t\tc.Read(b)\n\t\tc.Close()\n\t}\n}\n")
+	bin := dir + "/gotls"
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, ".")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	want, err := elfsym.GoFunctions(bin, goSpec.Symbols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := startExe(t, exec.Command(bin), bin)
+	f := NewFinder("/proc", goSpec)
+	files, errs := f.Scan()
+	id := idOf(t, bin)
+	if found := findAll(files, id); len(found) != 1 || !reflect.DeepEqual(found[0].Funcs, want) {
+		t.Errorf("Scan(/proc) found %+v for Go process %d, want it once with %v", found, pid, want)
+	}
+	for _, err := range errs {
+		t.Errorf("an executable without Go's crypto/tls was reported: %v", err)
+	}
+	if files, _ := f.Scan(); len(findAll(files, id)) != 0 {
+		t.Error("a second Scan handed the executable out again")
+	}
+}

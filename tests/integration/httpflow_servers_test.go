@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -191,7 +192,7 @@ func (s tlsServer) start(t *testing.T) (port, pid int, log, exe string) {
 	must(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	ready := make([]byte, len("ready\n"))
-	if _, err := stdout.Read(ready); err != nil || string(ready) != "ready\n" {
+	if _, err := io.ReadFull(stdout, ready); err != nil || string(ready) != "ready\n" {
 		t.Fatalf("%s did not start (%q, %v):\n%s", s.name, ready, err, stderr.String())
 	}
 	return port, cmd.Process.Pid, log, argv[0]

@@ -1,0 +1,195 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"io"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dkebpf/tests/integration/gotls"
+)
+
+// buildGoTLS builds testdata/gotls as name (its process name), with the symbol table and debug information or
+// stripped of both (-s -w: only the Go runtime's own function table is left).
+func buildGoTLS(t *testing.T, name string, stripped bool) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	args := []string{"build", "-o", bin}
+	if stripped {
+		args = append(args, "-ldflags=-s -w")
+	}
+	cmd := exec.Command("go", append(args, "./testdata/gotls/main.go")...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build gotls: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command("file", bin).Output(); stripped != strings.Contains(string(out), ", stripped") {
+		t.Fatalf("harness: %s is not what was asked (stripped %v): %s", bin, stripped, out)
+	}
+	return bin
+}
+
+// waitGoProbed waits until the collector says it probes the Go program exe.
+func waitGoProbed(t *testing.T, a *agent, exe string) {
+	t.Helper()
+	a.waitFor(exe+" probed", max(30*time.Second, 10*interval), func() bool {
+		for _, line := range strings.Split(a.log.String(), "\n") {
+			if strings.Contains(line, "probing Go crypto/tls") && strings.Contains(line, exe) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// runGoTLSClient runs the gotls client against port once the collector probes it (a Go program is found
+// by a rescan: one that made its calls before would not be seen).
+func runGoTLSClient(t *testing.T, a *agent, bin string, port int) clientRun {
+	t.Helper()
+	cmd := exec.Command(bin, "client", strconv.Itoa(port))
+	stdin, err := cmd.StdinPipe()
+	must(t, err)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	must(t, cmd.Start())
+	defer cmd.Process.Kill()
+	ready := make([]byte, len("ready\n"))
+	if _, err := io.ReadFull(stdout, ready); err != nil || string(ready) != "ready\n" {
+		t.Fatalf("gotls client did not start (%q, %v):\n%s", ready, err, stderr.String())
+	}
+	waitGoProbed(t, a, bin)
+	_, err = stdin.Write([]byte("go\n"))
+	must(t, err)
+	out, err := io.ReadAll(stdout)
+	must(t, err)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("gotls client: %v\n%s", err, stderr.String())
+	}
+	var reqs [][]any
+	if err := json.Unmarshal(out, &reqs); err != nil {
+		t.Fatalf("gotls client output %q: %v", out, err)
+	}
+	var run clientRun
+	for _, r := range reqs {
+		run.record(cmd.Process.Pid, sentRequest{Process: filepath.Base(bin), Method: r[0].(string), Target: r[1].(string), Status: int(r[2].(float64)), Version: "1.1"})
+	}
+	return run
+}
+
+// Go's crypto/tls is probed in each Go program, whether or not it was stripped: the gotls server (package
+// gotls: HTTP/1.1 by hand over a crypto/tls listener, reading a keep-alive request's first byte alone as
+// net/http's server does) against net/http's client, curl and Python (OpenSSL), every count and byte exact
+// on both sides against the server's own account.
+func TestHTTPFlowCapturesGoCryptoTLSOnBothSides(t *testing.T) {
+	a := startAgent(t, httpflowConf)
+	for _, c := range []struct {
+		what                           string
+		serverStripped, clientStripped bool
+	}{
+		{"server with symbols, stripped client", false, true},
+		{"stripped server, client with symbols", true, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			server := buildGoTLS(t, "gotls-server", c.serverStripped)
+			client := buildGoTLS(t, "gotls-client", c.clientStripped)
+			srv := tlsServer{"gotls-server", func(_ *testing.T, port int, log, cert, key string) []string {
+				return []string{server, "server", strconv.Itoa(port), log, cert, key}
+			}}
+			port, pid, log, _ := srv.start(t)
+			waitGoProbed(t, a, server)
+			run := runGoTLSClient(t, a, client, port)
+			url := func(target string) string { return "https://127.0.0.1:" + strconv.Itoa(port) + target }
+			for _, target := range []string{"/one", "/two?secret=1", "/missing"} {
+				run.merge(runCurl(t, "1.1", url(target)))
+			}
+			run.merge(runPython(t, "https", port))
+			truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, srv.name, []string{strconv.Itoa(pid)})
+			settleHTTPFlows(t, a, c.what, truth)
+		})
+	}
+}
+
+// goSelfSignedCert is a fresh self-signed certificate for localhost, made in Go (the kernel matrix's guests
+// have no openssl).
+func goSelfSignedCert(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// Go's crypto/tls on both sides in one Go program, the test itself (not stripped; it runs in the kernel
+// matrix's guests, which have neither a Go toolchain nor curl): the gotls server in a goroutine, net/http's
+// client in another, exact on both sides against the server's account.
+func TestHTTPFlowGoCryptoTLSClientAndServer(t *testing.T) {
+	a := startAgent(t, httpflowConf)
+	self, err := os.Executable()
+	must(t, err)
+	waitGoProbed(t, a, self)
+
+	port := freePort(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port), &tls.Config{Certificates: []tls.Certificate{goSelfSignedCert(t)}})
+	must(t, err)
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var log []accessEntry
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				gotls.Serve(c, port, func(e gotls.Entry) {
+					mu.Lock()
+					defer mu.Unlock()
+					log = append(log, accessEntry{Client: e.Client, Method: e.Method, Target: e.Target, Status: e.Status,
+						ReqLen: e.ReqLen, Sent: e.Sent, Proto: e.Proto, Host: e.Host, Conn: e.Conn, Port: e.Port, RawConn: e.RawConn})
+				})
+			}()
+		}
+	}()
+
+	comm := selfComm(t)
+	reqs, err := gotls.Client("https://127.0.0.1:"+strconv.Itoa(port), comm)
+	must(t, err)
+	var run clientRun
+	for _, r := range reqs {
+		run.record(os.Getpid(), sentRequest{Process: comm, Method: r[0].(string), Target: r[1].(string), Status: r[2].(int), Version: "1.1"})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(log)
+		mu.Unlock()
+		if n >= len(run.sent) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	logged := append([]accessEntry(nil), log...)
+	mu.Unlock()
+	settleHTTPFlows(t, a, "Go crypto/tls in one process", serverTruth(t, run, logged, port, comm, []string{strconv.Itoa(os.Getpid())}))
+}

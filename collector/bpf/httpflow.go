@@ -121,18 +121,55 @@ func perCPUStats(m *libbpfgo.BPFMap) []uint64 {
 	return out
 }
 
+// fileProbes attaches programs of the netflow object to one file: all of them, or none.
+type fileProbes struct {
+	n     *Netflow
+	path  string
+	links []*libbpfgo.BPFLink
+}
+
+func (n *Netflow) probesOn(path string) (*fileProbes, error) {
+	if n.http == nil {
+		return nil, fmt.Errorf("attach uprobes to %s: httpflow is not loaded", path)
+	}
+	return &fileProbes{n: n, path: path}, nil
+}
+
+// attach puts prog at the file offset off, as a uretprobe when ret.
+func (f *fileProbes) attach(prog string, off uint64, ret bool, what string) error {
+	p, err := f.n.m.GetProgram(prog)
+	if err != nil {
+		return fmt.Errorf("program %s: %w", prog, err)
+	}
+	attach := p.AttachUprobe
+	if ret {
+		attach = p.AttachURetprobe
+	}
+	l, err := attach(-1, f.path, uint32(off))
+	if err != nil {
+		return fmt.Errorf("attach %s to %s:%s: %w", prog, f.path, what, err)
+	}
+	f.links = append(f.links, l)
+	return nil
+}
+
+// fail detaches what was attached and returns err.
+func (f *fileProbes) fail(err error) error {
+	for _, l := range f.links {
+		l.Destroy()
+	}
+	return err
+}
+
+// keep hands the links to the probe, which detaches them at close.
+func (f *fileProbes) keep() { f.n.http.links = append(f.n.http.links, f.links...) }
+
 // AttachSSL puts the OpenSSL uprobes on one libssl file (path must be openable by this process,
 // e.g. /proc/<pid>/root/...). The kernel attaches them to the file's inode: every process mapping it,
 // now or later, is covered. offsets are file offsets of SSLSymbols.
 func (n *Netflow) AttachSSL(path string, offsets map[string]uint64) error {
-	if n.http == nil {
-		return fmt.Errorf("attach uprobes to %s: httpflow is not loaded", path)
-	}
-	var links []*libbpfgo.BPFLink
-	fail := func(err error) error {
-		for _, l := range links {
-			l.Destroy()
-		}
+	f, err := n.probesOn(path)
+	if err != nil {
 		return err
 	}
 	for _, p := range sslProbes {
@@ -141,77 +178,46 @@ func (n *Netflow) AttachSSL(path string, offsets map[string]uint64) error {
 			continue // OpenSSL 1.1.0 has no _ex functions
 		}
 		if !ok {
-			return fail(fmt.Errorf("attach uprobes to %s: no offset for %s", path, p.symbol))
+			return f.fail(fmt.Errorf("attach uprobes to %s: no offset for %s", path, p.symbol))
 		}
-		for _, a := range []struct {
-			prog string
-			ret  bool
-		}{{p.entry, false}, {p.ret, true}} {
-			if a.prog == "" {
-				continue
+		if err := f.attach(p.entry, off, false, p.symbol); err != nil {
+			return f.fail(err)
+		}
+		if p.ret != "" {
+			if err := f.attach(p.ret, off, true, p.symbol); err != nil {
+				return f.fail(err)
 			}
-			prog, err := n.m.GetProgram(a.prog)
-			if err != nil {
-				return fail(fmt.Errorf("program %s: %w", a.prog, err))
-			}
-			attach := prog.AttachUprobe
-			if a.ret {
-				attach = prog.AttachURetprobe
-			}
-			l, err := attach(-1, path, uint32(off))
-			if err != nil {
-				return fail(fmt.Errorf("attach %s to %s:%s: %w", a.prog, path, p.symbol, err))
-			}
-			links = append(links, l)
 		}
 	}
-	n.http.links = append(n.http.links, links...)
+	f.keep()
 	return nil
 }
 
 // AttachGoTLS puts the crypto/tls uprobes on one Go program: at the entry and at every return instruction
 // of each of GoTLSFuncs (funcs, as elfsym.GoFunctions found them).
 func (n *Netflow) AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error {
-	if n.http == nil {
-		return fmt.Errorf("attach uprobes to %s: httpflow is not loaded", path)
-	}
-	var links []*libbpfgo.BPFLink
-	fail := func(err error) error {
-		for _, l := range links {
-			l.Destroy()
-		}
+	f, err := n.probesOn(path)
+	if err != nil {
 		return err
 	}
-	attach := func(prog string, off uint64) error {
-		p, err := n.m.GetProgram(prog)
-		if err != nil {
-			return fmt.Errorf("program %s: %w", prog, err)
-		}
-		l, err := p.AttachUprobe(-1, path, uint32(off))
-		if err != nil {
-			return fmt.Errorf("attach %s to %s at %#x: %w", prog, path, off, err)
-		}
-		links = append(links, l)
-		return nil
-	}
 	for _, p := range goProbes {
-		f, ok := funcs[p.fn]
+		fn, ok := funcs[p.fn]
 		if !ok {
-			return fail(fmt.Errorf("attach uprobes to %s: no %s", path, p.fn))
+			return f.fail(fmt.Errorf("attach uprobes to %s: no %s", path, p.fn))
 		}
-		if err := attach(p.entry, f.Entry); err != nil {
-			return fail(err)
+		if err := f.attach(p.entry, fn.Entry, false, p.fn); err != nil {
+			return f.fail(err)
 		}
-		for _, r := range f.Returns {
+		for _, r := range fn.Returns {
 			if p.ret == "" {
 				break
 			}
-			if err := attach(p.ret, r); err != nil {
-				return fail(err)
+			if err := f.attach(p.ret, r, false, fmt.Sprintf("%s+%#x", p.fn, r-fn.Entry)); err != nil {
+				return f.fail(err)
 			}
 		}
 	}
-	n.http.links = append(n.http.links, links...)
+	f.keep()
 	return nil
 }
 

@@ -46,6 +46,9 @@ func example(o *options.Option) (tomlValue, envValue string) {
 		if len(o.Allowed) > 0 {
 			return `["` + strings.Join(o.Allowed[1:], `", "`) + `"]`, strings.Join(o.Allowed[1:], ", ")
 		}
+		if o.Valid != nil { // api_services' items
+			return `["a.example=a", "*.b.example=b"]`, "a.example=a, *.b.example=b"
+		}
 		return `["a", "b"]`, "a, b"
 	case options.Ports:
 		return "[53, 5353]", "53, 5353"

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -51,14 +52,15 @@ type Option struct {
 	// Unset is the key value that means "not set: the collector's default" (DataKit's -1 for ephemeral_port).
 	Unset string
 
-	Min, Max   int64         // Int: bounds, when Min < Max
-	MinF, MaxF float64       // Float: bounds, when MinF < MaxF
-	MinDur     time.Duration // Duration: the least value, when > 0
-	MaxItems   int           // List, Ports: at most this many items, when > 0
-	Allowed    []string      // List, String: the only values accepted
-	Item       string        // what one value is, for errors: "plugin", "protocol"
-	Usage      string        // one line for --help and the docs
-	Hidden     bool          // a flag DataKit passes but --help does not list
+	Min, Max   int64                   // Int: bounds, when Min < Max
+	MinF, MaxF float64                 // Float: bounds, when MinF < MaxF
+	MinDur     time.Duration           // Duration: the least value, when > 0
+	MaxItems   int                     // List, Ports: at most this many items, when > 0
+	Allowed    []string                // List, String: the only values accepted
+	Item       string                  // what one value is, for errors: "plugin", "protocol"
+	Valid      func(item string) error // List: checks each item, when set
+	Usage      string                  // one line for --help and the docs
+	Hidden     bool                    // a flag DataKit passes but --help does not list
 
 	// Lenient: a value outside Allowed is, on the collector's command line, dropped with a warning rather than
 	// refused (a DataKit parent may know values this collector does not); the agent refuses it in its config.
@@ -225,6 +227,11 @@ func (o *Option) Check(v any) error {
 		for _, s := range v {
 			if len(o.Allowed) > 0 && !slices.Contains(o.Allowed, s) {
 				return fmt.Errorf("unknown %s %q (allowed: %s)", o.item(), s, strings.Join(o.Allowed, ", "))
+			}
+			if o.Valid != nil {
+				if err := o.Valid(s); err != nil {
+					return err
+				}
 			}
 		}
 	case []uint16:
@@ -557,4 +564,18 @@ func parseTags(words []string) (map[string]string, error) {
 		}
 	}
 	return tags, nil
+}
+
+// APIService reads one api_services entry, "host-pattern=service" (path.Match patterns: "*.example.com"),
+// lower-casing the pattern.
+func APIService(entry string) (pattern, service string, err error) {
+	p, name, ok := strings.Cut(entry, "=")
+	p, name = strings.ToLower(strings.TrimSpace(p)), strings.TrimSpace(name)
+	if !ok || p == "" || name == "" {
+		return "", "", fmt.Errorf("%q: want host-pattern=service, e.g. api.example.com=example or *.example.com=example", entry)
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return "", "", fmt.Errorf("%q: bad host pattern: %w", entry, err)
+	}
+	return p, name, nil
 }

@@ -342,6 +342,79 @@ func (h *Handler) httpflow(w window) (any, error) {
 	return a, nil
 }
 
+// APIRow is one API endpoint this host calls (api_endpoint): a service host, method and route.
+type APIRow struct {
+	Host      string   `json:"host"`
+	Service   string   `json:"service"`
+	Method    string   `json:"method"`
+	Route     string   `json:"route"`
+	Count     int64    `json:"count"`
+	Status    [5]int64 `json:"status"` // 2xx, 3xx, 4xx, 5xx, other
+	ErrorRate float64  `json:"error_rate"`
+	LatencyMs float64  `json:"latency_mean_ms"`
+	P99Max    float64  `json:"latency_p99_max_ms"` // the largest interval p99
+	FirstSeen int64    `json:"first_seen"`         // unix seconds
+	LastSeen  int64    `json:"last_seen"`
+	latSum    float64
+	key       string
+}
+
+// APIAnswer is GET /view/api/apis.
+type APIAnswer struct {
+	Meta
+	Calls     int64     `json:"calls"`
+	Chart     Chart     `json:"chart"` // calls per bucket by status class
+	Endpoints []*APIRow `json:"endpoints"`
+}
+
+func (h *Handler) apis(w window) (any, error) {
+	start := time.Now()
+	a := &APIAnswer{Meta: w.meta(start), Chart: w.chart("2xx", "3xx", "4xx", "5xx", "other")}
+	eps := newTable(func(k string) *APIRow { return &APIRow{key: k} })
+	classes := []string{"status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_1xx"}
+	err := h.scan(w, store.Query{Measurement: "api_endpoint"},
+		append([]string{"count", "latency_mean", "latency_p99", "first_seen", "last_seen", "api_host", "service", "method", "route"}, classes...),
+		h.opts.MaxScan, &a.Meta, func(p *store.Point) {
+			n, _ := num(p, "count")
+			lat, _ := num(p, "latency_mean")
+			p99, _ := num(p, "latency_p99")
+			first, _ := num(p, "first_seen")
+			last, _ := num(p, "last_seen")
+			host, method, route := tag(p, "api_host"), tag(p, "method"), tag(p, "route")
+			r := eps.get(host + "\x00" + method + "\x00" + route)
+			if r.key != otherKey && r.Count == 0 {
+				r.Host, r.Service, r.Method, r.Route = host, tag(p, "service"), method, route
+				r.FirstSeen = int64(first / 1e3)
+			}
+			for i, c := range classes {
+				v, _ := num(p, c)
+				r.Status[i] += int64(v)
+				a.Chart.Series[i].Values[w.bucket(p.Time)] += v
+			}
+			r.Count += int64(n)
+			r.latSum += lat * n
+			r.P99Max = max(r.P99Max, p99/1e6)
+			r.FirstSeen = min(r.FirstSeen, int64(first/1e3))
+			r.LastSeen = max(r.LastSeen, int64(last/1e3))
+			a.Calls += int64(n)
+		})
+	if err != nil {
+		return nil, err
+	}
+	if r := eps.rows[otherKey]; r != nil {
+		r.Route = otherKey
+	}
+	a.Endpoints = top(eps, topN, func(x, y *APIRow) bool { return x.Count > y.Count }, func(r *APIRow) string { return r.key })
+	for _, r := range a.Endpoints {
+		if r.Count > 0 {
+			r.LatencyMs = r.latSum / float64(r.Count) / 1e6
+			r.ErrorRate = float64(r.Status[2]+r.Status[3]) / float64(r.Count)
+		}
+	}
+	a.ElapsedMs = time.Since(start).Milliseconds()
+	return a, nil
+}
+
 // DNSRow is one name asked.
 type DNSRow struct {
 	Name       string           `json:"name"`

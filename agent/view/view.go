@@ -77,6 +77,7 @@ func New(opts Options) *Handler {
 		sem: make(chan struct{}, maxConcurrent)}
 	h.mux.HandleFunc("GET /view/api/netflow", h.api(h.netflow))
 	h.mux.HandleFunc("GET /view/api/httpflow", h.api(h.httpflow))
+	h.mux.HandleFunc("GET /view/api/apis", h.api(h.apis))
 	h.mux.HandleFunc("GET /view/api/dnsflow", h.api(h.dnsflow))
 	h.mux.HandleFunc("GET /view/api/bash", h.api(h.bash))
 	h.mux.HandleFunc("GET /view/api/health", h.api(h.health))

@@ -224,3 +224,33 @@ func TestTokenIsNeededOnceAsQueryThenByCookie(t *testing.T) {
 		t.Errorf("/: %d", w.StatusCode)
 	}
 }
+
+func TestAPIsAnswerSumsTheCatalogue(t *testing.T) {
+	st := openStore(t, 0)
+	at := now.Add(-10 * time.Minute)
+	ep := func(at time.Time, count, s2, s5 int64, lat, p99, first, last int64) store.Point {
+		return point("network", "api_endpoint", at, []string{"api_host=api.stripe.com", "service=stripe", "method=POST", "route=/v1/charges", "check=POST /v1/charges"},
+			"count", count, "status_2xx", s2, "status_5xx", s5, "latency_mean", lat, "latency_p99", p99, "first_seen", first, "last_seen", last)
+	}
+	pts := []store.Point{
+		ep(at, 3, 3, 0, int64(2e6), int64(3e6), at.Add(-time.Hour).UnixMilli(), at.UnixMilli()),
+		ep(at.Add(time.Minute), 1, 0, 1, int64(10e6), int64(10e6), at.Add(-time.Hour).UnixMilli(), at.Add(time.Minute).UnixMilli()),
+		point("network", "api_endpoint", at, []string{"api_host=api.vendor.example", "service=N/A", "method=GET", "route=/v2/items/{id}"},
+			"count", int64(1), "status_2xx", int64(1), "latency_mean", int64(1e6), "latency_p99", int64(1e6), "first_seen", at.UnixMilli(), "last_seen", at.UnixMilli()),
+	}
+	if err := st.Write(pts); err != nil {
+		t.Fatal(err)
+	}
+	h := New(Options{Store: st, Now: func() time.Time { return now }})
+	var a APIAnswer
+	get(t, h, "/view/api/apis?range=15m", &a)
+	if a.Calls != 5 || len(a.Endpoints) != 2 {
+		t.Fatalf("apis: %d calls, %d endpoints", a.Calls, len(a.Endpoints))
+	}
+	e := a.Endpoints[0]
+	if e.Host != "api.stripe.com" || e.Service != "stripe" || e.Method != "POST" || e.Route != "/v1/charges" || e.Count != 4 ||
+		e.Status != [5]int64{3, 0, 0, 1, 0} || e.ErrorRate != 0.25 || e.LatencyMs != 4 || e.P99Max != 10 ||
+		e.FirstSeen != at.Add(-time.Hour).Unix() || e.LastSeen != at.Add(time.Minute).Unix() {
+		t.Errorf("apis endpoint %+v", e)
+	}
+}

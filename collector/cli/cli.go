@@ -91,6 +91,7 @@ type RunConfig struct {
 	IgnoreCIDRs       []netip.Prefix `flag:"netflow-ignore-cidrs"` // flows whose remote address is inside one are not reported
 	MaxSockets        int            `flag:"netflow-max-sockets"`  // netflow: nf_socks' size
 	HTTPMaxPaths      int            `flag:"httpflow-max-paths"`   // httpflow: distinct paths per (process, Host) per interval
+	APIServices       []string       `flag:"api-services"`         // api_endpoint: host-pattern=service, before the built-in table
 	SSLRescan         time.Duration  `flag:"httpflow-tls-rescan"`  // httpflow-tls: how often /proc is searched for libssl
 	DNSPorts          []uint16       `flag:"dnsflow-ports"`        // dnsflow: server ports that mark DNS
 	DNSTimeout        time.Duration  `flag:"dnsflow-timeout"`      // dnsflow: unanswered this long = rcode -1

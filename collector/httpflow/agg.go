@@ -19,6 +19,7 @@ import (
 	"hash/maphash"
 	"time"
 
+	"dkebpf/collector/apicat"
 	"dkebpf/collector/point"
 )
 
@@ -41,6 +42,8 @@ type Config struct {
 	Filter        flow.Filter // what the user chose not to see
 	MaxPaths      int         // distinct paths per (pid, process_name, host) per interval; 0: DefaultMaxPaths
 	NAT           flow.NAT    // names the DNAT target of outgoing connections; nil: dst_nat_ip is N/A
+	// Catalogue, when set, is handed every exchange this host made as a client (the API catalogue).
+	Catalogue *apicat.Catalogue
 }
 
 // Stats counts the exchanges Add did not report under their own key, since the Aggregator was created
@@ -143,6 +146,10 @@ func (a *Aggregator) Add(e Event) {
 		host = "N/A"
 	}
 
+	if a.cfg.Catalogue != nil && e.Dir == DirOut {
+		a.cfg.Catalogue.Add(apicat.Exchange{Host: host, Method: req.Method, Route: req.Path, Status: e.Status,
+			LatencyNs: e.LatencyNs, TLS: e.Flags&FlagTLS != 0, Process: process, Pid: e.Pid}, time.Now())
+	}
 	k := key{flow: fk, host: host, method: req.Method, path: req.Path, version: req.Version, status: e.Status}
 	folded := a.admit(pathOwner{e.Pid, process, host}, req.Path)
 	if folded {

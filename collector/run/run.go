@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"dkebpf/collector/apicat"
 	"dkebpf/collector/bash"
 	"dkebpf/collector/bpf"
 	"dkebpf/collector/cli"
@@ -227,18 +228,23 @@ func openBash(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, er
 
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.
 func openNet(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.Plugin, object, error) {
+	services, err := apicat.ParseServices(cfg.APIServices)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--api-services: %w", err)
+	}
 	k, err := bpf.OpenNetflow(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor,
 		HTTP: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), DNS: true, DNSPorts: cfg.DNSPorts, MaxSockets: cfg.MaxSockets})
 	if err != nil {
 		return nil, nil, err
 	}
 	logReport(log, k.Report())
-	return netPlugins(cfg, k, nat, log), k, nil
+	return netPlugins(cfg, k, nat, services, log), k, nil
 }
 
 // netPlugins are the plugins of ebpf-net, which share netflow's BPF object: netflow, dnsflow (which names
-// netflow's remote addresses) and httpflow.
-func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, nat flow.NAT, log *slog.Logger) []plugin.Plugin {
+// netflow's remote addresses), httpflow, and the API catalogue's two (api_endpoint, unknown_api) that
+// httpflow feeds.
+func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, nat flow.NAT, services []apicat.Service, log *slog.Logger) []plugin.Plugin {
 	filter := flow.Filter{IgnoreCIDRs: cfg.IgnoreCIDRs, IPv6Disabled: cfg.IPv6Disabled}
 	nf := netflow.NewPlugin(k, netflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, NAT: nat}, procfs.NewOwners("/proc"), log)
 	plugins := []plugin.Plugin{nf}
@@ -265,10 +271,13 @@ func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, nat flow.NAT, log *slog.Logg
 			log.Error("httpflow disabled: it parses packets in the cgroup_skb programs of netflow/udp, which is off")
 			return plugins
 		}
+		// The API catalogue, from the exchanges this host makes as a client: flushed after httpflow drained.
+		cat := apicat.New(services)
 		plugins = append(plugins, httpflow.NewPlugin(k, httpflow.PluginConfig{
-			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths, NAT: nat},
+			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths, NAT: nat, Catalogue: cat},
 			Plain:  cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), SSLRescan: cfg.SSLRescan,
 		}, log))
+		plugins = append(plugins, apicat.Plugins(cat)...)
 	}
 	return plugins
 }

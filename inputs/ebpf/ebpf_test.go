@@ -212,6 +212,8 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"bad grace", `grace_period = "soon"`, nil, `inputs.ebpf.grace_period: invalid duration "soon"`},
 		{"bad tag", "[inputs.ebpf.tags]\n\"a;b\" = \"c\"", nil, `inputs.ebpf.tags.a;b: invalid tag`},
 		{"dns port range", `dnsflow_ports = [53, 0]`, nil, `inputs.ebpf.dnsflow_ports: 0 out of range (allowed: 1..65535)`},
+		{"api service without a name", `api_services = ["api.example.com"]`, nil, `inputs.ebpf.api_services: "api.example.com": want host-pattern=service`},
+		{"bad api host pattern", `api_services = ["api[.example.com=x"]`, nil, `inputs.ebpf.api_services: "api[.example.com=x": bad host pattern`},
 		{"too many dns ports", `dnsflow_ports = [1,2,3,4,5,6,7,8,9]`, nil, `inputs.ebpf.dnsflow_ports: 9 ports (allowed: at most 8)`},
 		{"short dns timeout", `dnsflow_timeout = "10ms"`, nil, `inputs.ebpf.dnsflow_timeout: "10ms" is below the minimum 100ms`},
 		{"bad redact regexp", "[[inputs.ebpf.bash_redact]]\nname = \"ticket\"\npattern = \"(\"", nil,

@@ -63,6 +63,13 @@ func TestViewShowsWhatWasWritten(t *testing.T) {
 			"httpflow,direction=incoming,http_host=api.test,process_name=nginx method=\"POST\",path=\"/orders\",status_code=503i,count=2i,latency=9000000i %d\n"+
 			"httpflow,direction=outgoing,http_host=backend.test,process_name=curl method=\"GET\",path=\"/health\",status_code=200i,count=5i,latency=500000i %d\n",
 		ts(5*time.Minute), ts(4*time.Minute), ts(3*time.Minute), ts(2*time.Minute)))
+	ms := func(ago time.Duration) int64 { return now.Add(-ago).UnixMilli() }
+	post("/v1/write/network?input=ebpf-net%2Fapi_endpoint", fmt.Sprintf(
+		"api_endpoint,api_host=api.stripe.com,service=stripe,method=POST,route=/v1/charges,check=POST\\ /v1/charges count=8i,status_2xx=6i,status_4xx=1i,status_5xx=1i,latency_mean=3000000i,latency_p99=9000000i,first_seen=%di,last_seen=%di %d\n"+
+			"api_endpoint,api_host=api.stripe.com,service=stripe,method=POST,route=/v1/charges,check=POST\\ /v1/charges count=2i,status_2xx=2i,latency_mean=1000000i,latency_p99=2000000i,first_seen=%di,last_seen=%di %d\n"+
+			"api_endpoint,api_host=api.vendor.test,service=N/A,method=GET,route=/v2/items/{id},check=GET\\ /v2/items/{id} count=1i,status_2xx=1i,latency_mean=500000i,latency_p99=500000i,first_seen=%di,last_seen=%di %d\n",
+		ms(5*time.Minute), ms(5*time.Minute), ts(5*time.Minute), ms(5*time.Minute), ms(3*time.Minute), ts(3*time.Minute),
+		ms(4*time.Minute), ms(4*time.Minute), ts(4*time.Minute)))
 	post("/v1/write/network?input=ebpf-net%2Fdnsflow", fmt.Sprintf(
 		"dnsflow,qname=shop.example,qtype=A,rcode_name=NOERROR rcode=0i,count=9i,latency=3000000i,latency_max=7000000i %d\n"+
 			"dnsflow,qname=shop.example,qtype=A,rcode_name=TIMEOUT rcode=-1i,count=2i,latency=0i,latency_max=0i %d\n"+
@@ -153,6 +160,15 @@ func TestViewShowsWhatWasWritten(t *testing.T) {
 		check(rng+": httpflow endpoints", rows("#http-endpoints"),
 			[]string{"incoming", "api.test", "/orders", "22", "17", "0", "3", "2", "0", "2.50", "9.00"},
 			[]string{"outgoing", "backend.test", "/health", "5", "5", "0", "0", "0", "0", "0.50", "0.50"})
+		// host, service, method, route, count, 2xx, 3xx, 4xx, 5xx, other, error rate, latency mean (8*3+2*1)/10 ms,
+		// the largest p99 (first and last seen are in the browser's time zone: not compared).
+		var apis [][]string
+		for _, r := range rows("#api-endpoints") {
+			apis = append(apis, r[:min(len(r), 13)])
+		}
+		check(rng+": APIs this host calls", apis,
+			[]string{"api.stripe.com", "stripe", "POST", "/v1/charges", "10", "8", "0", "1", "1", "0", "20.0 %", "2.60", "9.00"},
+			[]string{"api.vendor.test", "N/A", "GET", "/v2/items/{id}", "1", "1", "0", "0", "0", "0", "0.0 %", "0.50", "0.50"})
 		check(rng+": dnsflow names", rows("#dns-names"),
 			[]string{"shop.example", "11", "2", "3.00", "7.00", "NOERROR 9 · TIMEOUT 2"},
 			[]string{"nx.example", "4", "0", "1.00", "2.00", "NXDOMAIN 4"})
@@ -168,8 +184,8 @@ func TestViewShowsWhatWasWritten(t *testing.T) {
 		}
 		charts, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll(".chart canvas").length`))
 		must(t, err)
-		if charts != 4 {
-			t.Errorf("%s: %d charts drawn, want 4 (netflow, httpflow, dnsflow, health)", rng, charts)
+		if charts != 5 {
+			t.Errorf("%s: %d charts drawn, want 5 (netflow, httpflow, apis, dnsflow, health)", rng, charts)
 		}
 		shoot(rng)
 	}

@@ -90,6 +90,17 @@
         ...r.status.map((n, i) => td(int(n), "n s" + ["2xx", "3xx", "4xx", "5xx", "other"][i] + (i >= 2 && n > 0 ? " bad" : ""))),
         td(ms(r.latency_mean_ms), "n"), td(ms(r.latency_max_ms), "n"))), 11);
     },
+    async apis(sec) {
+      const a = await get("apis");
+      meta(sec, a);
+      $(".meta", sec).textContent += ` · ${int(a.calls)} calls`;
+      chart(sec, a.chart, a.step_seconds, int, a.truncated && a.covered_since);
+      fill($("#api-endpoints"), (a.endpoints || []).map((r) => el("tr", { "data-key": `${r.method} ${r.host}${r.route}` },
+        td(r.host, "k"), td(r.service), td(r.method), td(r.route, "k"), td(int(r.count), "n count"),
+        ...r.status.map((n, i) => td(int(n), "n s" + ["2xx", "3xx", "4xx", "5xx", "other"][i] + (i >= 2 && n > 0 ? " bad" : ""))),
+        td((100 * r.error_rate).toFixed(1) + " %", "n"), td(ms(r.latency_mean_ms), "n"), td(ms(r.latency_p99_max_ms), "n"),
+        td(when(r.first_seen)), td(when(r.last_seen)))), 15, "no API call in this range (api_endpoint: httpflow's outgoing exchanges)");
+    },
     async dnsflow(sec) {
       const a = await get("dnsflow");
       meta(sec, a);

@@ -217,16 +217,11 @@ func goText(f *elf.File, tabAddr, nameAddr uint64) (uint64, error) {
 
 // goFunc disassembles the function at [start, end) for its return instructions.
 func goFunc(f *elf.File, start, end uint64) (GoFunc, error) {
-	code := make([]byte, end-start)
-	var prog *elf.Prog
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Vaddr <= start && end <= p.Vaddr+p.Filesz {
-			prog = p
-		}
-	}
-	if prog == nil || end <= start || end-start > 1<<20 {
+	prog := loadSegment(f.Progs, start)
+	if prog == nil || end <= start || end-start > 1<<20 || end > prog.Vaddr+prog.Filesz {
 		return GoFunc{}, fmt.Errorf("code at %#x-%#x is in no PT_LOAD segment", start, end)
 	}
+	code := make([]byte, end-start)
 	if _, err := prog.ReadAt(code, int64(start-prog.Vaddr)); err != nil {
 		return GoFunc{}, fmt.Errorf("read code: %w", err)
 	}

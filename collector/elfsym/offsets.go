@@ -81,10 +81,18 @@ func isHidden(s elf.Symbol) bool { return s.HasVersion && s.VersionIndex.IsHidde
 
 // fileOffset converts a virtual address to a file offset through the PT_LOAD segment whose file image holds it.
 func fileOffset(progs []*elf.Prog, vaddr uint64) (uint64, bool) {
-	for _, p := range progs {
-		if p.Type == elf.PT_LOAD && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
-			return vaddr - p.Vaddr + p.Off, true
-		}
+	if p := loadSegment(progs, vaddr); p != nil {
+		return vaddr - p.Vaddr + p.Off, true
 	}
 	return 0, false
+}
+
+// loadSegment is the PT_LOAD segment whose file bytes hold vaddr, nil if none does.
+func loadSegment(progs []*elf.Prog, vaddr uint64) *elf.Prog {
+	for _, p := range progs {
+		if p.Type == elf.PT_LOAD && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Filesz {
+			return p
+		}
+	}
+	return nil
 }

@@ -302,7 +302,7 @@ func (f *Finder) addLinked(r *run, path string, id fileID, linked bool) {
 		err   error
 	)
 	switch {
-	case f.spec.Go && linked:
+	case f.spec.Go:
 		funcs, err = elfsym.GoFunctions(path, f.spec.Symbols)
 		if errors.Is(err, elfsym.ErrNotGo) {
 			return // not a Go program: the common case, not worth a line

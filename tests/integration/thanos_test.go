@@ -103,7 +103,10 @@ func startThanosRF(t *testing.T, rf int) *thanosCluster {
 			// still listens, on 0.0.0.0:19391 unless told otherwise.
 			fmt.Sprintf("--receive.capnproto-address=127.0.0.1:%d", freePort(t)),
 			"--tsdb.path=" + filepath.Join(dir, fmt.Sprintf("receive-%d", i)),
-			"--tsdb.retention=1d",
+			// No retention: Thanos v0.42.5 prunes tenants in the first minute of every fourth hour (00:00,
+			// 04:00, ... UTC) and dereferences a tenant whose TSDB is still opening (nil) if it starts then.
+			// A CI run that began at 00:00:26 died of it. Retention 0 turns the pruning job off.
+			"--tsdb.retention=0d",
 			fmt.Sprintf(`--label=receive_replica="%d"`, i),
 			"--receive.local-endpoint=" + c.grpc[i],
 			"--receive.hashrings-file=" + hashringFile,

@@ -832,7 +832,9 @@ static __always_inline void hf_close(struct hf_conn *c, __u64 now)
 	c->qlen = 0;
 }
 
-#define HF_ROLE_OTHER 3 /* a TLS session that does not carry HTTP/1.x */
+#define HF_ROLE_OTHER 3     /* a TLS session that does not carry HTTP/1.x */
+#define HF_ROLE_H2_CLIENT 4 /* HTTP/2 over TLS (hf_h2): we sent the connection preface */
+#define HF_ROLE_H2_SERVER 5 /* HTTP/2 over TLS: we received it */
 
 /* Read-only zeroes to create hf_tls entries from (struct hf_conn does not fit on the BPF stack). */
 struct {
@@ -1163,6 +1165,223 @@ static __always_inline void hf_go_tie(struct hf_conn *c, __u64 conn)
 		c->cookie = (__u64)sk; /* no cookie made yet: any non-zero value says tied */
 }
 
+/* Set by the collector: hf_ssl_write_ret and hf_ssl_read_ret by direction (HF_OUT, HF_IN), to which a Go
+ * call is handed over; and hf_h2 (HF_EXIT_H2), to which a call of an HTTP/2 session is. */
+#define HF_EXIT_H2 2
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 3);
+	__type(key, __u32);
+	__type(value, __u32);
+} hf_tls_exits SEC(".maps");
+
+/* The HTTP/2 connection preface, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", the first bytes a client sends. */
+#define HF_H2_PREFACE_LEN 24
+static __always_inline int hf_h2_preface(const char *b, __u32 n)
+{
+	return n >= HF_H2_PREFACE_LEN && *(__u64 *)b == 0x5448202a20495250ULL &&
+	       *(__u64 *)(b + 8) == 0x0a0d302e322f5054ULL && *(__u64 *)(b + 16) == 0x0a0d0a0d4d530a0dULL;
+}
+
+/* HTTP/2: hf_h2 walks a call's bytes frame by frame with the direction's hf_stream (mode HF_H2_M_*, left: payload
+ * bytes still to come, carry: a frame header cut by the end of a call) and copies them to hf_h2_events, DATA
+ * payloads left out: user space decodes the headers (HPACK) and pairs the streams. */
+#define HF_H2_M_HEADER 0 /* the next byte starts a frame header */
+#define HF_H2_M_COPY 1   /* a payload to copy (every frame type but DATA) */
+#define HF_H2_M_SKIP 2   /* a payload to skip (DATA, the preface) */
+#define HF_H2_M_PAD 3    /* a padded DATA frame: its first byte, the pad length, is copied */
+#define HF_H2_M_LOST 4   /* the frame boundaries are lost: nothing more is sent */
+#define HF_H2_STEPS 48   /* frame headers or payload pieces per program run; a run tail-calls the next */
+#define HF_H2_FRAME_MAX (1 << 24) /* a frame's length is 24 bits */
+#define HF_H2_EVENTS_BYTES (1 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, HF_H2_EVENTS_BYTES);
+} hf_h2_events SEC(".maps");
+
+/* A record being filled, with room past its data so that a copy of up to HF_H2_CHUNK bytes at any fill below
+ * HF_H2_CHUNK stays inside (the verifier checks the two bounds apart). */
+struct hf_h2_buf {
+	struct hf_h2_rec r;
+	char room[HF_H2_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hf_h2_buf);
+} hf_h2_buf SEC(".maps");
+
+const struct hf_h2_rec *hf_h2_rec_btf __attribute__((unused));
+BTF_ENUM(hf_h2_flag);
+
+/* Sends the record's fill bytes of data (none: a close or a loss), numbered in the direction's sequence. */
+static __always_inline void hf_h2_send(struct hf_h2_buf *b, struct hf_conn *c, __u64 ssl, int d, __u32 fill,
+				       __u8 flags)
+{
+	struct hf_h2_rec *r = &b->r;
+
+	r->t = c->t;
+	r->cookie = c->cookie;
+	r->ssl = ssl;
+	r->ts_ns = bpf_ktime_get_ns();
+	r->pid = c->pid;
+	r->netns = c->netns;
+	__builtin_memcpy(r->comm, c->comm, sizeof(r->comm));
+	r->mntns = c->mntns;
+	r->seq = c->s[d & 1].next_seq++;
+	r->dir = d;
+	r->flags = flags | (c->role == HF_ROLE_H2_CLIENT ? HF_H2_CLIENT : 0);
+	if (fill > HF_H2_CHUNK)
+		fill = HF_H2_CHUNK;
+	r->n = fill;
+	if (bpf_ringbuf_output(&hf_h2_events, r, __builtin_offsetof(struct hf_h2_rec, data) + fill, BPF_RB_NO_WAKEUP))
+		hf_count(HF_STAT_H2_LOST);
+}
+
+static __always_inline struct hf_h2_buf *hf_h2_buf_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&hf_h2_buf, &zero);
+}
+
+/* The session ends: user space forgets it. */
+static __always_inline void hf_h2_close(struct hf_conn *c, __u64 ssl)
+{
+	struct hf_h2_buf *b = hf_h2_buf_get();
+
+	if (b)
+		hf_h2_send(b, c, ssl, HF_OUT, 0, HF_H2_CLOSE);
+}
+
+/* One HTTP/2 call, handed over by hf_ssl_exit in hf_calls (len_ptr holds the direction), or the rest of one by
+ * the run before (a call of more frames than a run's steps: up to 33 runs). */
+SEC("uprobe")
+int hf_h2(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+
+	if (!call)
+		return 0;
+	struct hf_call cl = *call;
+	int d = cl.len_ptr & 1;
+
+	bpf_map_delete_elem(&hf_calls, &tid);
+	struct hf_conn *c = hf_tls_conn(id, cl.ssl, 0);
+	struct hf_h2_buf *b = hf_h2_buf_get();
+
+	if (!c || !b)
+		return 0;
+	struct hf_stream *st = &c->s[d];
+	const char *ubuf = (const char *)cl.buf;
+	__u64 len = cl.len, pos = 0;
+	__u32 fill = 0;
+
+	for (int step = 0; step < HF_H2_STEPS; step++) {
+		if (pos >= len || st->mode == HF_H2_M_LOST)
+			break;
+		__u64 rest = len - pos;
+
+		if (st->mode == HF_H2_M_SKIP) {
+			__u64 k = st->left < rest ? st->left : rest;
+
+			st->left -= k;
+			pos += k;
+			if (!st->left)
+				st->mode = HF_H2_M_HEADER;
+			continue;
+		}
+		if (fill >= HF_H2_CHUNK - 16) { /* room for a frame header at least */
+			hf_h2_send(b, c, cl.ssl, d, fill, 0);
+			fill = 0;
+		}
+		asm volatile("" : "+r"(fill));
+		fill &= HF_H2_CHUNK - 1;
+		if (st->mode == HF_H2_M_COPY || st->mode == HF_H2_M_PAD) {
+			__u64 k = st->left < rest ? st->left : rest;
+
+			if (st->mode == HF_H2_M_PAD)
+				k = 1;
+			if (k > HF_H2_CHUNK - fill)
+				k = HF_H2_CHUNK - fill;
+			asm volatile("" : "+r"(k)); /* the compiler must not drop the bound the verifier needs */
+			if (k > HF_H2_CHUNK)
+				k = HF_H2_CHUNK;
+			if (bpf_probe_read_user(b->r.data + fill, k, ubuf + pos))
+				goto lost;
+			fill += k;
+			pos += k;
+			st->left -= k;
+			if (st->mode == HF_H2_M_PAD)
+				st->mode = HF_H2_M_SKIP;
+			if (!st->left)
+				st->mode = HF_H2_M_HEADER;
+			continue;
+		}
+		/* A frame header: its start may be carried from the last call. */
+		__u32 have = st->carry_len & 15;
+		__u64 k = 9 - have;
+
+		if (have >= 9)
+			goto lost;
+		if (k > rest)
+			k = rest;
+		asm volatile("" : "+r"(k));
+		k &= 15;
+		if (bpf_probe_read_user(st->carry + have, k, ubuf + pos))
+			goto lost;
+		pos += k;
+		have += k;
+		st->carry_len = have;
+		if (have < 9)
+			break;
+		st->carry_len = 0;
+		__builtin_memcpy(b->r.data + fill, st->carry, 9);
+		fill += 9;
+		__u64 flen = (__u8)st->carry[0] << 16 | (__u8)st->carry[1] << 8 | (__u8)st->carry[2];
+		__u8 type = st->carry[3], flags = st->carry[4];
+
+		st->left = flen;
+		if (!flen)
+			continue;
+		if (type != 0) /* not DATA */
+			st->mode = HF_H2_M_COPY;
+		else
+			st->mode = flags & 0x8 ? HF_H2_M_PAD : HF_H2_M_SKIP; /* PADDED */
+	}
+	if (pos < len && st->mode != HF_H2_M_LOST) { /* more frames than steps: the next run goes on */
+		struct hf_call next = {.ssl = cl.ssl, .buf = cl.buf + pos, .len_ptr = d, .len = len - pos};
+
+		if (fill)
+			hf_h2_send(b, c, cl.ssl, d, fill, 0);
+		bpf_map_update_elem(&hf_calls, &tid, &next, BPF_ANY);
+		bpf_tail_call(ctx, &hf_tls_exits, HF_EXIT_H2);
+		bpf_map_delete_elem(&hf_calls, &tid);
+		fill = 0;
+		goto lost; /* the tail call limit */
+	}
+	if (fill)
+		hf_h2_send(b, c, cl.ssl, d, fill, 0);
+	return 0;
+lost:
+	hf_count(HF_STAT_DESYNC);
+	st->mode = HF_H2_M_LOST;
+	hf_h2_send(b, c, cl.ssl, d, fill, HF_H2_LOST);
+	return 0;
+}
+
+/* A SETTINGS frame on stream 0: what a server sends first. */
+static __always_inline int hf_h2_settings(const char *b, __u32 n)
+{
+	return n >= 9 && b[0] == 0 && b[3] == 4 && b[4] == 0 && *(__u32 *)(b + 5) == 0 &&
+	       ((__u8)b[1] << 8 | (__u8)b[2]) % 6 == 0;
+}
+
 /* OpenSSL: entry probes keep the arguments for the return probe, which parses what moved. */
 static __always_inline int hf_ssl_enter(void *ssl, const void *buf, void *len_ptr)
 {
@@ -1176,7 +1395,7 @@ static __always_inline int hf_ssl_enter(void *ssl, const void *buf, void *len_pt
 	return 0;
 }
 
-static __always_inline int hf_ssl_exit(long ret, int d)
+static __always_inline int hf_ssl_exit(struct pt_regs *ctx, long ret, int d)
 {
 	if (floor_only)
 		return 0;
@@ -1217,14 +1436,31 @@ static __always_inline int hf_ssl_exit(long ret, int d)
 		int kind = n ? hf_classify(sc->buf, n) : 0;
 
 		c->role = kind ? hf_role(kind, d) : HF_ROLE_OTHER;
-		if (!kind)
+		if (!kind && (hf_h2_preface(sc->buf, n) || hf_h2_settings(sc->buf, n))) {
+			/* The client's preface, or the server's SETTINGS sent before it (gRPC's servers do): the
+			 * preface is skipped in the stream the client writes. */
+			int client = hf_h2_preface(sc->buf, n) == (d == HF_OUT);
+
+			c->role = client ? HF_ROLE_H2_CLIENT : HF_ROLE_H2_SERVER;
+			c->s[client ? HF_OUT : HF_IN].left = HF_H2_PREFACE_LEN;
+			c->s[client ? HF_OUT : HF_IN].mode = HF_H2_M_SKIP;
+		} else if (!kind) {
 			return 0;
+		}
 		c->tls = 1;
 	}
 	if (c->pid != id >> 32) {
 		c->pid = id >> 32;
 		c->mntns = current_mntns();
 		process_comm(c->comm, sizeof(c->comm));
+	}
+	if (c->role >= HF_ROLE_H2_CLIENT) { /* its frames go to user space: hf_h2 */
+		struct hf_call h2 = {.ssl = cl.ssl, .buf = cl.buf, .len_ptr = d, .len = len};
+
+		bpf_map_update_elem(&hf_calls, &tid, &h2, BPF_ANY);
+		bpf_tail_call(ctx, &hf_tls_exits, HF_EXIT_H2);
+		bpf_map_delete_elem(&hf_calls, &tid); /* HTTP/2 is off */
+		return 0;
 	}
 	hf_data(c, d, NULL, 0, (const char *)cl.buf, len, bpf_ktime_get_ns(), NULL, 1);
 	return 0;
@@ -1257,13 +1493,13 @@ int BPF_KPROBE(hf_ssl_read_ex, void *ssl, void *buf, __u64 num, void *readbytes)
 SEC("uretprobe")
 int BPF_KRETPROBE(hf_ssl_write_ret, long ret)
 {
-	return hf_ssl_exit(ret, HF_OUT);
+	return hf_ssl_exit(ctx, ret, HF_OUT);
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(hf_ssl_read_ret, long ret)
 {
-	return hf_ssl_exit(ret, HF_IN);
+	return hf_ssl_exit(ctx, ret, HF_IN);
 }
 
 /* SSL_free: the session ends; nginx will hand the same address to its next connection. */
@@ -1279,7 +1515,10 @@ int BPF_KPROBE(hf_ssl_free, void *ssl)
 
 	if (!c)
 		return 0;
-	hf_close(c, bpf_ktime_get_ns());
+	if (c->role >= HF_ROLE_H2_CLIENT)
+		hf_h2_close(c, k.ssl);
+	else
+		hf_close(c, bpf_ktime_get_ns());
 	bpf_map_delete_elem(&hf_tls, &k);
 	return 0;
 }
@@ -1302,14 +1541,6 @@ struct {
 	__type(key, struct hf_go_key);
 	__type(value, struct hf_call);
 } hf_go_reads SEC(".maps");
-
-/* hf_ssl_write_ret and hf_ssl_read_ret, by direction, set by the collector: a Go call is handed over. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__uint(max_entries, 2);
-	__type(key, __u32);
-	__type(value, __u32);
-} hf_tls_exits SEC(".maps");
 
 /* Hands a call of len bytes to the OpenSSL return program of direction d, which parses it as if this thread
  * were returning from SSL_write or SSL_read: one parser (a second copy would cost another half of the
@@ -1394,7 +1625,10 @@ int hf_go_close(struct pt_regs *ctx)
 
 	if (!c)
 		return 0;
-	hf_close(c, bpf_ktime_get_ns());
+	if (c->role >= HF_ROLE_H2_CLIENT)
+		hf_h2_close(c, k.ssl);
+	else
+		hf_close(c, bpf_ktime_get_ns());
 	bpf_map_delete_elem(&hf_tls, &k);
 	return 0;
 }

@@ -8,6 +8,7 @@ enum hf_const {
 	HF_REQ_LEN = 128, /* bytes of the request kept from its first byte: the request line */
 	HF_HOST_LEN = 64, /* bytes of the Host header's value kept */
 	HF_EVENT_HEAD = 112, /* bytes of struct hf_event before req: a record's fixed part */
+	HF_H2_CHUNK = 4096,  /* bytes of HTTP/2 frames one struct hf_h2_rec carries at most */
 };
 
 /* hf_event.flags */
@@ -26,7 +27,8 @@ enum hf_stat {
 	HF_STAT_TLS_HITS = 5,      /* OpenSSL uprobe and uretprobe hits */
 	HF_STAT_TLS_CALLS = 6,     /* SSL_read/SSL_write calls that moved data */
 	HF_STAT_LOST = 7,          /* requests dropped unreported: their response's framing was lost */
-	HF_STAT_MAX = 8,
+	HF_STAT_H2_LOST = 8,       /* HTTP/2 records the ring buffer had no room for (their sessions are dropped) */
+	HF_STAT_MAX = 9,
 };
 
 /* One HTTP/1.x exchange: a request and its final response, paired in the kernel. The ring carries it cut
@@ -54,5 +56,33 @@ struct hf_event {
 };
 _Static_assert(sizeof(struct hf_event) == 304, "hf_event layout");
 _Static_assert(__builtin_offsetof(struct hf_event, req) == HF_EVENT_HEAD, "hf_event head");
+
+/* hf_h2_rec.flags */
+enum hf_h2_flag {
+	HF_H2_CLIENT = 1, /* we sent the connection preface: our streams are requests */
+	HF_H2_CLOSE = 2,  /* the session ended (Close, SSL_free); no data */
+	HF_H2_LOST = 4,   /* the kernel lost the frame boundaries of this direction: nothing follows */
+};
+
+/* HTTP/2 over TLS is parsed in user space (HPACK needs each connection's header table), from these records: a
+ * TLS call's bytes in order, frame by frame, with DATA payloads left out (their size is in their frame
+ * header) but for a padded frame's pad length. The record is cut after n bytes of data. */
+struct hf_h2_rec {
+	struct nf_tuple t; /* local and remote address of the connection (zero until tied) */
+	__u64 cookie;
+	__u64 ssl;         /* the session: SSL * or *tls.Conn in process pid */
+	__u64 ts_ns;       /* the call's time (a Go write's entry, other calls' return) */
+	__u32 pid;
+	__u32 netns;
+	char comm[NF_COMM_LEN];
+	__u32 mntns;
+	__u32 seq;         /* records of this session and direction so far: a gap is a lost record */
+	__u16 n;           /* bytes of data */
+	__u8 dir;          /* HF_OUT 0 (written), HF_IN 1 (read) */
+	__u8 flags;        /* HF_H2_* */
+	__u32 pad;
+	char data[HF_H2_CHUNK];
+};
+_Static_assert(__builtin_offsetof(struct hf_h2_rec, data) == 104, "hf_h2_rec head");
 
 #endif

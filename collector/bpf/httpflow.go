@@ -48,9 +48,10 @@ const (
 // httpflow is the HTTP part of the netflow object: parsing runs in the same cgroup_skb programs, and
 // TLS in uprobes attached per libssl file.
 type httpProbe struct {
-	ring  *Ring
-	stats *libbpfgo.BPFMap
-	links []*libbpfgo.BPFLink
+	ring   *Ring
+	h2Ring *Ring // nil unless H2
+	stats  *libbpfgo.BPFMap
+	links  []*libbpfgo.BPFLink
 }
 
 func (n *Netflow) openHTTP() error {
@@ -66,21 +67,37 @@ func (n *Netflow) openHTTP() error {
 		return err
 	}
 	n.http = h
+	// hf_tls_exits: a Go call is handed to the OpenSSL return program of its direction (HF_OUT 0, HF_IN 1),
+	// and a call of an HTTP/2 session to hf_h2 (HF_EXIT_H2 2). An empty slot leaves that out.
+	exits := map[uint32]string{}
 	if n.GoTLS() {
-		// A Go call is handed to the OpenSSL return program of its direction (HF_OUT 0, HF_IN 1).
-		exits, err := n.m.GetMap("hf_tls_exits")
+		exits[0], exits[1] = "hf_ssl_write_ret", "hf_ssl_read_ret"
+	}
+	if n.H2() {
+		exits[2] = "hf_h2"
+		h2, err := n.m.GetMap("hf_h2_events")
 		if err != nil {
-			return fmt.Errorf("map hf_tls_exits: %w", err)
+			return fmt.Errorf("map hf_h2_events: %w", err)
 		}
-		for i, name := range []string{"hf_ssl_write_ret", "hf_ssl_read_ret"} {
-			prog, err := n.m.GetProgram(name)
-			if err != nil {
-				return fmt.Errorf("program %s: %w", name, err)
-			}
-			k, fd := uint32(i), uint32(prog.FileDescriptor())
-			if err := exits.Update(unsafe.Pointer(&k), unsafe.Pointer(&fd)); err != nil {
-				return fmt.Errorf("map hf_tls_exits: put %s: %w", name, err)
-			}
+		if h.h2Ring, err = newRing(h2.FileDescriptor(), h2.MaxEntries()); err != nil {
+			return err
+		}
+	}
+	if len(exits) == 0 {
+		return nil
+	}
+	m, err := n.m.GetMap("hf_tls_exits")
+	if err != nil {
+		return fmt.Errorf("map hf_tls_exits: %w", err)
+	}
+	for k, name := range exits {
+		prog, err := n.m.GetProgram(name)
+		if err != nil {
+			return fmt.Errorf("program %s: %w", name, err)
+		}
+		fd := uint32(prog.FileDescriptor())
+		if err := m.Update(unsafe.Pointer(&k), unsafe.Pointer(&fd)); err != nil {
+			return fmt.Errorf("map hf_tls_exits: put %s: %w", name, err)
 		}
 	}
 	return nil
@@ -95,6 +112,14 @@ func (n *Netflow) DrainHTTP(fn func([]byte)) int {
 		return 0
 	}
 	return n.http.ring.Drain(fn)
+}
+
+// DrainH2 hands over the HTTP/2 frames seen in TLS calls since the last call (struct hf_h2_rec each).
+func (n *Netflow) DrainH2(fn func([]byte)) int {
+	if n.http == nil || n.http.h2Ring == nil {
+		return 0
+	}
+	return n.http.h2Ring.Drain(fn)
 }
 
 // HTTPStats returns the httpflow counters, indexed by HTTPStat*, summed over CPUs.
@@ -226,4 +251,7 @@ func (h *httpProbe) close() {
 		l.Destroy()
 	}
 	h.ring.Close()
+	if h.h2Ring != nil {
+		h.h2Ring.Close()
+	}
 }

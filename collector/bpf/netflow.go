@@ -53,6 +53,7 @@ var NetflowHooks = []Hook{
 	{Prog: "hf_go_read", Kind: Uprobe, Target: "crypto/tls.(*Conn).Read", Part: "gotls", Required: true},
 	{Prog: "hf_go_read_ret", Kind: Uprobe, Target: "crypto/tls.(*Conn).Read(returns)", Part: "gotls", Required: true},
 	{Prog: "hf_go_close", Kind: Uprobe, Target: "crypto/tls.(*Conn).Close", Part: "gotls", Required: true},
+	{Prog: "hf_h2", Kind: Uprobe, Target: "HTTP/2 frames (tail call of the TLS return programs)", Part: "h2", Required: true},
 }
 
 // Netflow is the loaded and attached netflow probe.
@@ -217,6 +218,9 @@ func (n *Netflow) TLS() bool { return n.att.On("tls") }
 // GoTLS says whether httpflow-tls' crypto/tls uprobe programs loaded (they are attached per Go program),
 // and the OpenSSL return programs that parse for them.
 func (n *Netflow) GoTLS() bool { return n.att.On("gotls") && n.att.On("tls") }
+
+// H2 says whether HTTP/2 sessions in TLS calls are followed (hf_h2 loaded).
+func (n *Netflow) H2() bool { return n.att.On("h2") && n.att.On("tls") }
 
 func (n *Netflow) TCP() bool { return n.att.On("tcp") }
 func (n *Netflow) UDP() bool { return n.att.On("udp") }

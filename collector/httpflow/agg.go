@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"dkebpf/collector/apicat"
+	"dkebpf/collector/h2"
 	"dkebpf/collector/point"
 )
 
@@ -76,6 +77,7 @@ type key struct {
 	host                  string
 	method, path, version string
 	status                uint16
+	grpc                  int32 // grpc-status, noGRPC without one
 }
 
 // pathOwner is what the path cap counts paths per.
@@ -120,38 +122,94 @@ func (a *Aggregator) Add(e Event) {
 		a.stats.Unparsable++
 		return
 	}
-	if e.T.Family != afInet && e.T.Family != afInet6 {
-		a.stats.NoAddress++
+	fk, process, ok := a.flowKey(e.T, e.Dir, e.Pid, e.Comm, e.Mntns, e.Netns)
+	if !ok {
 		return
 	}
-	process := a.comms.Name(e.Comm)
-	if flow.OwnProcess(process) { // do not report our own POSTs
-		a.stats.Ignored++
-		return
-	}
-	fk := flow.NewKey(e.T, e.Dir, a.cfg.EphemeralPort, flow.Proc{Pid: e.Pid, Comm: process, Mntns: e.Mntns}, e.Netns)
-	fk.Transport = "tcp"
-	if a.cfg.Filter.Ignores(fk) {
-		a.stats.Ignored++
-		return
-	}
-	fk.SetNAT(e.T, a.cfg.NAT)
 	req, ok := a.parse.request(e.Req[:min(int(e.ReqLen), ReqLen)], e.Flags&FlagReqSplit != 0)
 	if !ok {
 		a.stats.Unparsable++
 		return
 	}
-	host := a.parse.host(e.Host[:min(int(e.HostLen), HostLen)])
-	if host == "" {
-		host = "N/A"
-	}
+	a.add(fk, process, exchange{req: req, host: a.parse.host(e.Host[:min(int(e.HostLen), HostLen)]),
+		status: e.Status, grpc: noGRPC, tls: e.Flags&FlagTLS != 0, pid: e.Pid,
+		latencyNs: e.LatencyNs, reqBytes: e.ReqBytes, respBytes: e.RespBytes})
+}
 
-	if a.cfg.Catalogue != nil && e.Dir == DirOut {
-		a.cfg.Catalogue.Add(apicat.Exchange{Host: host, Method: req.Method, Route: req.Path, Status: e.Status,
-			LatencyNs: e.LatencyNs, TLS: e.Flags&FlagTLS != 0, Process: process, Pid: e.Pid}, time.Now())
+// AddH2 aggregates one HTTP/2 exchange of the session that r belongs to, or counts why it is not reported.
+func (a *Aggregator) AddH2(r *H2Record, x h2.Exchange) {
+	dir := uint8(DirIn)
+	if x.Client {
+		dir = DirOut
 	}
-	k := key{flow: fk, host: host, method: req.Method, path: req.Path, version: req.Version, status: e.Status}
-	folded := a.admit(pathOwner{e.Pid, process, host}, req.Path)
+	if x.Status < 100 || x.Status > 999 {
+		a.stats.Unparsable++
+		return
+	}
+	fk, process, ok := a.flowKey(r.T, dir, r.Pid, r.Comm, r.Mntns, r.Netns)
+	if !ok {
+		return
+	}
+	req, ok := a.parse.h2Request(x.Method, x.Path)
+	if !ok {
+		a.stats.Unparsable++
+		return
+	}
+	grpc := int32(noGRPC)
+	if x.GRPCStatus >= 0 {
+		grpc = int32(x.GRPCStatus)
+	}
+	a.add(fk, process, exchange{req: req, host: a.parse.host([]byte(x.Authority)), status: uint16(x.Status),
+		grpc: grpc, tls: true, pid: r.Pid, latencyNs: x.LatencyNs, reqBytes: x.ReqBytes, respBytes: x.RespBytes})
+}
+
+// flowKey is netflow's key of an exchange's connection; ok is false (and counted) when it is not reported.
+func (a *Aggregator) flowKey(t flow.Tuple, dir uint8, pid uint32, comm [16]byte, mntns, netns uint32) (fk flow.Key, process string, ok bool) {
+	if t.Family != afInet && t.Family != afInet6 {
+		a.stats.NoAddress++
+		return fk, "", false
+	}
+	process = a.comms.Name(comm)
+	if flow.OwnProcess(process) { // do not report our own POSTs
+		a.stats.Ignored++
+		return fk, "", false
+	}
+	fk = flow.NewKey(t, dir, a.cfg.EphemeralPort, flow.Proc{Pid: pid, Comm: process, Mntns: mntns}, netns)
+	fk.Transport = "tcp"
+	if a.cfg.Filter.Ignores(fk) {
+		a.stats.Ignored++
+		return fk, "", false
+	}
+	fk.SetNAT(t, a.cfg.NAT)
+	return fk, process, true
+}
+
+// noGRPC is exchange.grpc when the response carried no grpc-status.
+const noGRPC = -1
+
+// exchange is what the aggregator keeps of one exchange, HTTP/1.x or HTTP/2.
+type exchange struct {
+	req                 Request
+	host                string
+	status              uint16
+	grpc                int32
+	tls                 bool
+	pid                 uint32
+	latencyNs           uint64
+	reqBytes, respBytes uint64
+}
+
+func (a *Aggregator) add(fk flow.Key, process string, x exchange) {
+	if x.host == "" {
+		x.host = "N/A"
+	}
+	req := x.req
+	if a.cfg.Catalogue != nil && fk.Direction == "outgoing" {
+		a.cfg.Catalogue.Add(apicat.Exchange{Host: x.host, Method: req.Method, Route: req.Path, Status: x.status,
+			LatencyNs: x.latencyNs, TLS: x.tls, Process: process, Pid: x.pid}, time.Now())
+	}
+	k := key{flow: fk, host: x.host, method: req.Method, path: req.Path, version: req.Version, status: x.status, grpc: x.grpc}
+	folded := a.admit(pathOwner{x.pid, process, x.host}, req.Path)
 	if folded {
 		k.path = FoldedPath
 		a.stats.Folded++
@@ -162,9 +220,9 @@ func (a *Aggregator) Add(e Event) {
 		a.points[k] = p
 	}
 	p.count++
-	p.latencySum += e.LatencyNs
-	p.reqBytes += e.ReqBytes
-	p.respBytes += e.RespBytes
+	p.latencySum += x.latencyNs
+	p.reqBytes += x.reqBytes
+	p.respBytes += x.respBytes
 	p.truncated = p.truncated || req.Truncated
 	if folded {
 		a.countFolded(p, req.Path)
@@ -242,6 +300,9 @@ func (p *acc) fields(k key) map[string]any {
 	}
 	if p.foldedN > 0 {
 		f["paths_folded"] = int64(p.foldedN)
+	}
+	if k.grpc != noGRPC {
+		f["grpc_status"] = int64(k.grpc)
 	}
 	return f
 }

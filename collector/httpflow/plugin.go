@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"dkebpf/collector/elfsym"
+	"dkebpf/collector/h2"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/target"
@@ -26,6 +27,8 @@ type Kernel interface {
 	GoTLS() bool          // the crypto/tls uprobe programs loaded
 	GoTLSFuncs() []string // the Go functions they probe
 	AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error
+	H2() bool                    // HTTP/2 sessions in TLS calls are followed (hf_h2 loaded)
+	DrainH2(fn func([]byte)) int // struct hf_h2_rec records
 }
 
 // PluginConfig is the plugin's: the aggregator's, which tracers are on, and how often libssl is looked for.
@@ -45,6 +48,7 @@ type Plugin struct {
 
 	tls   *target.Watcher // nil unless httpflow-tls
 	gotls *target.Watcher // nil unless httpflow-tls and its crypto/tls programs loaded
+	h2    *h2.Tracker     // HTTP/2 sessions in TLS calls
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -86,6 +90,7 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 		agg:   NewAggregator(cfg.Config),
 		log:   log,
 		debug: log.Enabled(context.Background(), slog.LevelDebug),
+		h2:    h2.NewTracker(),
 	}
 	// Part lines in netflow's format; plain HTTP is parsed by netflow/udp's cgroup_skb programs.
 	if cfg.Plain {
@@ -110,6 +115,11 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 		} else {
 			log.Error("httpflow-tls: Go crypto/tls is not followed: its uprobe programs (netflow/gotls) are off")
 		}
+		if k.H2() {
+			log.Info("httpflow-tls: HTTP/2 and gRPC on (frames of TLS sessions that start with HTTP/2's preface, headers decoded in the collector)")
+		} else {
+			log.Error("httpflow-tls: HTTP/2 is not followed: its program (netflow/h2) is off")
+		}
 	}
 	return p
 }
@@ -127,13 +137,28 @@ func (p *Plugin) Drain() {
 		}
 		p.agg.Add(*e)
 	})
+	plugin.DrainRecords(&p.c, p.k.DrainH2, func(r *h2Record) {
+		c := h2.Chunk{Session: h2.Session{Pid: r.Pid, SSL: r.SSL}, Dir: int(r.Dir), Seq: r.Seq, TsNs: r.TsNs, Data: r.data,
+			Client: r.Flags&H2FlagClient != 0, Close: r.Flags&H2FlagClose != 0, Lost: r.Flags&H2FlagLost != 0}
+		p.h2.Add(c, func(x h2.Exchange) {
+			if p.debug {
+				p.log.Debug("httpflow: HTTP/2 exchange", "client", x.Client, "method", x.Method, "path", x.Path, "authority", x.Authority,
+					"status", x.Status, "grpc_status", x.GRPCStatus, "req_bytes", x.ReqBytes, "resp_bytes", x.RespBytes, "pid", r.Pid)
+			}
+			p.agg.AddH2(&r.H2Record, x)
+		})
+	})
 }
 
-func (p *Plugin) Flush(now time.Time) []point.Point { return p.agg.Flush(now) }
+func (p *Plugin) Flush(now time.Time) []point.Point {
+	p.h2.Expire()
+	return p.agg.Flush(now)
+}
 
 func (p *Plugin) Counters() plugin.Counters {
 	st := p.k.HTTPStats()
 	as := p.agg.Stats()
+	h := p.h2.Stats()
 	c := p.c
 	c.Lost = plugin.Stat(st, StatRingLost)
 	c.MapFull = plugin.Stat(st, StatConnFull) + plugin.Stat(st, StatPipelineFull)
@@ -150,6 +175,11 @@ func (p *Plugin) Counters() plugin.Counters {
 		"tls_libs_probed":  0,
 		"tls_go_probed":    0,
 		"tls_attach_fails": 0,
+		"h2_records_lost":  plugin.Stat(st, StatH2Lost),
+		"h2_desyncs":       h.Desyncs,
+		"h2_resets":        h.Resets,
+		"h2_unanswered":    h.Unanswered,
+		"h2_dropped":       h.Dropped + h.Evicted,
 	}
 	if p.tls != nil {
 		w := p.tls.Counts()

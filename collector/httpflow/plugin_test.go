@@ -24,6 +24,8 @@ func (k *fakeKernel) SSLSymbols() []string                      { return nil }
 func (k *fakeKernel) AttachSSL(string, map[string]uint64) error { return nil }
 func (k *fakeKernel) GoTLS() bool                               { return false }
 func (k *fakeKernel) GoTLSFuncs() []string                      { return nil }
+func (k *fakeKernel) H2() bool                                  { return false }
+func (k *fakeKernel) DrainH2(func([]byte)) int                  { return 0 }
 func (k *fakeKernel) AttachGoTLS(string, map[string]elfsym.GoFunc) error {
 	return nil
 }

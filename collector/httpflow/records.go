@@ -93,3 +93,66 @@ func (e *Event) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, full[:SizeHead+req]...)
 	return append(b, full[SizeHead+ReqLen:SizeHead+ReqLen+host]...), nil
 }
+
+// H2Chunk is HF_H2_CHUNK, the most bytes of HTTP/2 frames one H2Record carries.
+const H2Chunk = 4096
+
+// Flags of H2Record.Flags (enum hf_h2_flag in probes/httpflow.h).
+const (
+	H2FlagClient = 1 // HF_H2_CLIENT: this side sent the connection preface
+	H2FlagClose  = 2 // HF_H2_CLOSE: the session ended
+	H2FlagLost   = 4 // HF_H2_LOST: the kernel lost this direction's frame boundaries
+)
+
+// H2Record mirrors struct hf_h2_rec (probes/httpflow.h): frames of one TLS call of an HTTP/2 session, DATA
+// payloads left out. The ring carries it cut after N bytes of Data.
+type H2Record struct {
+	T      flow.Tuple
+	Cookie uint64
+	SSL    uint64 // the session: SSL * or *tls.Conn in process Pid
+	TsNs   uint64
+	Pid    uint32
+	Netns  uint32
+	Comm   [16]byte
+	Mntns  uint32
+	Seq    uint32
+	N      uint16
+	Dir    uint8 // 0: written, 1: read
+	Flags  uint8 // H2Flag*
+	_      uint32
+	Data   [H2Chunk]byte
+}
+
+// SizeH2Head is the size of an H2Record before Data.
+const SizeH2Head = 104
+
+// h2Record is a decoded record: its fixed part and its data, which aliases the ring's bytes.
+type h2Record struct {
+	H2Record // Data unused
+	data     []byte
+}
+
+// UnmarshalBinary decodes a record without copying its data (valid until the ring's next drain).
+func (r *h2Record) UnmarshalBinary(b []byte) error {
+	if len(b) < SizeH2Head {
+		return fmt.Errorf("decode hf_h2_rec: record has %d bytes, want at least %d", len(b), SizeH2Head)
+	}
+	n := binary.NativeEndian
+	dlen := int(n.Uint16(b[96:]))
+	if dlen > H2Chunk || len(b) < SizeH2Head+dlen {
+		return fmt.Errorf("decode hf_h2_rec: record has %d bytes, its length says %d", len(b), SizeH2Head+dlen)
+	}
+	_ = r.T.UnmarshalBinary(b[:flow.SizeTuple])
+	r.Cookie = n.Uint64(b[40:])
+	r.SSL = n.Uint64(b[48:])
+	r.TsNs = n.Uint64(b[56:])
+	r.Pid = n.Uint32(b[64:])
+	r.Netns = n.Uint32(b[68:])
+	copy(r.Comm[:], b[72:88])
+	r.Mntns = n.Uint32(b[88:])
+	r.Seq = n.Uint32(b[92:])
+	r.N = uint16(dlen)
+	r.Dir, r.Flags = b[98], b[99]
+	r.data = b[SizeH2Head : SizeH2Head+dlen]
+	return nil
+}

@@ -184,6 +184,7 @@ type parsedRequest struct {
 type parseCache struct {
 	reqs  [2]map[string]parsedRequest // indexed by the split flag
 	hosts map[string]string
+	line  []byte // h2Request's request line
 }
 
 func newParseCache() parseCache {
@@ -212,6 +213,15 @@ func (c *parseCache) request(req []byte, split bool) (Request, bool) {
 		clear(m)
 	}
 	m[string(req)] = parsedRequest{r, ok}
+	return r, ok
+}
+
+// h2Request is the Request of an HTTP/2 stream's :method and :path: the same methods and path rules as
+// HTTP/1.x (ParseRequest of the request line they make), version "2".
+func (c *parseCache) h2Request(method, path string) (Request, bool) {
+	c.line = append(append(append(append(c.line[:0], method...), ' '), path...), " HTTP/2.0\n"...)
+	r, ok := c.request(c.line, false)
+	r.Version = "2"
 	return r, ok
 }
 

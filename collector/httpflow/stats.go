@@ -10,5 +10,6 @@ const (
 	StatTLSHits             // HF_STAT_TLS_HITS
 	StatTLSCalls            // HF_STAT_TLS_CALLS
 	StatLost                // HF_STAT_LOST
+	StatH2Lost              // HF_STAT_H2_LOST
 	StatMax                 // HF_STAT_MAX
 )

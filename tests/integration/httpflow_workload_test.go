@@ -44,7 +44,8 @@ type nginxServer struct {
 	done                chan struct{}
 }
 
-// nginxConf: exact statuses per location; requests with a body go only to /created, /form and /dav/, which read it
+// nginxConf: exact statuses per location; HTTPS offers HTTP/2 (ALPN), and h2.log is the account of the HTTP/2
+// tests (bodies: $content_length and $body_bytes_sent); requests with a body go only to /created, /form and /dav/, which read it
 // whole before answering, so $request_length counts it. /chunked.txt is a static text file gzip'd on the fly, so an
 // HTTP/1.1 client asking for gzip gets it chunked; /dav/ takes PUT uploads (201 new, 204 replaced);
 // sendfile is on as in Debian's shipped nginx.conf.
@@ -58,6 +59,8 @@ events { worker_connections 1024; }
 http {
   log_format truth '$http_x_truth_client\t$request_method\t$request_uri\t$status\t$request_length\t$bytes_sent\t$server_protocol\t$server_port\t$http_host\t$connection\t$connection_requests\t$http_x_truth_conn';
   access_log {{dir}}/access.log truth;
+  log_format h2 '$server_protocol\t$request_method\t$request_uri\t$status\t$content_length\t$body_bytes_sent';
+  access_log {{dir}}/h2.log h2;
   client_body_temp_path {{dir}}/tmp/body;
   proxy_temp_path {{dir}}/tmp/proxy;
   fastcgi_temp_path {{dir}}/tmp/fastcgi;
@@ -70,7 +73,7 @@ http {
   default_type text/plain;
   server {
     listen 127.0.0.1:{{http}};
-    listen 127.0.0.1:{{https}} ssl;
+    listen 127.0.0.1:{{https}} ssl http2;
     ssl_certificate {{dir}}/cert.pem;
     ssl_certificate_key {{dir}}/key.pem;
     root {{dir}}/www;

@@ -1,8 +1,9 @@
 // Command bench measures what the collector costs real workloads on this host and how true its numbers
-// are: nginx HTTP (keep-alive and connection churn), HTTPS, DNS against dnsmasq, and an interactive-bash
-// exec storm, each without the collector (base), with every hook of "all" attached to programs that return
-// at once (floor), with the network plugin alone: netflow and dnsflow (netflow), and with netflow, dnsflow,
-// httpflow, httpflow-tls and bash (all), interleaved in random order.
+// are: nginx HTTP (keep-alive and connection churn), HTTPS (nginx's OpenSSL, and Go's net/http on
+// crypto/tls), DNS against dnsmasq, and an interactive-bash exec storm, each without the collector (base),
+// with every hook of "all" attached to programs that return at once (floor), with the network plugin alone:
+// netflow and dnsflow (netflow), and with netflow, dnsflow, httpflow, httpflow-tls and bash (all),
+// interleaved in random order.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +38,8 @@ type workload struct {
 	// before is called right before the load (ground-truth bookkeeping); after, if set, right after it
 	// and before the collector stops: it waits until the server has finished with the run.
 	before, after func()
+	// goTLS: the server is a Go program on crypto/tls, which configs floor and all must have probed.
+	goTLS bool
 }
 
 // collected is what the collector stored during a measured run: flows (netflow) and dns (dnsflow) in
@@ -83,7 +87,7 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "length of each saturation run (fixed-rate runs: 4/5 of it)")
 	noise := flag.Float64("max-other-cores", 0.25, "discard a run when other processes used more CPU than this")
 	out := flag.String("out", "bench-results", "directory for the JSON and markdown results")
-	only := flag.String("workloads", "W1,W2,W3,W4,W5", "comma-separated workloads to run")
+	only := flag.String("workloads", "W1,W2,W3,W4,W5,W6", "comma-separated workloads to run")
 	hold := flag.Duration("outage", 0, "instead: one saturated run of each workload (config all) with the agent hung this long in the middle; fails unless every check is exact and nothing is dropped")
 	flag.Parse()
 	if *quick {
@@ -115,7 +119,7 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 
-	ws, stop, err := setupWorkloads(work, wanted(*only))
+	ws, stop, err := setupWorkloads(root, work, wanted(*only))
 	if err != nil {
 		fatalf("%v", err)
 	}
@@ -288,6 +292,9 @@ func measureWith(root string, w workload, mode, cfg string, rate float64, d time
 	if cfg != "netflow" && self1.last("httpflow_tls_libs_probed") == 0 {
 		return r, stored{}, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
 	}
+	if cfg != "netflow" && w.goTLS && self1.last("httpflow_tls_go_probed") == 0 {
+		return r, stored{}, fmt.Errorf("config %s: httpflow-tls probed no Go program", cfg)
+	}
 	if cfg != "netflow" && self1.last("bash_binaries_probed") == 0 {
 		return r, stored{}, fmt.Errorf("config %s: bash probed no bash binary", cfg)
 	}
@@ -353,8 +360,21 @@ func splitComma(s string) []string {
 	return out
 }
 
-// setupWorkloads starts the servers and describes W1–W5.
-func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error) {
+// httpServer is the server of an HTTP workload and its ground truth.
+type httpServer struct {
+	name     string // in the checks' names
+	accepted string // where its count of accepted connections comes from
+	port     string // its port, httpflow's server_port
+	pid      func() int
+	// begin starts a run's truth: truth returns, since begin, the requests the server answered (its log)
+	// and the connections it accepted.
+	begin  func()
+	truth  func() (accessLog, int64)
+	settle func(time.Duration) error
+}
+
+// setupWorkloads starts the servers and describes W1–W6; root is the repository (W6 builds its server there).
+func setupWorkloads(root, dir string, want map[string]bool) ([]workload, func(), error) {
 	var stops []func()
 	stopAll := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -381,12 +401,15 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 	}
 	nginxSide := map[string]string{"direction": "incoming", "src_port": "18080", "transport": "tcp"}
 	nginxTLS := map[string]string{"direction": "incoming", "src_port": "18443", "transport": "tcp"}
+	nginxOn := func(port string) httpServer {
+		return httpServer{name: "nginx", accepted: "stub_status", port: port, pid: ng.pid, begin: ngBefore, truth: ngTruth, settle: ng.settle}
+	}
 
 	// exchanges compares httpflow's points on one side of port with the access log. Its window is the
 	// collector's: the run's connections are its own (opened after before(), all closed in after(), so every
 	// request is answered and logged before the collector stops and makes its last flush).
-	exchanges := func(t accessLog, st stored, side, port, of string) []check {
-		m := map[string]string{"direction": "incoming", "server_port": port}
+	exchanges := func(t accessLog, st stored, srv httpServer, side, of string) []check {
+		m := map[string]string{"direction": "incoming", "server_port": srv.port}
 		read, written := "$request_length", "$bytes_sent"
 		readN, writtenN := t.RequestBytes, t.ResponseBytes
 		if side == "client" {
@@ -396,7 +419,7 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 		p := side + " (" + m["direction"] + "): httpflow "
 		return []check{
 			{p + "count (access log requests" + of + ")", t.Requests, st.sum("count", m)},
-			{p + "count with status_code 200 (every request" + of + ": nginx answers 200)", t.Requests, st.sumIf("count", m, "status_code", 200)},
+			{p + "count with status_code 200 (every request" + of + ": " + srv.name + " answers 200)", t.Requests, st.sumIf("count", m, "status_code", 200)},
 			{p + "bytes_read (access log " + read + of + ")", readN, st.sum("bytes_read", m)},
 			{p + "bytes_written (access log " + written + of + ")", writtenN, st.sum("bytes_written", m)},
 		}
@@ -404,13 +427,13 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 
 	// httpWorkload: flowChecks are netflow's (every measured config), exchanges httpflow's (config all);
 	// tls says the client side is seen in OpenSSL's calls, not in TCP segments.
-	httpWorkload := func(id, name, url, port string, closeConn, tls bool, flowChecks func(accessLog, int64, stored) []check) workload {
+	httpWorkload := func(id, name, url string, srv httpServer, closeConn, tls bool, flowChecks func(accessLog, int64, stored) []check) workload {
 		const conns = 32
 		get, idle := httpGetter(url, !closeConn, conns)
-		return workload{ID: id, Name: name, serverPID: ng.pid,
-			before: func() { idle(); ngBefore() }, // every run opens its own connections
+		return workload{ID: id, Name: name, serverPID: srv.pid,
+			before: func() { idle(); srv.begin() }, // every run opens its own connections
 			after: func() {
-				if err := ng.settle(5 * time.Second); err != nil {
+				if err := srv.settle(5 * time.Second); err != nil {
 					fmt.Fprintf(os.Stderr, "bench: %s: %v\n", id, err)
 				}
 			},
@@ -421,57 +444,97 @@ func setupWorkloads(dir string, want map[string]bool) ([]workload, func(), error
 				return r
 			},
 			checks: func(mode string, r loadResult, c collected) []check {
-				log, accepted := ngTruth()
+				log, accepted := srv.truth()
 				cs := flowChecks(log, accepted, c.flows)
 				if c.http == nil {
 					return cs
 				}
 				http := c.http
-				cs = append(cs, exchanges(log, *http, "nginx", port, "")...)
+				cs = append(cs, exchanges(log, *http, srv, srv.name, "")...)
 				switch {
 				case !tls:
 					// Plain HTTP: the client's kernel receives every response nginx sent, read or not.
-					cs = append(cs, exchanges(log, *http, "client", port, "")...)
+					cs = append(cs, exchanges(log, *http, srv, "client", "")...)
 				case mode == "saturation":
 					// wrk stops at its deadline without reading the answers to its last requests (at most one
 					// per connection). nginx sent them, but a TLS client's exchange ends in its SSL_read, which
 					// never comes: the truth is the requests wrk completed (the number it reports), each
 					// weighing what every request of the run weighs in the access log.
-					cs = append(cs, exchanges(log.of(r.Requests), *http, "client", port, ", of those wrk completed")...)
+					cs = append(cs, exchanges(log.of(r.Requests), *http, srv, "client", ", of those wrk completed")...)
 				default:
 					// half: the client is the bench's Go generator, seen through its crypto/tls; its runs end
 					// with every answer read (idle() closes the connections after the last).
-					cs = append(cs, exchanges(log, *http, "client", port, "")...)
+					cs = append(cs, exchanges(log, *http, srv, "client", "")...)
 				}
 				return cs
 			},
 		}
 	}
 	var ws []workload
-	accepts := func(accepted int64, st stored, side map[string]string) []check {
+	accepts := func(srv httpServer, accepted int64, st stored, side map[string]string) []check {
 		return []check{
-			{"nginx: connections accepted (stub_status)", accepted, st.sum("tcp_established", side)},
-			{"nginx: connections closed (all accepted ones close before the collector stops)", accepted, st.sum("tcp_closed", side)},
+			{srv.name + ": connections accepted (" + srv.accepted + ")", accepted, st.sum("tcp_established", side)},
+			{srv.name + ": connections closed (all accepted ones close before the collector stops)", accepted, st.sum("tcp_closed", side)},
 		}
 	}
 	// Plain HTTP: connections, and bytes each way as nginx logs them.
 	plainHTTP := func(t accessLog, accepted int64, st stored) []check {
-		return append(accepts(accepted, st, nginxSide),
+		return append(accepts(nginxOn("18080"), accepted, st, nginxSide),
 			check{"nginx: bytes read (access log $request_length)", t.RequestBytes, st.sum("bytes_read", nginxSide)},
 			check{"nginx: bytes written (access log $bytes_sent)", t.ResponseBytes, st.sum("bytes_written", nginxSide)})
 	}
 	if want["W1"] {
-		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", "18080", false, false, plainHTTP))
+		ws = append(ws, httpWorkload("W1", "nginx HTTP/1.1 keep-alive", "http://"+httpAddr+"/api", nginxOn("18080"), false, false, plainHTTP))
 	}
 	if want["W2"] {
-		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", "18080", true, false, plainHTTP))
+		ws = append(ws, httpWorkload("W2", "nginx HTTP/1.1 Connection: close", "http://"+httpAddr+"/api", nginxOn("18080"), true, false, plainHTTP))
 	}
 	if want["W3"] {
-		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", "18443", false, true,
+		ws = append(ws, httpWorkload("W3", "nginx HTTPS keep-alive (OpenSSL)", "https://"+httpsAddr+"/api", nginxOn("18443"), false, true,
 			func(t accessLog, accepted int64, st stored) []check {
 				// TLS records are larger than the logged plaintext: netflow's bytes are not comparable here.
-				return accepts(accepted, st, nginxTLS)
+				return accepts(nginxOn("18443"), accepted, st, nginxTLS)
 			}))
+	}
+	if want["W6"] {
+		// W3's load on Go's net/http over crypto/tls (bench/gotlsserver): wrk (OpenSSL) at saturation, the
+		// bench's Go client (crypto/tls) at half rate, the server's own account of each exchange the truth.
+		// The collector probes every Go program running when it starts, the server included, before it
+		// says it runs (startAgent waits for that); the exact counts on the server's side say it did.
+		g, err := startGoTLS(root, dir)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, g.stop)
+		var acceptedBefore int64
+		_, port, _ := net.SplitHostPort(goTLSAddr)
+		srv := httpServer{name: "Go server", accepted: "its listener's count", port: port, pid: g.pid, settle: g.settle,
+			begin: func() {
+				if _, err := g.drain(); err != nil {
+					fmt.Fprintln(os.Stderr, "bench: W6:", err)
+				}
+				acceptedBefore, _, _ = g.status()
+			},
+			truth: func() (accessLog, int64) {
+				log, err := g.drain()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "bench: W6:", err)
+				}
+				after, _, err := g.status()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "bench: W6:", err)
+				}
+				return log, after - acceptedBefore
+			}}
+		side := map[string]string{"direction": "incoming", "src_port": port, "transport": "tcp"}
+		w := httpWorkload("W6", "Go net/http HTTPS keep-alive (crypto/tls)", "https://"+goTLSAddr+"/api", srv, false, true,
+			func(t accessLog, accepted int64, st stored) []check {
+				// As W3: TLS records are larger than the plaintext the server counts.
+				return accepts(srv, accepted, st, side)
+			})
+		w.goTLS = true
+		ws = append(ws, w)
 	}
 	if want["W4"] {
 		dm, err := startDnsmasq()

@@ -148,11 +148,12 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 	fmt.Fprintf(&b, "### make bench, %s, %d runs in %s; %d discarded (other processes above %.2f cores)\n\n",
 		time.Now().UTC().Format("2006-01-02"), len(runs), took.Round(time.Second), discarded, noise)
 	fmt.Fprintln(&b, "`all` = `netflow` + `httpflow` (plain HTTP/1.x, parsed in netflow's cgroup_skb programs) + `httpflow-tls` "+
-		"(OpenSSL uprobes on SSL_read/SSL_write/SSL_read_ex/SSL_write_ex entry and return, and SSL_free) + `bash` "+
+		"(OpenSSL uprobes on SSL_read/SSL_write/SSL_read_ex/SSL_write_ex entry and return, and SSL_free; Go programs' "+
+		"crypto/tls.(*Conn).Read/Write/Close, uprobes at the entry and each return) + `bash` "+
 		"(plugin ebpf-bash: a uretprobe on each bash binary's readline). "+
 		"`netflow`: the network plugin alone, netflow and dnsflow (DNS packets of netflow's cgroup_skb programs, in every config; "+
 		"`l7net_disabled = [\"httpflow\", \"httpflow-tls\"]`, no ebpf-bash). "+
-		"`floor`: every hook of `all`, programs that return at once (each uprobe hit still pays its trap), so `netflow` can beat it on W3.")
+		"`floor`: every hook of `all`, programs that return at once (each uprobe hit still pays its trap), so `netflow` can beat it on W3 and W6.")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| workload | mode | config | rate/s median | min–max | vs base | vs floor | p50 ms | p99 ms | server µs/op | runs |")
 	fmt.Fprintln(&b, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -224,7 +225,7 @@ func report(ws []workload, runs []run, noise float64, took time.Duration) string
 
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "httpflow (config `all`; medians per run; per request: per request the load generator completed; "+
-		"the uprobes are on the host's libssl, so other processes' TLS counts too):")
+		"the uprobes are on the host's libssl and Go programs, so other processes' TLS counts too):")
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| workload | mode | exchanges seen | exchanges per request | TLS uprobe hits per request | TLS calls per request | desyncs | unanswered |")
 	fmt.Fprintln(&b, "|---|---|---:|---:|---:|---:|---:|---:|")

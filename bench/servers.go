@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 const (
 	httpAddr   = "127.0.0.1:18080"
 	httpsAddr  = "127.0.0.1:18443"
+	goTLSAddr  = "127.0.0.1:18444" // W6: bench/gotlsserver, Go's net/http over crypto/tls
 	statusAddr = "127.0.0.1:18081" // nginx stub_status, apart so reading it does not touch the measured ports
 	// dnsmasq on its own loopback address: integration tests run their own dnsmasq on 127.0.0.1:53 (and
 	// dnsflow watches port 53 only), and netflow's server-side points are told apart by address.
@@ -62,11 +64,9 @@ func startNginxWith(dir string, conns int) (*nginx, error) {
 		httpExtra = "\n\tkeepalive_timeout 600s;"
 		listenExtra = " reuseport"
 	}
-	key, crt := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
-	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-		"-subj", "/CN=localhost", "-keyout", key, "-out", crt).CombinedOutput()
+	key, crt, err := selfSigned(dir)
 	if err != nil {
-		return nil, fmt.Errorf("self-signed certificate: %v: %s", err, out)
+		return nil, err
 	}
 	conf := fmt.Sprintf(`worker_processes %[10]d;
 daemon off;
@@ -116,6 +116,21 @@ http {
 	n.log = f
 	n.log.Seek(0, io.SeekEnd)
 	return n, nil
+}
+
+// selfSigned writes the servers' self-signed certificate and key to dir, once: nginx's HTTPS (W3) and the Go
+// server (W6) share them, so both handshakes are the same RSA 2048 work.
+func selfSigned(dir string) (key, crt string, err error) {
+	key, crt = filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem")
+	if _, err := os.Stat(crt); err == nil {
+		return key, crt, nil
+	}
+	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+		"-subj", "/CN=localhost", "-keyout", key, "-out", crt).CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("self-signed certificate: %v: %s", err, out)
+	}
+	return key, crt, nil
 }
 
 // accessLog is ground truth from nginx: requests completed and their sizes.
@@ -259,6 +274,124 @@ func (n *nginx) status() (accepted, active int64, err error) {
 func (n *nginx) pid() int { return n.cmd.Process.Pid }
 
 func (n *nginx) stop() { stopProcess(n.cmd, 15, 5*time.Second) }
+
+// goTLS is W6's server: bench/gotlsserver, Go's net/http over crypto/tls, built by the bench into build/ and
+// driven over its stdin and stdout (status, drain: see its doc), so that asking it for the truth touches
+// no socket.
+type goTLS struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+// goTLSBinary is where the bench builds bench/gotlsserver, under the repository's root.
+const goTLSBinary = "build/bench-gotlsserver"
+
+// startGoTLS builds bench/gotlsserver (with the go command, when there is one: the build cache makes it
+// quick) and starts it on goTLSAddr, pinned to CPU 0 as nginx is, with the certificate of nginx's HTTPS.
+func startGoTLS(root, dir string) (*goTLS, error) {
+	bin := filepath.Join(root, goTLSBinary)
+	if gobin, err := exec.LookPath("go"); err == nil {
+		b := exec.Command(gobin, "build", "-o", bin, "./bench/gotlsserver")
+		b.Dir = root
+		if out, err := b.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build ./bench/gotlsserver: %v: %s", err, out)
+		}
+	} else if _, serr := os.Stat(bin); serr != nil {
+		return nil, fmt.Errorf("%s missing and no go command to build it (go build -o %s ./bench/gotlsserver): %w", bin, goTLSBinary, err)
+	}
+	key, crt, err := selfSigned(dir)
+	if err != nil {
+		return nil, err
+	}
+	g := &goTLS{cmd: pinned(0, bin, "-addr", goTLSAddr, "-cert", crt, "-key", key)}
+	g.cmd.Stderr = os.Stderr
+	// Should the bench die, its server stops: the next run needs the port.
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if g.in, err = g.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := g.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	g.out = bufio.NewReader(stdout)
+	if err := g.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		line, err := g.out.ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = fmt.Errorf("said %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(10 * time.Second):
+		err = fmt.Errorf("not ready after 10s")
+	}
+	if err != nil {
+		g.stop()
+		return nil, fmt.Errorf("go tls server: %w", err)
+	}
+	return g, nil
+}
+
+// ask sends one command and decodes its one-line answer into v.
+func (g *goTLS) ask(cmd string, v any) error {
+	if _, err := io.WriteString(g.in, cmd+"\n"); err != nil {
+		return fmt.Errorf("go tls server %s: %w", cmd, err)
+	}
+	line, err := g.out.ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("go tls server %s: %w", cmd, err)
+	}
+	return json.Unmarshal(line, v)
+}
+
+// status returns the connections the server accepted since it started, and those it holds now.
+func (g *goTLS) status() (accepted, active int64, err error) {
+	var st struct{ Accepted, Active int64 }
+	err = g.ask("status", &st)
+	return st.Accepted, st.Active, err
+}
+
+// drain returns the exchanges the server completed since the last drain, by its own account.
+func (g *goTLS) drain() (accessLog, error) {
+	var a accessLog
+	err := g.ask("drain", &a)
+	return a, err
+}
+
+// settle waits until the server holds no connection and their sockets are gone (up to timeout): every
+// exchange of the run is then complete and counted, before the collector stops.
+func (g *goTLS) settle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, active, err := g.status()
+		if err != nil {
+			return err
+		}
+		if active == 0 {
+			return socketsGone(goTLSAddr, deadline)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("go tls server still holds %d connections after %s", active, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (g *goTLS) pid() int { return g.cmd.Process.Pid }
+
+func (g *goTLS) stop() {
+	if g.in != nil {
+		g.in.Close() // it exits at the end of its stdin
+	}
+	stopProcess(g.cmd, 15, 5*time.Second)
+}
 
 type dnsmasq struct{ cmd *exec.Cmd }
 

@@ -136,3 +136,25 @@ func TestTrackerDropsAHeaderBlockItCannotDecode(t *testing.T) {
 		t.Errorf("stats %+v, want a desync", st)
 	}
 }
+
+// FuzzTracker: whatever bytes the records carry, in whatever order and sequence, the tracker must not panic,
+// and every exchange it reports has a final status.
+func FuzzTracker(f *testing.F) {
+	cli := newPeer()
+	cli.headers(1, true, ":method", "GET", ":path", "/a", ":authority", "h")
+	f.Add(cli.take(), []byte{0, 0, 0, frameSettings, 0, 0, 0, 0, 0}, uint8(0))
+	f.Fuzz(func(t *testing.T, a, b []byte, order uint8) {
+		tr := NewTracker()
+		emit := func(x Exchange) {
+			if x.Status < 200 {
+				t.Fatalf("exchange without a final status: %+v", x)
+			}
+		}
+		s := Session{Pid: 1, SSL: 1}
+		tr.Add(Chunk{Session: s, Dir: int(order & 1), Seq: 0, Client: order&2 != 0, Data: a}, emit)
+		tr.Add(Chunk{Session: s, Dir: int(order&1) ^ 1, Seq: uint32(order>>2) & 1, Client: order&2 != 0, Data: b}, emit)
+		tr.Add(Chunk{Session: s, Dir: int(order & 1), Seq: 1, Lost: order&8 != 0, Data: b}, emit)
+		tr.Expire()
+		tr.Add(Chunk{Session: s, Close: true}, emit)
+	})
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"dkebpf/collector/h2"
 	"dkebpf/collector/point"
 )
 
@@ -356,5 +357,41 @@ func BenchmarkAdd(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		a.Add(e)
+	}
+}
+
+func TestHTTP2ExchangesHaveVersion2AndTheirGRPCStatus(t *testing.T) {
+	a := NewAggregator(Config{})
+	e := client(t, get)
+	r := &H2Record{T: e.T, Pid: e.Pid, Netns: e.Netns, Comm: e.Comm}
+	call := h2.Exchange{Client: true, Method: "POST", Path: "/pkg.Svc/Get", Authority: "API.test:443", Status: 200, GRPCStatus: 5,
+		ReqBytes: 12, RespBytes: 0, LatencyNs: 300}
+	a.AddH2(r, call)
+	a.AddH2(r, call)
+	call.GRPCStatus = 0
+	a.AddH2(r, call)
+	a.AddH2(r, h2.Exchange{Client: true, Method: "GET", Path: "/users/12?x=1", Authority: "api.test", Status: 404, GRPCStatus: -1, RespBytes: 9, LatencyNs: 100})
+	a.AddH2(r, h2.Exchange{Client: true, Method: "CONNECT", Path: "/", Status: 200, GRPCStatus: -1}) // not a method DataKit reports
+	pts := flushAll(a)
+	if len(pts) != 3 || a.Stats().Unparsable != 1 {
+		t.Fatalf("got %d points (want 3), stats %+v: %v", len(pts), a.Stats(), pts)
+	}
+	for _, p := range pts {
+		switch g, _ := p.Fields["grpc_status"].(int64); {
+		case p.Fields["path"] == "/users/{id}":
+			if _, ok := p.Fields["grpc_status"]; ok {
+				t.Errorf("a plain HTTP/2 point has grpc_status: %v", p.Fields)
+			}
+			checkFields(t, p, map[string]any{"http_version": "2", "status_code": int64(404), "bytes_read": int64(9), "count": int64(1)})
+			checkTags(t, p, map[string]string{HostTag: "api.test"})
+		case g == 5:
+			checkFields(t, p, map[string]any{"http_version": "2", "method": "POST", "path": "/pkg.Svc/Get", "count": int64(2),
+				"client_sent": int64(24), "latency": int64(300)})
+			checkTags(t, p, map[string]string{HostTag: "api.test:443"})
+		case g == 0:
+			checkFields(t, p, map[string]any{"count": int64(1)})
+		default:
+			t.Errorf("unexpected point %v", p.Fields)
+		}
 	}
 }

@@ -191,19 +191,25 @@ func (n *nginx) accepted() (int64, error) {
 // settle waits until nginx holds no connection but the one asking (up to timeout): every request of the
 // run is then answered and logged, before the collector stops.
 func (n *nginx) settle(timeout time.Duration) error {
+	return settleServer("nginx", n.status, httpAddr, timeout)
+}
+
+// settleServer waits until a server (its status: accepted and active connections) holds none and their
+// sockets are gone from addr (up to timeout).
+func settleServer(name string, status func() (int64, int64, error), addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		_, active, err := n.status()
+		_, active, err := status()
 		if err != nil {
 			return err
 		}
 		if active == 0 {
-			// nginx has closed them, but a socket ends (its close record) at the peer's last ACK: under
-			// load some are still in LAST_ACK here.
-			return socketsGone(httpAddr, deadline)
+			// The server has closed them, but a socket ends (its close record) at the peer's last ACK:
+			// under load some are still in LAST_ACK here.
+			return socketsGone(addr, deadline)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nginx still holds %d connections after %s", active, timeout)
+			return fmt.Errorf("%s still holds %d connections after %s", name, active, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -368,20 +374,7 @@ func (g *goTLS) drain() (accessLog, error) {
 // settle waits until the server holds no connection and their sockets are gone (up to timeout): every
 // exchange of the run is then complete and counted, before the collector stops.
 func (g *goTLS) settle(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		_, active, err := g.status()
-		if err != nil {
-			return err
-		}
-		if active == 0 {
-			return socketsGone(goTLSAddr, deadline)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("go tls server still holds %d connections after %s", active, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return settleServer("go tls server", g.status, goTLSAddr, timeout)
 }
 
 func (g *goTLS) pid() int { return g.cmd.Process.Pid }

@@ -382,9 +382,11 @@ func (h *Handler) apis(w window) (any, error) {
 			last, _ := num(p, "last_seen")
 			host, method, route := tag(p, "api_host"), tag(p, "method"), tag(p, "route")
 			r := eps.get(host + "\x00" + method + "\x00" + route)
-			if r.key != otherKey && r.Count == 0 {
-				r.Host, r.Service, r.Method, r.Route = host, tag(p, "service"), method, route
-				r.FirstSeen = int64(first / 1e3)
+			if r.Count == 0 {
+				r.FirstSeen = int64(first / 1e3) // then the earliest: the min below starts from a real one
+				if r.key != otherKey {
+					r.Host, r.Service, r.Method, r.Route = host, tag(p, "service"), method, route
+				}
 			}
 			for i, c := range classes {
 				v, _ := num(p, c)

@@ -86,7 +86,7 @@ type Stats struct {
 	Desyncs    uint64 // sessions dropped: a lost record, a frame the probes could not follow, bad HPACK
 	Resets     uint64 // streams reset (RST_STREAM) before their response ended
 	Unanswered uint64 // streams whose session ended or was forgotten before their response ended
-	Dropped    uint64 // streams not followed: MaxStreams open, or a request whose start was not seen
+	Dropped    uint64 // requests not followed: MaxStreams streams already open in their session
 	Evicted    uint64 // sessions forgotten to stay within MaxSessions or idle for IdleNs
 }
 

@@ -1183,6 +1183,18 @@ static __always_inline int hf_h2_preface(const char *b, __u32 n)
 	       *(__u64 *)(b + 8) == 0x0a0d302e322f5054ULL && *(__u64 *)(b + 16) == 0x0a0d0a0d4d530a0dULL;
 }
 
+/* Takes the call thread tid is returning from out of hf_calls: 0 if it is in none. */
+static __always_inline int hf_call_take(__u32 tid, struct hf_call *cl)
+{
+	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+
+	if (!call)
+		return 0;
+	*cl = *call;
+	bpf_map_delete_elem(&hf_calls, &tid);
+	return 1;
+}
+
 /* HTTP/2: hf_h2 walks a call's bytes frame by frame with the direction's hf_stream (mode HF_H2_M_*, left: payload
  * bytes still to come, carry: a frame header cut by the end of a call) and copies them to hf_h2_events, DATA
  * payloads left out: user space decodes the headers (HPACK) and pairs the streams. */
@@ -1264,14 +1276,11 @@ int hf_h2(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
-	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+	struct hf_call cl;
 
-	if (!call)
+	if (!hf_call_take(tid, &cl))
 		return 0;
-	struct hf_call cl = *call;
 	int d = cl.len_ptr & 1;
-
-	bpf_map_delete_elem(&hf_calls, &tid);
 	struct hf_conn *c = hf_tls_conn(id, cl.ssl, 0);
 	struct hf_h2_buf *b = hf_h2_buf_get();
 
@@ -1402,13 +1411,10 @@ static __always_inline int hf_ssl_exit(struct pt_regs *ctx, long ret, int d)
 	hf_count(HF_STAT_TLS_HITS);
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
-	struct hf_call *call = bpf_map_lookup_elem(&hf_calls, &tid);
+	struct hf_call cl;
 
-	if (!call)
+	if (!hf_call_take(tid, &cl))
 		return 0;
-	struct hf_call cl = *call;
-
-	bpf_map_delete_elem(&hf_calls, &tid);
 	__u64 n = ret, len = 0;
 
 	if (cl.len) {

@@ -1530,10 +1530,11 @@ int BPF_KPROBE(hf_ssl_free, void *ssl)
 }
 
 /* Go crypto/tls, Go 1.18+ on amd64 (register ABI): the receiver, the slice's pointer and length in rax, rbx
- * and rcx at the entry, the count in rax at each return instruction (no uretprobe: see
- * collector/elfsym.GoFunc), the goroutine in r14 throughout. Go's HTTP client reads in one goroutine while
- * it writes in another, so a response's read can return before its request's write does: a write is parsed
- * at its entry, before any of it is sent (crypto/tls writes all of it or fails), and a read at its return. */
+ * and rcx past the stack check (probed there, not at the entry, which morestack can run twice for one call),
+ * the count in rax at each return instruction (no uretprobe: see collector/elfsym.GoFunc), the goroutine in
+ * r14 throughout. Go's HTTP client reads in one goroutine while it writes in another, so a response's read
+ * can return before its request's write does: a write is parsed on its way in, before any of it is sent
+ * (crypto/tls writes all of it or fails), and a read at its return. */
 struct hf_go_key {
 	__u32 tgid;
 	__u32 pad;

@@ -33,7 +33,7 @@ func (n *Netflow) GoTLSFuncs() []string { return GoTLSFuncs }
 
 // goProbes: which program runs at the entry (and at every return) of each Go function.
 var goProbes = []struct{ fn, entry, ret string }{
-	{"crypto/tls.(*Conn).Write", "hf_go_write", ""}, // parsed at its entry
+	{"crypto/tls.(*Conn).Write", "hf_go_write", ""}, // parsed on the way in
 	{"crypto/tls.(*Conn).Read", "hf_go_read", "hf_go_read_ret"},
 	{"crypto/tls.(*Conn).Close", "hf_go_close", ""},
 }
@@ -218,8 +218,9 @@ func (n *Netflow) AttachSSL(path string, offsets map[string]uint64) error {
 	return nil
 }
 
-// AttachGoTLS puts the crypto/tls uprobes on one Go program: at the entry and at every return instruction
-// of each of GoTLSFuncs (funcs, as elfsym.GoFunctions found them).
+// AttachGoTLS puts the crypto/tls uprobes on one Go program: past the stack check (elfsym.GoFunc.Body: once
+// per call, where the entry can be run twice) and at every return instruction of each of GoTLSFuncs (funcs, as
+// elfsym.GoFunctions found them).
 func (n *Netflow) AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error {
 	f, err := n.probesOn(path)
 	if err != nil {
@@ -230,7 +231,7 @@ func (n *Netflow) AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error
 		if !ok {
 			return f.fail(fmt.Errorf("attach uprobes to %s: no %s", path, p.fn))
 		}
-		if err := f.attach(p.entry, fn.Entry, false, p.fn); err != nil {
+		if err := f.attach(p.entry, fn.Body, false, fmt.Sprintf("%s+%#x", p.fn, fn.Body-fn.Entry)); err != nil {
 			return f.fail(err)
 		}
 		for _, r := range fn.Returns {

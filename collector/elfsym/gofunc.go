@@ -2,7 +2,6 @@ package elfsym
 
 import (
 	"bufio"
-	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -18,11 +17,16 @@ import (
 // .gopclntab, a Go older than 1.18, another architecture than amd64).
 var ErrNotGo = errors.New("not a Go 1.18+ amd64 executable")
 
-// GoFunc is where a Go function's uprobes go: its entry and every return instruction, as file offsets.
+// GoFunc is where a Go function's uprobes go, as file offsets.
 // A Go function is probed at its returns, never with a uretprobe: the kernel's return trampoline swaps the
 // return address on the goroutine's stack, which Go moves when it grows and walks when it unwinds.
+// Nor is it probed at its entry for what it does once: when the goroutine's stack is too small, the
+// prologue's stack check calls morestack, which grows the stack and runs the function again from its entry,
+// so an entry probe can fire twice for one call. Body is past that check, with the arguments still in their
+// registers: it is reached once per call.
 type GoFunc struct {
-	Entry   uint64
+	Entry   uint64 // the function's first instruction
+	Body    uint64 // the first instruction after the stack check
 	Returns []uint64
 }
 
@@ -215,7 +219,7 @@ func goText(f *elf.File, tabAddr, nameAddr uint64) (uint64, error) {
 	return text, nil
 }
 
-// goFunc disassembles the function at [start, end) for its return instructions.
+// goFunc disassembles the function at [start, end) for the end of its stack check and its return instructions.
 func goFunc(f *elf.File, start, end uint64) (GoFunc, error) {
 	prog := loadSegment(f.Progs, start)
 	if prog == nil || end <= start || end-start > 1<<20 || end > prog.Vaddr+prog.Filesz {
@@ -225,17 +229,23 @@ func goFunc(f *elf.File, start, end uint64) (GoFunc, error) {
 	if _, err := prog.ReadAt(code, int64(start-prog.Vaddr)); err != nil {
 		return GoFunc{}, fmt.Errorf("read code: %w", err)
 	}
-	// A Go function begins with its stack check: a compare against the goroutine's stack guard.
-	if !bytes.Contains(code[:min(len(code), 16)], []byte{0x3b, 0x66, 0x10}) { // cmp rsp or r12, 16(r14)
-		return GoFunc{}, fmt.Errorf("code at %#x does not start as a Go function does (no stack check)", start)
-	}
 	toFile := prog.Off - prog.Vaddr
 	gf := GoFunc{Entry: start + toFile}
+	guardCmp := false // the previous instruction compared the stack pointer with the goroutine's stack guard
 	for i := 0; i < len(code); {
 		inst, err := x86asm.Decode(code[i:], 64)
 		if err != nil {
 			i++
 			continue
+		}
+		if gf.Body == 0 {
+			if guardCmp && inst.Op == x86asm.JBE {
+				gf.Body = start + uint64(i+inst.Len) + toFile
+			} else if i+inst.Len >= 32 {
+				return GoFunc{}, fmt.Errorf("code at %#x does not start as a Go function does (no stack check)", start)
+			}
+			m, ok := inst.Args[1].(x86asm.Mem)
+			guardCmp = inst.Op == x86asm.CMP && ok && m.Base == x86asm.R14 && m.Disp == 16 // cmp rsp or r12, 16(r14)
 		}
 		if inst.Op == x86asm.RET {
 			gf.Returns = append(gf.Returns, start+uint64(i)+toFile)

@@ -37,8 +37,9 @@ func goTLSProgram(t *testing.T, env []string, flags ...string) string {
 	return bin
 }
 
-// objdumpReturns lists, as file offsets, the RET instructions `go tool objdump` shows in the function.
-func objdumpReturns(t *testing.T, bin, fn string) (entry uint64, rets []uint64) {
+// objdumpFunc gives, as file offsets, the first instruction `go tool objdump` shows in the function, the one
+// after its first JBE (the stack check's), and its RET instructions.
+func objdumpFunc(t *testing.T, bin, fn string) (entry, body uint64, rets []uint64) {
 	t.Helper()
 	out, err := exec.Command("go", "tool", "objdump", "-s", "^"+regexp.QuoteMeta(fn)+"$", bin).Output()
 	if err != nil {
@@ -50,6 +51,7 @@ func objdumpReturns(t *testing.T, bin, fn string) (entry uint64, rets []uint64) 
 	}
 	defer f.Close()
 	line := regexp.MustCompile(`(?m)^\s+\S+:\d+\s+0x([0-9a-f]+)\s+[0-9a-f]+\s+(\S+)`)
+	afterJBE := false
 	for i, m := range line.FindAllStringSubmatch(string(out), -1) {
 		addr, _ := strconv.ParseUint(m[1], 16, 64)
 		off, ok := fileOffset(f.Progs, addr)
@@ -59,14 +61,18 @@ func objdumpReturns(t *testing.T, bin, fn string) (entry uint64, rets []uint64) 
 		if i == 0 {
 			entry = off
 		}
+		if afterJBE && body == 0 {
+			body = off
+		}
+		afterJBE = m[2] == "JBE"
 		if m[2] == "RET" {
 			rets = append(rets, off)
 		}
 	}
-	return entry, rets
+	return entry, body, rets
 }
 
-func TestGoFunctionsFindEntriesAndReturnsInEveryBuildMode(t *testing.T) {
+func TestGoFunctionsFindEntriesBodiesAndReturnsInEveryBuildMode(t *testing.T) {
 	builds := []struct {
 		name  string
 		env   []string
@@ -85,9 +91,11 @@ func TestGoFunctionsFindEntriesAndReturnsInEveryBuildMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, fn := range goTLSFuncs {
-				entry, rets := objdumpReturns(t, bin, fn)
-				if got[fn].Entry != entry || !slices.Equal(got[fn].Returns, rets) || len(rets) == 0 {
-					t.Errorf("%s: entry %#x returns %#x; go tool objdump says %#x and %#x", fn, got[fn].Entry, got[fn].Returns, entry, rets)
+				entry, body, rets := objdumpFunc(t, bin, fn)
+				if g := got[fn]; g.Entry != entry || g.Body != body || body <= entry || body > entry+32 ||
+					!slices.Equal(g.Returns, rets) || len(rets) == 0 {
+					t.Errorf("%s: entry %#x body %#x returns %#x; go tool objdump says %#x, %#x and %#x",
+						fn, g.Entry, g.Body, g.Returns, entry, body, rets)
 				}
 			}
 			// Stripped of its symbol table and DWARF, the same code is found through .gopclntab alone.
@@ -105,7 +113,7 @@ func TestGoFunctionsFindEntriesAndReturnsInEveryBuildMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, fn := range goTLSFuncs {
-				if gs[fn].Entry != got[fn].Entry || !slices.Equal(gs[fn].Returns, got[fn].Returns) {
+				if gs[fn].Entry != got[fn].Entry || gs[fn].Body != got[fn].Body || !slices.Equal(gs[fn].Returns, got[fn].Returns) {
 					t.Errorf("stripped %s: %+v; before strip %+v", fn, gs[fn], got[fn])
 				}
 			}

@@ -53,8 +53,8 @@ type Plugin struct {
 
 var _ plugin.Plugin = (*Plugin)(nil)
 
-// Libssl are the files httpflow-tls probes: every libssl a process maps, the host's in the standard library
-// directories (so that a process started later is covered without being seen first), and every executable
+// Libssl are the files httpflow-tls probes: every libssl a process maps (OpenSSL's or BoringSSL's), the host's in
+// the standard library directories (so that a process started later is covered without being seen first), and every executable
 // with OpenSSL linked in (found by its symbols, exported or in its static symbol table: not when stripped).
 func Libssl(symbols []string) target.Spec {
 	var known []string
@@ -62,6 +62,7 @@ func Libssl(symbols []string) target.Spec {
 		"/lib", "/usr/lib", "/usr/local/lib64", "/usr/local/lib"} {
 		known = append(known, d+"/libssl.so.3", d+"/libssl.so.1.1")
 	}
+	known = append(known, "/usr/lib/x86_64-linux-gnu/android/libssl.so.0") // BoringSSL, as Debian packages it
 	return target.Spec{
 		Plugin: "httpflow-tls", What: "OpenSSL", Symbols: symbols, Partial: true,
 		Mapped: func(path string) bool { return strings.HasPrefix(filepath.Base(path), "libssl.so") },
@@ -107,7 +108,7 @@ func NewPlugin(k Kernel, cfg PluginConfig, log *slog.Logger) *Plugin {
 		p.tls = target.Watch(target.NewFinder("/proc", Libssl(k.SSLSymbols())), cfg.SSLRescan,
 			func(f target.File) error { return k.AttachSSL(f.Path, f.Offsets) }, log)
 		if k.GoTLS() {
-			log.Info(fmt.Sprintf("httpflow-tls: Go crypto/tls on (Go 1.18+, amd64); hooks: uprobes at the entry and returns of %s in every Go program, found at start and every %s",
+			log.Info(fmt.Sprintf("httpflow-tls: Go crypto/tls on (Go 1.18+, amd64); hooks: uprobes past the stack check and at the returns of %s in every Go program, found at start and every %s",
 				strings.Join(k.GoTLSFuncs(), ", "), cfg.SSLRescan))
 			self, _ := os.Executable()
 			p.gotls = target.Watch(target.NewFinder("/proc", GoTLS(k.GoTLSFuncs(), self)), cfg.SSLRescan,
@@ -180,6 +181,12 @@ func (p *Plugin) Counters() plugin.Counters {
 		"h2_resets":        h.Resets,
 		"h2_unanswered":    h.Unanswered,
 		"h2_dropped":       h.Dropped + h.Evicted,
+		"routes_learned":   0,
+		"routes_unlearned": 0,
+	}
+	if r := p.agg.cfg.Routes; r != nil {
+		rs := r.Stats()
+		c.Extra["routes_learned"], c.Extra["routes_unlearned"] = rs.Learned, rs.Unlearned
 	}
 	if p.tls != nil {
 		w := p.tls.Counts()

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,8 +10,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +44,16 @@ func buildGoTLS(t *testing.T, name string, stripped bool) string {
 		t.Fatalf("harness: %s is not what was asked (stripped %v): %s", bin, stripped, out)
 	}
 	return bin
+}
+
+// startAgentProbingSelf starts the agent with httpflow and waits until its collector probes this test program's
+// own crypto/tls.
+func startAgentProbingSelf(t *testing.T) *agent {
+	a := startAgent(t, httpflowConf)
+	self, err := os.Executable()
+	must(t, err)
+	waitGoProbed(t, a, self)
+	return a
 }
 
 // waitGoProbed waits until the collector says it probes the Go program exe.
@@ -142,12 +155,78 @@ func goSelfSignedCert(t *testing.T) tls.Certificate {
 // matrix's guests, which have neither a Go toolchain nor curl): the gotls server in a goroutine, net/http's
 // client in another, exact on both sides against the server's account.
 func TestHTTPFlowGoCryptoTLSClientAndServer(t *testing.T) {
-	a := startAgent(t, httpflowConf)
-	self, err := os.Executable()
-	must(t, err)
-	waitGoProbed(t, a, self)
+	a := startAgentProbingSelf(t)
 
-	port := freePort(t)
+	port, served := serveGoTLS(t)
+	comm := selfComm(t)
+	reqs, err := gotls.Client("https://127.0.0.1:"+strconv.Itoa(port), comm)
+	must(t, err)
+	var run clientRun
+	for _, r := range reqs {
+		run.record(os.Getpid(), sentRequest{Process: comm, Method: r[0].(string), Target: r[1].(string), Status: r[2].(int), Version: "1.1"})
+	}
+	settleHTTPFlows(t, a, "Go crypto/tls in one process", serverTruth(t, run, served(len(run.sent)), port, comm, []string{strconv.Itoa(os.Getpid())}))
+}
+
+// A goroutine whose stack is too small for crypto/tls.(*Conn).Write runs the function's entry twice: once to
+// find the stack short (morestack grows it), once more to run. Each request here is written by a goroutine
+// from another depth of recursion, so some of those writes meet the stack's end: each must count once.
+func TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks(t *testing.T) {
+	a := startAgentProbingSelf(t)
+
+	port, served := serveGoTLS(t)
+	comm := selfComm(t)
+	c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), &tls.Config{InsecureSkipVerify: true})
+	must(t, err)
+	defer c.Close()
+	must(t, c.Handshake())
+	br := bufio.NewReader(c)
+	// Three kinds in turn: a write parsed twice would pair each later response with the wrong request.
+	kinds := []struct {
+		target string
+		status int
+	}{{"/deep", 200}, {"/missing", 404}, {"/empty", 204}}
+	var run clientRun
+	for depth := range 3000 {
+		k := kinds[depth%len(kinds)]
+		request := []byte("GET " + k.target + " HTTP/1.1\r\nHost: 127.0.0.1:" + strconv.Itoa(port) + "\r\nX-Truth-Client: " + comm + "\r\n\r\n")
+		done := make(chan error)
+		go func() { done <- writeAtDepth(depth, c, br, request, k.status) }()
+		must(t, <-done)
+		run.record(os.Getpid(), sentRequest{Process: comm, Method: "GET", Target: k.target, Status: k.status, Version: "1.1"})
+	}
+	settleHTTPFlows(t, a, "Go writes at every stack depth", serverTruth(t, run, served(len(run.sent)), port, comm, []string{strconv.Itoa(os.Getpid())}))
+}
+
+// writeAtDepth recurses depth calls deep, then sends request on c and reads its response whole, which must
+// have status.
+//
+//go:noinline
+func writeAtDepth(depth int, c *tls.Conn, br *bufio.Reader, request []byte, status int) error {
+	if depth > 0 {
+		return writeAtDepth(depth-1, c, br, request, status)
+	}
+	if _, err := c.Write(request); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != status {
+		return fmt.Errorf("status %d, want %d", resp.StatusCode, status)
+	}
+	return nil
+}
+
+// serveGoTLS serves gotls.Serve on a crypto/tls listener in this process. served(n) waits (10 s at most) for n
+// requests to be logged and returns the log.
+func serveGoTLS(t *testing.T) (port int, served func(n int) []accessEntry) {
+	port = freePort(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port), &tls.Config{Certificates: []tls.Certificate{goSelfSignedCert(t)}})
 	must(t, err)
 	t.Cleanup(func() { ln.Close() })
@@ -170,26 +249,19 @@ func TestHTTPFlowGoCryptoTLSClientAndServer(t *testing.T) {
 			}()
 		}
 	}()
-
-	comm := selfComm(t)
-	reqs, err := gotls.Client("https://127.0.0.1:"+strconv.Itoa(port), comm)
-	must(t, err)
-	var run clientRun
-	for _, r := range reqs {
-		run.record(os.Getpid(), sentRequest{Process: comm, Method: r[0].(string), Target: r[1].(string), Status: r[2].(int), Version: "1.1"})
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := len(log)
-		mu.Unlock()
-		if n >= len(run.sent) || time.Now().After(deadline) {
-			break
+	return port, func(n int) []accessEntry {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			got := len(log)
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]accessEntry(nil), log...)
 	}
-	mu.Lock()
-	logged := append([]accessEntry(nil), log...)
-	mu.Unlock()
-	settleHTTPFlows(t, a, "Go crypto/tls in one process", serverTruth(t, run, logged, port, comm, []string{strconv.Itoa(os.Getpid())}))
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -95,10 +94,7 @@ func grpcEcho(acct *grpcAccount) *grpc.ServiceDesc {
 // unary calls (one failing with NotFound, in a trailers-only response), and bidirectional streams of several
 // messages. Each call is one httpflow exchange on both sides, with its grpc_status, bodies exact.
 func TestHTTPFlowGRPCUnaryAndStreaming(t *testing.T) {
-	a := startAgent(t, httpflowConf)
-	self, err := os.Executable()
-	must(t, err)
-	waitGoProbed(t, a, self)
+	a := startAgentProbingSelf(t)
 
 	acct := &grpcAccount{}
 	port := freePort(t)

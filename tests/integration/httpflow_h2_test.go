@@ -116,10 +116,7 @@ func settleH2Flows(t *testing.T, a *agent, what string, port int, procs map[stri
 // that take many DATA frames and flow-control updates each way, and paths whose identifiers must become route
 // templates. Every exchange is counted on both sides, bodies exact, against the server's account.
 func TestHTTPFlowHTTP2OverGoCryptoTLS(t *testing.T) {
-	a := startAgent(t, httpflowConf)
-	self, err := os.Executable()
-	must(t, err)
-	waitGoProbed(t, a, self)
+	a := startAgentProbingSelf(t)
 
 	type served struct {
 		method, path      string

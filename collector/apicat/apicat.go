@@ -11,10 +11,10 @@ import (
 	"net"
 	"path"
 	"slices"
-	"strings"
 	"time"
 
 	"dkebpf/collector/point"
+	"dkebpf/collector/route"
 	"dkebpf/options"
 )
 
@@ -90,6 +90,7 @@ type Catalogue struct {
 	reported  map[string]bool // unknown hosts already reported
 	unknowns  []point.Point   // unknown_api events not yet flushed
 	rng       *rand.Rand
+	routes    *route.Learner // nil: routes are not learned
 	stats     Stats
 }
 
@@ -105,13 +106,15 @@ type endpoint struct {
 	latencies []uint64
 }
 
-// New returns an empty catalogue that names services by the user's table, then the known one.
-func New(user []Service) *Catalogue {
+// New returns an empty catalogue that names services by the user's table, then the known one. With routes,
+// an endpoint whose route is learned to have a variable joins its learned template's at the next flush.
+func New(user []Service, routes *route.Learner) *Catalogue {
 	return &Catalogue{
 		services:  append(slices.Clone(user), Known...),
 		endpoints: map[endpointKey]*endpoint{},
 		reported:  map[string]bool{},
 		rng:       rand.New(rand.NewPCG(1, 2)),
+		routes:    routes,
 	}
 }
 
@@ -127,7 +130,7 @@ func (c *Catalogue) Service(host string) string {
 
 // Add counts one exchange, seen at now.
 func (c *Catalogue) Add(e Exchange, now time.Time) {
-	host := serviceHost(e.Host)
+	host := route.Host(e.Host)
 	if host == "" {
 		c.stats.NoHost++
 		return
@@ -179,6 +182,7 @@ func (c *Catalogue) reportUnknown(host string, e Exchange, now time.Time) {
 // FlushEndpoints returns the interval's api_endpoint points (endpoints called in it), stamped at now, and
 // forgets the endpoints not called for Expiry.
 func (c *Catalogue) FlushEndpoints(now time.Time) []point.Point {
+	c.relearn()
 	var pts []point.Point
 	for k, ep := range c.endpoints {
 		if ep.count == 0 {
@@ -214,6 +218,40 @@ func (c *Catalogue) FlushEndpoints(now time.Time) []point.Point {
 	return pts
 }
 
+// relearn moves the endpoints whose route was learned to have a variable into their learned template's.
+func (c *Catalogue) relearn() {
+	if c.routes == nil {
+		return
+	}
+	for k, ep := range c.endpoints {
+		r := c.routes.Apply(k.host, k.route)
+		if r == k.route {
+			continue
+		}
+		delete(c.endpoints, k)
+		k.route = r
+		to := c.endpoints[k]
+		if to == nil {
+			ep.check = k.method + " " + r
+			c.endpoints[k] = ep
+			continue
+		}
+		if ep.first.Before(to.first) {
+			to.first = ep.first
+		}
+		if ep.last.After(to.last) {
+			to.last = ep.last
+		}
+		to.count += ep.count
+		for i := range to.classes {
+			to.classes[i] += ep.classes[i]
+		}
+		to.latSum += ep.latSum
+		// The p99 of the joined samples: exact while they fit, else of the first Samples of them.
+		to.latencies = append(to.latencies, ep.latencies[:min(len(ep.latencies), Samples-len(to.latencies))]...)
+	}
+}
+
 // FlushUnknown returns the unknown_api events made since the last call.
 func (c *Catalogue) FlushUnknown() []point.Point {
 	out := c.unknowns
@@ -223,17 +261,6 @@ func (c *Catalogue) FlushUnknown() []point.Point {
 
 // Stats returns the catalogue's counts.
 func (c *Catalogue) Stats() Stats { return c.stats }
-
-// serviceHost is the Host header as the host it names: lower case, without port or trailing dot; "" for none.
-func serviceHost(h string) string {
-	if h == "" || h == "N/A" {
-		return ""
-	}
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	return strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
-}
 
 func statusClass(s uint16) int {
 	if s >= 100 && s < 600 {

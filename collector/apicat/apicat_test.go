@@ -1,11 +1,13 @@
 package apicat
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"dkebpf/collector/point"
+	"dkebpf/collector/route"
 )
 
 func TestServiceNamesKnownHostsAndTheUsersFirst(t *testing.T) {
@@ -13,7 +15,7 @@ func TestServiceNamesKnownHostsAndTheUsersFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := New(user)
+	c := New(user, nil)
 	for host, want := range map[string]string{
 		"api.stripe.com":                      "stripe-eu", // the user's entry comes first
 		"files.stripe.com":                    "stripe",
@@ -52,7 +54,7 @@ func field(t *testing.T, p point.Point, name string) any {
 }
 
 func TestEndpointsCountStatusClassesLatencyAndWhenSeen(t *testing.T) {
-	c := New(nil)
+	c := New(nil, nil)
 	t0 := time.Unix(1700000000, 0)
 	// 100 calls of POST /v1/charges to Stripe, latencies 1..100 µs: 90 answered 200, 6 402, 4 500.
 	for i := 1; i <= 100; i++ {
@@ -110,7 +112,7 @@ func TestEndpointsCountStatusClassesLatencyAndWhenSeen(t *testing.T) {
 }
 
 func TestUnknownHostsAreReportedOnceOverTLSByName(t *testing.T) {
-	c := New(nil)
+	c := New(nil, nil)
 	now := time.Unix(1700000000, 0)
 	calls := []Exchange{
 		{Host: "api.vendor.example", Method: "GET", Route: "/v2/items/{id}", Status: 200, TLS: true, Process: "app", Pid: 7},
@@ -143,7 +145,7 @@ func TestUnknownHostsAreReportedOnceOverTLSByName(t *testing.T) {
 }
 
 func TestEndpointsAreBoundedAndP99IsSampledBeyondSamples(t *testing.T) {
-	c := New(nil)
+	c := New(nil, nil)
 	now := time.Unix(1700000000, 0)
 	for i := range MaxEndpoints + 5 {
 		c.Add(Exchange{Host: "api.github.com", Method: "GET", Route: "/r" + string(rune('a'+i%26)) + strings.Repeat("x", i/26), Status: 200}, now)
@@ -151,7 +153,7 @@ func TestEndpointsAreBoundedAndP99IsSampledBeyondSamples(t *testing.T) {
 	if st := c.Stats(); st.Dropped != 5 {
 		t.Errorf("Dropped = %d, want 5", st.Dropped)
 	}
-	c = New(nil)
+	c = New(nil, nil)
 	for i := 1; i <= 10*Samples; i++ {
 		c.Add(Exchange{Host: "api.github.com", Method: "GET", Route: "/", Status: 200, LatencyNs: uint64(i)}, now)
 	}
@@ -162,5 +164,31 @@ func TestEndpointsAreBoundedAndP99IsSampledBeyondSamples(t *testing.T) {
 	}
 	if field(t, p, "latency_mean") != int64(5120) {
 		t.Errorf("mean %v, want 5120 (exact: every exchange)", field(t, p, "latency_mean"))
+	}
+}
+
+// Endpoints added before their route was learned to have a variable join the learned template's endpoint at
+// the flush: one point, every call counted once, the earliest first_seen.
+func TestEndpointsJoinTheirLearnedRoute(t *testing.T) {
+	routes := route.NewLearner()
+	c := New(nil, routes)
+	t0 := time.Unix(1700000000, 0)
+	for i := range route.MaxLiterals + 5 {
+		r := fmt.Sprintf("/repos/owner-%c%c", 'a'+i/26, 'a'+i%26)
+		routes.Learn("api.github.com", r)
+		c.Add(Exchange{Host: "api.github.com", Method: "GET", Route: routes.Apply("api.github.com", r), Status: 200,
+			LatencyNs: uint64(i+1) * 1000, TLS: true}, t0.Add(time.Duration(i)*time.Second))
+	}
+	pts := c.FlushEndpoints(t0.Add(time.Minute))
+	if len(pts) != 1 || pts[0].Tags["route"] != "/repos/{param}" || pts[0].Tags["check"] != "GET /repos/{param}" {
+		t.Fatalf("points %v, want one of /repos/{param}", pts)
+	}
+	n := int64(route.MaxLiterals + 5)
+	want := map[string]any{"count": n, "status_2xx": n, "latency_mean": (n + 1) * 500, "latency_p99": n * 1000,
+		"first_seen": t0.UnixMilli(), "last_seen": t0.Add(time.Duration(n-1) * time.Second).UnixMilli()}
+	for k, v := range want {
+		if got := field(t, pts[0], k); got != v {
+			t.Errorf("%s = %v, want %v", k, got, v)
+		}
 	}
 }

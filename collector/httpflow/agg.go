@@ -22,6 +22,7 @@ import (
 	"dkebpf/collector/apicat"
 	"dkebpf/collector/h2"
 	"dkebpf/collector/point"
+	"dkebpf/collector/route"
 )
 
 // HostTag is the tag that carries the request's Host header. Not "host": every point already carries the
@@ -45,6 +46,9 @@ type Config struct {
 	NAT           flow.NAT    // names the DNAT target of outgoing connections; nil: dst_nat_ip is N/A
 	// Catalogue, when set, is handed every exchange this host made as a client (the API catalogue).
 	Catalogue *apicat.Catalogue
+	// Routes, when set, learns the positions of each host's paths that vary, and points carry the learned
+	// templates (route.Learner); the catalogue should share it.
+	Routes *route.Learner
 }
 
 // Stats counts the exchanges Add did not report under their own key, since the Aggregator was created
@@ -204,6 +208,10 @@ func (a *Aggregator) add(fk flow.Key, process string, x exchange) {
 		x.host = "N/A"
 	}
 	req := x.req
+	if a.cfg.Routes != nil {
+		a.cfg.Routes.Learn(x.host, req.Path)
+		req.Path = a.cfg.Routes.Apply(x.host, req.Path)
+	}
 	if a.cfg.Catalogue != nil && fk.Direction == "outgoing" {
 		a.cfg.Catalogue.Add(apicat.Exchange{Host: x.host, Method: req.Method, Route: req.Path, Status: x.status,
 			LatencyNs: x.latencyNs, TLS: x.tls, Process: process, Pid: x.pid}, time.Now())
@@ -264,6 +272,7 @@ func (a *Aggregator) countFolded(p *acc, path string) {
 
 // Flush returns the interval's httpflow points, stamped at now, and starts a new interval.
 func (a *Aggregator) Flush(now time.Time) []point.Point {
+	a.relearn()
 	pts := make([]point.Point, 0, len(a.points))
 	for k, p := range a.points {
 		tags := k.flow.Tags()
@@ -274,6 +283,31 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 	a.paths = map[pathOwner]map[string]struct{}{}
 	a.foldTracked = 0
 	return pts
+}
+
+// relearn moves the points whose path was learned to have a variable after they were added (earlier in the
+// interval) to their learned template's point.
+func (a *Aggregator) relearn() {
+	if a.cfg.Routes == nil {
+		return
+	}
+	for k, p := range a.points {
+		path := a.cfg.Routes.Apply(k.host, k.path)
+		if path == k.path {
+			continue
+		}
+		delete(a.points, k)
+		k.path = path
+		if q := a.points[k]; q != nil {
+			q.count += p.count
+			q.latencySum += p.latencySum
+			q.reqBytes += p.reqBytes
+			q.respBytes += p.respBytes
+			q.truncated = q.truncated || p.truncated
+		} else {
+			a.points[k] = p
+		}
+	}
 }
 
 // Stats returns the counters of exchanges not reported under their own key.

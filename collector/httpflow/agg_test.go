@@ -13,6 +13,7 @@ import (
 
 	"dkebpf/collector/h2"
 	"dkebpf/collector/point"
+	"dkebpf/collector/route"
 )
 
 // ev builds an exchange seen on the socket local:lport -> remote:rport.
@@ -268,6 +269,30 @@ func TestPathsAreRouteTemplates(t *testing.T) {
 	// Two templates: within the cap of 2, nothing folded.
 	if want := map[any]any{"/users/{id}": int64(3), "/orders/{uuid}": int64(1)}; !reflect.DeepEqual(got, want) {
 		t.Errorf("paths and counts %v, want %v", got, want)
+	}
+}
+
+// With a route learner, the positions of a host's paths that take more than route.MaxLiterals distinct
+// segments become {param}: the exchanges added before that, in the same interval, join the learned point.
+// The path cap counts paths as added: a position takes MaxLiterals paths of it before it is learned, then one.
+func TestPathsWithALearnedVariableAreOnePoint(t *testing.T) {
+	a := NewAggregator(Config{MaxPaths: route.MaxLiterals + 2, Routes: route.NewLearner()})
+	n := 3 * route.MaxLiterals
+	for i := range n {
+		a.Add(client(t, fmt.Sprintf("GET /teams/team-%c%c/members HTTP/1.1\r\n", 'a'+i/26, 'a'+i%26)))
+	}
+	a.Add(client(t, "GET /health HTTP/1.1\r\n"))
+	got := map[any]any{}
+	for _, p := range flushAll(a) {
+		got[p.Fields["path"]] = p.Fields["count"]
+	}
+	if want := map[any]any{"/teams/{param}/members": int64(n), "/health": int64(1)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("paths and counts %v, want %v", got, want)
+	}
+	// Learned for the intervals after.
+	a.Add(server(t, "GET /teams/new-team/members HTTP/1.1\r\n"))
+	if p := one(t, flushAll(a)); p.Fields["path"] != "/teams/{param}/members" {
+		t.Errorf("next interval: path %v", p.Fields["path"])
 	}
 }
 

@@ -2,6 +2,7 @@
 // secret is replaced by a placeholder, so /users/123 and /users/124 are one endpoint, /users/{id}, and no
 // identifier reaches a point. The rules go by a segment's form alone: a number, a UUID, a long hexadecimal
 // string (a hash, an object id), a long mixed-case token (an API key, a session, a JWT), an email address.
+// What no rule recognises (names, slugs) a Learner learns per host: a position with many distinct segments.
 package route
 
 import "strings"

@@ -26,6 +26,7 @@ import (
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/procfs"
+	"dkebpf/collector/route"
 	"dkebpf/collector/sampling"
 	"dkebpf/collector/sender"
 	"dkebpf/collector/target"
@@ -272,10 +273,13 @@ func netPlugins(cfg *cli.RunConfig, k *bpf.Netflow, nat flow.NAT, services []api
 			return plugins
 		}
 		// The API catalogue, from the exchanges this host makes as a client: flushed after httpflow drained.
-		cat := apicat.New(services)
+		// Both report the route templates learned from every exchange.
+		routes := route.NewLearner()
+		cat := apicat.New(services, routes)
 		plugins = append(plugins, httpflow.NewPlugin(k, httpflow.PluginConfig{
-			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths, NAT: nat, Catalogue: cat},
-			Plain:  cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), SSLRescan: cfg.SSLRescan,
+			Config: httpflow.Config{EphemeralPort: cfg.EphemeralPort, Filter: filter, MaxPaths: cfg.HTTPMaxPaths, NAT: nat,
+				Catalogue: cat, Routes: routes},
+			Plain: cfg.L7("httpflow"), TLS: cfg.L7("httpflow-tls"), SSLRescan: cfg.SSLRescan,
 		}, log))
 		plugins = append(plugins, apicat.Plugins(cat)...)
 	}

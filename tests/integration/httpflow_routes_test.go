@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"dkebpf/collector/route"
 )
 
 // routeRequest is one request of the route mix and the route template its points must carry.
@@ -46,13 +48,13 @@ func routeMix() []routeRequest {
 	return reqs
 }
 
-// routeIDs are the raw identifiers of routeMix, none of which may reach the store.
+// routeIDs are the raw identifiers of reqs that a rule recognises, none of which may reach the store.
 func routeIDs(reqs []routeRequest) []string {
 	var ids []string
 	for _, r := range reqs {
 		path, _, _ := strings.Cut(r.target, "?")
 		for i, seg := range strings.Split(path, "/") {
-			if tseg := strings.Split(r.template, "/")[i]; strings.HasPrefix(tseg, "{") {
+			if tseg := strings.Split(r.template, "/")[i]; strings.HasPrefix(tseg, "{") && tseg != route.Param {
 				ids = append(ids, strings.TrimSuffix(seg, ".tar.gz"))
 			}
 		}
@@ -60,10 +62,56 @@ func routeIDs(reqs []routeRequest) []string {
 	return ids
 }
 
+// teamPaths are n paths of distinct teams (from the first'th), which no rule makes a placeholder: a host's
+// position with more than route.MaxLiterals of them is learned to be {param}.
+func teamPaths(first, n int) []routeRequest {
+	var reqs []routeRequest
+	for i := first; i < first+n; i++ {
+		reqs = append(reqs, routeRequest{"GET", fmt.Sprintf("/teams/team-%c%c/members", 'a'+i/26, 'a'+i%26), "/teams/{param}/members", 200})
+	}
+	return reqs
+}
+
 // A request path is reported as its route template: numbers, UUIDs, hashes, email addresses and tokens
-// become placeholders, so a mix of ~50 distinct paths is 7 endpoints, counted exactly on both sides, and no
-// raw identifier is stored.
+// become placeholders, and the position of a host's paths that took more than route.MaxLiterals distinct
+// teams is learned to be {param}. Taught first on one server (60 teams), the collector reports a mix of ~70
+// distinct paths to another port of the same host (learning is per host, as the catalogue's api_host) as 8
+// endpoints, counted exactly on both sides, and no raw identifier is stored.
 func TestHTTPFlowReportsRouteTemplates(t *testing.T) {
+	a := startAgent(t, `  l7net_enabled = ["httpflow"]`)
+	teach := teamPaths(0, route.MaxLiterals+10)
+	runRoutes(t, teach)
+	a.waitFor("the collector to learn /teams/{param}", max(30*time.Second, 10*interval), func() bool {
+		p, ok := latestSelfPoint(a)
+		n, _ := p.Fields["httpflow_routes_learned"].(int64)
+		return ok && n == 1
+	})
+
+	reqs := append(routeMix(), append(teamPaths(len(teach), 20), teamPaths(0, 5)...)...)
+	port, ex := runRoutes(t, reqs)
+	for i := range ex {
+		ex[i].target = reqs[i].template // the truth is by template: what each point's path must be
+	}
+	truth := goExchangesTruth(port, selfComm(t), ex)
+	if len(truth.want) != 2*8 {
+		t.Fatalf("harness: %d keys of truth, want 8 templates on 2 sides", len(truth.want))
+	}
+	settleHTTPFlows(t, a, "route templates", truth)
+
+	ids := routeIDs(reqs)
+	for _, p := range a.query("httpflow", "15m") {
+		path := fmt.Sprint(p.Fields["path"])
+		for _, id := range ids {
+			if strings.Contains(path, id) {
+				t.Errorf("stored httpflow point carries the raw identifier %q in path %q", id, path)
+			}
+		}
+	}
+}
+
+// runRoutes sends reqs with Go's client to a Go server of their statuses, on a port of its own, and returns
+// the port and the exchanges as the client saw them.
+func runRoutes(t *testing.T, reqs []routeRequest) (int, []goExchange) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	must(t, err)
 	srvCnt := &counted{}
@@ -85,10 +133,8 @@ func TestHTTPFlowReportsRouteTemplates(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	port := l.Addr().(*net.TCPAddr).Port
 
-	a := startAgent(t, `  l7net_enabled = ["httpflow"]`)
 	cli, dials := &counted{}, &atomic.Int64{}
 	c := &http.Client{Transport: goClientTransport(cli, dials, true), Timeout: max(30*time.Second, 10*interval)}
-	reqs := routeMix()
 	var goReqs []goRequest
 	for _, r := range reqs {
 		body := ""
@@ -102,22 +148,5 @@ func TestHTTPFlowReportsRouteTemplates(t *testing.T) {
 		t.Fatalf("harness: the client wrote %d and read %d bytes, the server read %d and wrote %d",
 			cli.wrote.Load(), cli.read.Load(), srvCnt.read.Load(), srvCnt.wrote.Load())
 	}
-	for i := range ex {
-		ex[i].target = reqs[i].template // the truth is by template: what each point's path must be
-	}
-	truth := goExchangesTruth(port, selfComm(t), ex)
-	if len(truth.want) != 2*7 {
-		t.Fatalf("harness: %d keys of truth, want 7 templates on 2 sides", len(truth.want))
-	}
-	settleHTTPFlows(t, a, "route templates", truth)
-
-	ids := routeIDs(reqs)
-	for _, p := range a.query("httpflow", "15m") {
-		path := fmt.Sprint(p.Fields["path"])
-		for _, id := range ids {
-			if strings.Contains(path, id) {
-				t.Errorf("stored httpflow point carries the raw identifier %q in path %q", id, path)
-			}
-		}
-	}
+	return port, ex
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -159,6 +160,17 @@ var (
 	cOpenSSLLinkedIn = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
 		return []string{buildTLSServer(t, "-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl"), strconv.Itoa(port), log, cert, key, "accept"}
 	}}
+	// The same on BoringSSL (Debian's android-libboringssl: libssl.so.0, no SSL_read_ex/SSL_write_ex).
+	cBoringSSL = tlsServer{"tls_server", func(t *testing.T, port int, log, cert, key string) []string {
+		return []string{buildTLSServer(t, "-I"+boringSSLInclude, "-L"+boringSSLLib, "-Wl,-rpath,"+boringSSLLib, "-lssl", "-lcrypto"),
+			strconv.Itoa(port), log, cert, key, "accept"}
+	}}
+)
+
+// Where Debian's BoringSSL (android-libboringssl-dev) keeps its headers and libraries.
+const (
+	boringSSLInclude = "/usr/include/android"
+	boringSSLLib     = "/usr/lib/x86_64-linux-gnu/android"
 )
 
 // buildTLSServer compiles testdata/tls_server.c against the host's libssl, or with the link options given.
@@ -247,14 +259,17 @@ func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
 			{"C server, handshake in the accepting thread", cHandshakeInAcceptor},
 			{"C server, handshake in the connection's thread", cHandshakeInWorker},
 			{"C server, OpenSSL linked in", cOpenSSLLinkedIn},
+			{"C server, BoringSSL", cBoringSSL},
 		} {
 			t.Run(server.what, func(t *testing.T) {
 				port, serverPID, log, exe := server.start(t)
-				if maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", serverPID)); !strings.Contains(string(maps), "/libssl.so") {
-					// Started after the collector and mapping no libssl: probed once a rescan finds it.
-					a.waitFor(exe+" probed", max(30*time.Second, 10*interval), func() bool {
+				if lib := mappedLibSSL(t, serverPID); lib != hostLibSSL {
+					// Started after the collector, with OpenSSL linked in or another libssl than the host's
+					// (which was probed at start): probed once a rescan or its exec finds it.
+					probed := cmp.Or(lib, exe)
+					a.waitFor(probed+" probed", max(30*time.Second, 10*interval), func() bool {
 						for _, line := range strings.Split(a.log.String(), "\n") {
-							if strings.Contains(line, "probing OpenSSL") && strings.Contains(line, exe) {
+							if strings.Contains(line, "probing OpenSSL") && strings.Contains(line, probed) {
 								return true
 							}
 						}
@@ -267,11 +282,51 @@ func TestHTTPFlowCapturesOpenSSLServersOnBothSides(t *testing.T) {
 					run.merge(runCurl(t, "1.1", url(target)))
 				}
 				run.merge(runPython(t, "https", port))
+				run.merge(runBoringSSLClient(t, port, "/three", "/missing"))
 				truth := serverTruth(t, run, waitServerLog(t, log, len(run.sent)), port, server.name, []string{strconv.Itoa(serverPID)})
 				settleHTTPFlows(t, a, server.what, truth)
 			})
 		}
 	})
+}
+
+// hostLibSSL is the host's libssl, which the collector probes at start.
+const hostLibSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+
+// mappedLibSSL is the path of the libssl the process maps, or "".
+func mappedLibSSL(t *testing.T, pid int) string {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	must(t, err)
+	for _, line := range strings.Split(string(maps), "\n") {
+		if i := strings.Index(line, " /"); i > 0 && strings.HasPrefix(filepath.Base(line[i+1:]), "libssl.so") {
+			return line[i+1:]
+		}
+	}
+	return ""
+}
+
+// runBoringSSLClient sends a GET of each target, each on its own connection, with BoringSSL's own client
+// (bssl-tool client, from Debian's android-boringssl), which sends what it reads from its standard input.
+func runBoringSSLClient(t *testing.T, port int, targets ...string) clientRun {
+	t.Helper()
+	var run clientRun
+	for _, target := range targets {
+		cmd := exec.Command("bssl-tool", "client", "-connect", "127.0.0.1:"+strconv.Itoa(port))
+		cmd.Stdin = strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + strconv.Itoa(port) + "\r\n" +
+			truthHeader + ": bssl-tool\r\nConnection: close\r\n\r\n")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("bssl-tool client %s: %v\n%s", target, err, stderr.String())
+		}
+		var status int
+		if _, err := fmt.Sscanf(string(out), "HTTP/1.1 %d ", &status); err != nil {
+			t.Fatalf("bssl-tool client %s: no status line in %q (%v)", target, out, err)
+		}
+		run.record(cmd.Process.Pid, sentRequest{Process: "bssl-tool", Method: "GET", Target: target, Status: status, Version: "1.1"})
+	}
+	return run
 }
 
 // inBothTieModes runs f against a collector that ties TLS sessions to their sockets through the tp_btf

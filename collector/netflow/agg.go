@@ -21,6 +21,10 @@ type Config struct {
 type OwnerLookup interface {
 	Lookup(ino uint64) (procfs.Owner, bool)
 	Refresh()
+	// Scans is the number of /proc scans started so far; ScannedSince(n) reports whether a scan started after
+	// Scans returned n has finished.
+	Scans() uint64
+	ScannedSince(n uint64) bool
 }
 
 // SockLookup returns the kernel's nf_socks entry of a cookie (the owner of a UDP socket).
@@ -35,7 +39,7 @@ type Aggregator struct {
 	owners OwnerLookup
 
 	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
-	tcpWait  map[uint64]uint64  // new connections not reported yet, waiting for their owner: the interval first seen
+	tcpWait  map[uint64]ownerWait // new connections not reported yet, waiting for their owner
 	udpLast  map[UDPKey]udpSeen
 	udpSocks map[uint64]flow.Sock // UDP socket cookie -> its nf_socks entry, once it names an owner
 	comms    flow.CommNames
@@ -59,8 +63,17 @@ const tcpForgetAfter = 2
 // reported without: an accepted socket's owner is learnt in process context (or from /proc once accept()
 // gave it a file), which may come just after a live read. Reported at once, its establishment would be
 // counted in a flow with no process, and its bytes and close later in its process's. Its counters are
-// cumulative: waiting loses nothing.
-const ownerWaitRounds = 2
+// cumulative: waiting loses nothing. It also waits for a /proc scan started after it was first seen to
+// finish (scans are rationed: on a loaded host one may not come within ownerWaitRounds short intervals), up
+// to ownerWaitMax live reads.
+const (
+	ownerWaitRounds = 2
+	ownerWaitMax    = 10
+)
+
+// ownerWait is a new connection waiting for its owner: the interval first seen, and the /proc scans started
+// by then.
+type ownerWait struct{ flush, scans uint64 }
 
 type udpSeen struct {
 	val  UDPVal
@@ -80,7 +93,7 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 		cfg:      cfg,
 		owners:   owners,
 		tcpLast:  map[uint64]tcpSeen{},
-		tcpWait:  map[uint64]uint64{},
+		tcpWait:  map[uint64]ownerWait{},
 		udpLast:  map[UDPKey]udpSeen{},
 		udpSocks: map[uint64]flow.Sock{},
 		comms:    flow.CommNames{},
@@ -94,10 +107,10 @@ func NewAggregator(cfg Config, owners OwnerLookup) *Aggregator {
 func (a *Aggregator) AddTCP(r TCPRecord) {
 	last, known := a.tcpLast[r.Cookie]
 	owner := last.owner
-	first, waiting := a.tcpWait[r.Cookie]
+	wait, waiting := a.tcpWait[r.Cookie]
 	if r.Pid != 0 {
 		owner = procfs.Owner{Pid: r.Pid, Comm: a.comms.Name(r.Comm), Mntns: r.Mntns}
-	} else if owner.Pid == 0 && r.Ino != 0 && (known || waiting && first < a.flushes) {
+	} else if owner.Pid == 0 && r.Ino != 0 && (known || waiting && wait.flush < a.flushes) {
 		// /proc is searched for a socket seen without owner in an earlier walk, not at once: the kernel
 		// learns most owners at the socket's next send or receive (WantTCPOwners), and a search reads
 		// every open file of the host.
@@ -105,10 +118,10 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 	}
 	if !known && owner.Pid == 0 && r.Closed == 0 {
 		if !waiting {
-			first = a.flushes
-			a.tcpWait[r.Cookie] = first
+			wait = ownerWait{a.flushes, a.owners.Scans()}
+			a.tcpWait[r.Cookie] = wait
 		}
-		if a.flushes-first < ownerWaitRounds {
+		if waited := a.flushes - wait.flush; waited < ownerWaitRounds || waited < ownerWaitMax && !a.owners.ScannedSince(wait.scans) {
 			return
 		}
 	}
@@ -240,8 +253,8 @@ func (a *Aggregator) Flush(now time.Time) []point.Point {
 			delete(a.tcpLast, c)
 		}
 	}
-	for c, first := range a.tcpWait {
-		if a.flushes-first > ownerWaitRounds+tcpForgetAfter { // gone meanwhile (evicted, close lost)
+	for c, wait := range a.tcpWait {
+		if a.flushes-wait.flush > ownerWaitMax+tcpForgetAfter { // gone meanwhile (evicted, close lost)
 			delete(a.tcpWait, c)
 		}
 	}

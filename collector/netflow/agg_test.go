@@ -18,6 +18,8 @@ type fakeOwners map[uint64]procfs.Owner
 
 func (f fakeOwners) Lookup(ino uint64) (procfs.Owner, bool) { o, ok := f[ino]; return o, ok }
 func (f fakeOwners) Refresh()                               {}
+func (f fakeOwners) Scans() uint64                          { return 0 }
+func (f fakeOwners) ScannedSince(uint64) bool               { return true } // every lookup's answer is in
 
 func tuple(t *testing.T, src string, sport uint16, dst string, dport uint16, proto uint8) flow.Tuple {
 	t.Helper()
@@ -268,6 +270,69 @@ func TestNewConnectionWaitsForItsOwner(t *testing.T) {
 		t.Errorf("orphan owner: %v", p.Tags)
 	}
 	wantFields(t, p, map[string]int64{"tcp_established": 1, "bytes_written": 5, "bytes_read": 5})
+}
+
+// slowOwners is a /proc whose scans take several intervals: the scan a lookup starts finishes after `lookups` more
+// lookups, and only then holds the socket.
+type slowOwners struct {
+	owners             fakeOwners
+	ino                uint64
+	started, finished  uint64
+	lookups, remaining int
+}
+
+func (s *slowOwners) Lookup(ino uint64) (procfs.Owner, bool) {
+	if s.remaining > 0 {
+		if s.remaining--; s.remaining == 0 {
+			s.finished = s.started
+		}
+	} else if s.finished < s.started || s.started == 0 {
+		s.started++
+		s.remaining = s.lookups
+	}
+	if s.finished == 0 {
+		return procfs.Owner{}, false
+	}
+	return s.owners.Lookup(ino)
+}
+func (s *slowOwners) Refresh()                   {}
+func (s *slowOwners) Scans() uint64              { return s.started }
+func (s *slowOwners) ScannedSince(n uint64) bool { return s.finished > n }
+
+// On a loaded host a /proc scan can take longer than ownerWaitRounds intervals: a new connection without an
+// owner waits for one started after it was first seen to finish (up to ownerWaitMax reads), so that its
+// establishment is counted in its owner's flow, not in one without a process.
+func TestNewConnectionWaitsForAScanOfProc(t *testing.T) {
+	owners := &slowOwners{owners: fakeOwners{77: {Pid: 1234, Comm: "server"}}, lookups: ownerWaitRounds + 2}
+	a := NewAggregator(Config{EphemeralPort: 32768}, owners)
+	tp := tuple(t, "10.0.0.1", 80, "10.0.0.2", 40000, flow.ProtoTCP)
+	live := rec(1, tp, flow.DirIn, 10, 10, false)
+	live.Pid, live.Comm, live.Ino = 0, [16]byte{}, 77
+	var pts []point.Point
+	rounds := 0
+	for ; len(pts) == 0 && rounds < ownerWaitMax+1; rounds++ {
+		a.AddTCP(live)
+		pts = flush(a)
+	}
+	p := only(t, pts)
+	if p.Tags["pid"] != "1234" || rounds <= ownerWaitRounds+1 {
+		t.Errorf("after %d reads: %v, want the owner the slow scan found, after more than %d reads", rounds, p.Tags, ownerWaitRounds+1)
+	}
+	wantFields(t, p, map[string]int64{"tcp_established": 1, "bytes_written": 10, "bytes_read": 10})
+
+	// A scan that never ends: reported without an owner after ownerWaitMax reads.
+	stuck := &slowOwners{lookups: 1 << 30}
+	a = NewAggregator(Config{EphemeralPort: 32768}, stuck)
+	for range ownerWaitMax {
+		a.AddTCP(live)
+		if pts := flush(a); len(pts) != 0 {
+			t.Fatalf("reported before ownerWaitMax reads: %v", pts)
+		}
+	}
+	a.AddTCP(live)
+	if p := only(t, flush(a)); p.Tags["pid"] != "0" && p.Tags["pid"] != "" {
+		t.Errorf("owner %v", p.Tags)
+	}
 }
 
 func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {

@@ -33,6 +33,8 @@ type Owners struct {
 	busy     bool
 	lastScan time.Time     // when the last scan started
 	scanTook time.Duration // how long it took
+	started  uint64        // scans started
+	finished uint64        // the number (started, as it began) of the last scan finished
 }
 
 // scanBudget is how many times a scan's length must pass before the next one.
@@ -59,15 +61,31 @@ func (o *Owners) Lookup(ino uint64) (Owner, bool) {
 		return Owner{}, false
 	}
 	o.scanned, o.busy, o.lastScan = true, true, o.now()
+	o.started++
+	n := o.started
 	o.scanning.Add(1)
 	go func() {
 		defer o.scanning.Done()
 		found := scan(o.root)
 		o.mu.Lock()
-		o.byInode, o.busy, o.scanTook = found, false, o.now().Sub(o.lastScan)
+		o.byInode, o.busy, o.scanTook, o.finished = found, false, o.now().Sub(o.lastScan), n
 		o.mu.Unlock()
 	}()
 	return Owner{}, false
+}
+
+// Scans is the number of scans started so far.
+func (o *Owners) Scans() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.started
+}
+
+// ScannedSince reports whether a scan started after Scans returned n has finished: its answers are in.
+func (o *Owners) ScannedSince(n uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.finished > n
 }
 
 // wait returns once no scan is in flight (tests).

@@ -69,11 +69,23 @@ func waitGoProbed(t *testing.T, a *agent, exe string) {
 	})
 }
 
-// runGoTLSClient runs the gotls client against port once the collector probes it (a Go program is found
-// by a rescan: one that made its calls before would not be seen).
+// runGoTLSClient runs the gotls client against port once the collector probes it.
 func runGoTLSClient(t *testing.T, a *agent, bin string, port int) clientRun {
 	t.Helper()
-	cmd := exec.Command(bin, "client", strconv.Itoa(port))
+	pid, reqs := runGoTLSProgram(t, a, bin, "client", port)
+	var run clientRun
+	for _, r := range reqs {
+		run.record(pid, sentRequest{Process: filepath.Base(bin), Method: r[0].(string), Target: r[1].(string), Status: int(r[2].(float64)), Version: "1.1"})
+	}
+	return run
+}
+
+// runGoTLSProgram runs the gotls program's mode (client, h2client) against port once the collector probes it (a
+// Go program is found by a rescan: one that made its calls before would not be seen), and returns its pid and
+// its [method, target, status] per request.
+func runGoTLSProgram(t *testing.T, a *agent, bin, mode string, port int) (int, [][]any) {
+	t.Helper()
+	cmd := exec.Command(bin, mode, strconv.Itoa(port))
 	stdin, err := cmd.StdinPipe()
 	must(t, err)
 	stdout, err := cmd.StdoutPipe()
@@ -84,7 +96,7 @@ func runGoTLSClient(t *testing.T, a *agent, bin string, port int) clientRun {
 	defer cmd.Process.Kill()
 	ready := make([]byte, len("ready\n"))
 	if _, err := io.ReadFull(stdout, ready); err != nil || string(ready) != "ready\n" {
-		t.Fatalf("gotls client did not start (%q, %v):\n%s", ready, err, stderr.String())
+		t.Fatalf("gotls %s did not start (%q, %v):\n%s", mode, ready, err, stderr.String())
 	}
 	waitGoProbed(t, a, bin)
 	_, err = stdin.Write([]byte("go\n"))
@@ -92,17 +104,13 @@ func runGoTLSClient(t *testing.T, a *agent, bin string, port int) clientRun {
 	out, err := io.ReadAll(stdout)
 	must(t, err)
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("gotls client: %v\n%s", err, stderr.String())
+		t.Fatalf("gotls %s: %v\n%s", mode, err, stderr.String())
 	}
 	var reqs [][]any
 	if err := json.Unmarshal(out, &reqs); err != nil {
-		t.Fatalf("gotls client output %q: %v", out, err)
+		t.Fatalf("gotls %s output %q: %v", mode, out, err)
 	}
-	var run clientRun
-	for _, r := range reqs {
-		run.record(cmd.Process.Pid, sentRequest{Process: filepath.Base(bin), Method: r[0].(string), Target: r[1].(string), Status: int(r[2].(float64)), Version: "1.1"})
-	}
-	return run
+	return cmd.Process.Pid, reqs
 }
 
 // Go's crypto/tls is probed in each Go program, whether or not it was stripped: the gotls server (package

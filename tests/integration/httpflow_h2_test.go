@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"dkebpf/tests/integration/gotls"
 )
 
 // h2Key is what an HTTP/2 httpflow point is compared by: its side, request, status and gRPC status.
@@ -117,14 +119,38 @@ func settleH2Flows(t *testing.T, a *agent, what string, port int, procs map[stri
 // templates. Every exchange is counted on both sides, bodies exact, against the server's account.
 func TestHTTPFlowHTTP2OverGoCryptoTLS(t *testing.T) {
 	a := startAgentProbingSelf(t)
+	port, served := serveH2(t)
+	_, err := gotls.H2Client("https://127.0.0.1:" + strconv.Itoa(port))
+	must(t, err)
+	settleH2Flows(t, a, "HTTP/2 over Go crypto/tls", port, bothSides(selfComm(t)), h2CallsTruth(t, served()))
+}
 
-	type served struct {
-		method, path      string
-		status            int
-		reqBody, respBody int64
+// The same mix from the gotls program built stripped (-s -w): net/http's HTTP/2 client in a Go program that has
+// only the runtime's own function table, against the server in this process.
+func TestHTTPFlowHTTP2FromAStrippedGoProgram(t *testing.T) {
+	a := startAgentProbingSelf(t)
+	port, served := serveH2(t)
+	client := buildGoTLS(t, "gotls-h2", true)
+	_, reqs := runGoTLSProgram(t, a, client, "h2client", port)
+	if len(reqs) != len(gotls.H2Calls) {
+		t.Fatalf("harness: the client made %d requests, want %d", len(reqs), len(gotls.H2Calls))
 	}
+	settleH2Flows(t, a, "HTTP/2 from a stripped Go program", port,
+		map[string]string{"outgoing": "gotls-h2", "incoming": selfComm(t)}, h2CallsTruth(t, served()))
+}
+
+// h2Served is one request as serveH2's handler saw it.
+type h2Served struct {
+	method, path      string
+	status            int
+	reqBody, respBody int64
+}
+
+// serveH2 serves HTTP/2 (only) over crypto/tls in this process, answering gotls.H2Calls: 404 for /missing, 204
+// for a DELETE, 201 for a POST, 200 with 200 000 bytes for /big, else 200. served() is its log so far.
+func serveH2(t *testing.T) (port int, served func() []h2Served) {
 	var mu sync.Mutex
-	var log []served
+	var log []h2Served
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		status, size := http.StatusOK, 0
@@ -147,45 +173,26 @@ func TestHTTPFlowHTTP2OverGoCryptoTLS(t *testing.T) {
 		w.WriteHeader(status)
 		m, _ := w.Write(bytes.Repeat([]byte("x"), size))
 		mu.Lock()
-		log = append(log, served{r.Method, r.URL.Path, status, n, int64(m)})
+		log = append(log, h2Served{r.Method, r.URL.Path, status, n, int64(m)})
 		mu.Unlock()
 	})
-	port := freePort(t)
+	port = freePort(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	must(t, err)
 	srv := &http.Server{Handler: handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{goSelfSignedCert(t)}, NextProtos: []string{"h2"}}}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
+	return port, func() []h2Served {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]h2Served(nil), log...)
+	}
+}
 
-	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
-	base := "https://127.0.0.1:" + strconv.Itoa(port)
-	type call struct {
-		method, target string
-		body           int
-	}
-	calls := []call{
-		{"GET", "/users/1", 0}, {"GET", "/users/22", 0}, {"GET", "/users/333?token=secret", 0},
-		{"POST", "/orders/3f2b8c1e-9a4d-4c1b-8e7f-0a1b2c3d4e5f", 1000},
-		{"POST", "/orders/7d9e0f12-3456-4789-abcd-ef0123456789", 70_000}, // more than the initial window
-		{"GET", "/missing", 0}, {"DELETE", "/items/42", 0}, {"GET", "/big", 0}, {"PUT", "/health", 5},
-	}
-	for _, c := range calls {
-		req, err := http.NewRequest(c.method, base+c.target, bytes.NewReader(bytes.Repeat([]byte("b"), c.body)))
-		must(t, err)
-		resp, err := client.Do(req)
-		must(t, err)
-		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.ProtoMajor != 2 {
-			t.Fatalf("harness: %s %s went over %s, want HTTP/2", c.method, c.target, resp.Proto)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
+// h2CallsTruth checks the server's log against gotls.H2Calls and returns it as the truth of both sides.
+func h2CallsTruth(t *testing.T, log []h2Served) h2Truth {
+	t.Helper()
+	calls := gotls.H2Calls
 	if len(log) != len(calls) {
 		t.Fatalf("harness: the server served %d requests, the client made %d", len(log), len(calls))
 	}
@@ -194,12 +201,12 @@ func TestHTTPFlowHTTP2OverGoCryptoTLS(t *testing.T) {
 		"/items/42": "/items/{id}", "/missing": "/missing", "/big": "/big", "/health": "/health"}
 	want := h2Truth{}
 	for i, s := range log {
-		if c := calls[i]; int64(c.body) != s.reqBody || !strings.HasPrefix(c.target, s.path) {
-			t.Fatalf("harness: call %d sent %s with %d bytes, the server read %s with %d", i, c.target, c.body, s.path, s.reqBody)
+		if c := calls[i]; int64(c.Body) != s.reqBody || !strings.HasPrefix(c.Target, s.path) {
+			t.Fatalf("harness: call %d sent %s with %d bytes, the server read %s with %d", i, c.Target, c.Body, s.path, s.reqBody)
 		}
 		want.add(s.method, routes[s.path], s.status, -1, s.reqBody, s.respBody)
 	}
-	settleH2Flows(t, a, "HTTP/2 over Go crypto/tls", port, bothSides(selfComm(t)), want)
+	return want
 }
 
 // bothSides: one process on both sides.

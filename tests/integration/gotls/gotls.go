@@ -208,3 +208,47 @@ func Client(base, name string) ([][]any, error) {
 	}
 	return out, nil
 }
+
+// H2Call is one request of H2Client's mix: a body of Body bytes.
+type H2Call struct {
+	Method, Target string
+	Body           int
+}
+
+// H2Calls is H2Client's mix: paths whose identifiers make route templates, bodies larger than HTTP/2's initial
+// flow-control window, a 404, a 204.
+var H2Calls = []H2Call{
+	{"GET", "/users/1", 0}, {"GET", "/users/22", 0}, {"GET", "/users/333?token=secret", 0},
+	{"POST", "/orders/3f2b8c1e-9a4d-4c1b-8e7f-0a1b2c3d4e5f", 1000},
+	{"POST", "/orders/7d9e0f12-3456-4789-abcd-ef0123456789", 70_000}, // more than the initial window
+	{"GET", "/missing", 0}, {"DELETE", "/items/42", 0}, {"GET", "/big", 0}, {"PUT", "/health", 5},
+}
+
+// H2Client sends H2Calls to base ("https://127.0.0.1:port") with net/http over HTTP/2 (ALPN), on one
+// connection, and returns [method, target, status] of each; a response over another protocol is an error.
+func H2Client(base string) ([][]any, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var out [][]any
+	for _, c := range H2Calls {
+		req, err := http.NewRequest(c.Method, base+c.Target, bytes.NewReader(bytes.Repeat([]byte("b"), c.Body)))
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.ProtoMajor != 2 {
+			return nil, fmt.Errorf("%s %s went over %s, want HTTP/2", c.Method, c.Target, resp.Proto)
+		}
+		out = append(out, []any{c.Method, c.Target, resp.StatusCode})
+	}
+	return out, nil
+}

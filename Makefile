@@ -108,7 +108,7 @@ integration: kube-apiserver thanos test-rootfs
 	$(Q)DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults-short.txt $(GO) test -p 1 -count=1 -timeout 20m $(if $(filter 1,$(V)),-v) ./tests/...; \
 		rc=$$?; echo "  FAULTS  (short versions; \`make faults\` runs them at length)"; cat bench-results/faults-short.txt 2>/dev/null; exit $$rc
 
-# The same binaries on Debian 5.10, 6.1, 6.1-rt and 6.12 under qemu, and on this host (~5 min).
+# The same binaries on Debian 5.10, 6.1, 6.1-rt and 6.12 under qemu, and on this host (~40 min).
 test-kernels: build
 	$(Q)./scripts/kernel-matrix/matrix.sh
 

@@ -4,7 +4,7 @@
 # Exit: the guest test's exit code; 124 on timeout; 125 if the guest never reported a result.
 set -uo pipefail
 vmlinuz=$1 initrd=$2 log=$3
-timeout --foreground -k 10 "${TIMEOUT:-1500}" \
+timeout --foreground -k 10 "${TIMEOUT:-2100}" \
 	qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m "${MEM:-1G}" -smp "${SMP:-2}" \
 	-nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
 	-append "console=ttyS0 panic=-1 loglevel=5" </dev/null 2>&1 |

@@ -38,7 +38,7 @@ type Aggregator struct {
 	cfg    Config
 	owners OwnerLookup
 
-	tcpLast  map[uint64]tcpSeen // live TCP connections: counters already reported
+	tcpLast  map[uint64]tcpSeen   // live TCP connections: counters already reported
 	tcpWait  map[uint64]ownerWait // new connections not reported yet, waiting for their owner
 	udpLast  map[UDPKey]udpSeen
 	udpSocks map[uint64]flow.Sock // UDP socket cookie -> its nf_socks entry, once it names an owner

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -217,6 +218,9 @@ func (a *agent) stop() {
 		return
 	default:
 	}
+	if a.t.Failed() {
+		a.logCounters()
+	}
 	a.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-a.done:
@@ -227,6 +231,23 @@ func (a *agent) stop() {
 	if a.t.Failed() {
 		a.t.Logf("agent log:\n%s", a.log.String())
 	}
+}
+
+// logCounters logs the collector's counters that are not 0 in its latest datakit_ebpf point: what it dropped,
+// lost or could not parse, beside a failed test's own account.
+func (a *agent) logCounters() {
+	p, ok := latestSelfPoint(a)
+	if !ok {
+		return
+	}
+	var nonzero []string
+	for k, v := range p.Fields {
+		if n, isInt := v.(int64); !isInt || n != 0 {
+			nonzero = append(nonzero, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	slices.Sort(nonzero)
+	a.t.Logf("collector counters not 0 at %s: %s", p.Time.Format(time.RFC3339), strings.Join(nonzero, " "))
 }
 
 func (a *agent) waitFor(what string, timeout time.Duration, ok func() bool) {

@@ -105,7 +105,7 @@ test-rootfs:
 integration: kube-apiserver thanos test-rootfs
 	@echo "  TEST    integration (root, real kernel)"
 	$(Q)mkdir -p bench-results && rm -f bench-results/faults-short.txt
-	$(Q)DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults-short.txt $(GO) test -p 1 -count=1 -timeout 20m $(if $(filter 1,$(V)),-v) ./tests/...; \
+	$(Q)DKEBPF_FAULTS_REPORT=$(CURDIR)/bench-results/faults-short.txt $(GO) test -p 1 -count=1 -timeout 30m $(if $(filter 1,$(V)),-v) ./tests/...; \
 		rc=$$?; echo "  FAULTS  (short versions; \`make faults\` runs them at length)"; cat bench-results/faults-short.txt 2>/dev/null; exit $$rc
 
 # The same binaries on Debian 5.10, 6.1, 6.1-rt and 6.12 under qemu, and on this host (~40 min).

@@ -97,8 +97,8 @@ type Catalogue struct {
 type endpointKey struct{ host, method, route string }
 
 type endpoint struct {
-	service, check string
-	first, last    time.Time
+	service     string
+	first, last time.Time
 	// This interval's:
 	count     uint64
 	classes   [6]uint64 // by status class: 1xx … 5xx (index 1–5), others at 0
@@ -143,7 +143,7 @@ func (c *Catalogue) Add(e Exchange, now time.Time) {
 			return
 		}
 		service := c.Service(host)
-		ep = &endpoint{service: service, check: e.Method + " " + e.Route, first: now}
+		ep = &endpoint{service: service, first: now}
 		c.endpoints[k] = ep
 		if service == "" && e.TLS {
 			c.reportUnknown(host, e, now)
@@ -207,7 +207,7 @@ func (c *Catalogue) FlushEndpoints(now time.Time) []point.Point {
 			f[fmt.Sprintf("status_%dxx", class)] = int64(ep.classes[class])
 		}
 		pts = append(pts, point.Point{Name: Endpoint, Time: now, Fields: f, Tags: map[string]string{
-			"api_host": k.host, "method": k.method, "route": k.route, "service": service, "check": ep.check,
+			"api_host": k.host, "method": k.method, "route": k.route, "service": service, "check": k.method + " " + k.route,
 		}})
 		ep.count, ep.latSum, ep.classes = 0, 0, [6]uint64{}
 		ep.latencies = ep.latencies[:0]
@@ -232,7 +232,6 @@ func (c *Catalogue) relearn() {
 		k.route = r
 		to := c.endpoints[k]
 		if to == nil {
-			ep.check = k.method + " " + r
 			c.endpoints[k] = ep
 			continue
 		}

@@ -175,8 +175,7 @@ func TestEndpointsJoinTheirLearnedRoute(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	for i := range route.MaxLiterals + 5 {
 		r := fmt.Sprintf("/repos/owner-%c%c", 'a'+i/26, 'a'+i%26)
-		routes.Learn("api.github.com", r)
-		c.Add(Exchange{Host: "api.github.com", Method: "GET", Route: routes.Apply("api.github.com", r), Status: 200,
+		c.Add(Exchange{Host: "api.github.com", Method: "GET", Route: routes.Learn("api.github.com", r), Status: 200,
 			LatencyNs: uint64(i+1) * 1000, TLS: true}, t0.Add(time.Duration(i)*time.Second))
 	}
 	pts := c.FlushEndpoints(t0.Add(time.Minute))

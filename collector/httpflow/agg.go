@@ -209,8 +209,7 @@ func (a *Aggregator) add(fk flow.Key, process string, x exchange) {
 	}
 	req := x.req
 	if a.cfg.Routes != nil {
-		a.cfg.Routes.Learn(x.host, req.Path)
-		req.Path = a.cfg.Routes.Apply(x.host, req.Path)
+		req.Path = a.cfg.Routes.Learn(x.host, req.Path)
 	}
 	if a.cfg.Catalogue != nil && fk.Direction == "outgoing" {
 		a.cfg.Catalogue.Add(apicat.Exchange{Host: x.host, Method: req.Method, Route: req.Path, Status: x.status,

@@ -63,9 +63,9 @@ const tcpForgetAfter = 2
 // reported without: an accepted socket's owner is learnt in process context (or from /proc once accept()
 // gave it a file), which may come just after a live read. Reported at once, its establishment would be
 // counted in a flow with no process, and its bytes and close later in its process's. Its counters are
-// cumulative: waiting loses nothing. It also waits for a /proc scan started after it was first seen to
-// finish (scans are rationed: on a loaded host one may not come within ownerWaitRounds short intervals), up
-// to ownerWaitMax live reads.
+// cumulative: waiting loses nothing. One with a file also waits for a /proc scan started after it was first
+// seen to finish (scans are rationed: on a loaded host one may not come within ownerWaitRounds short
+// intervals), up to ownerWaitMax live reads.
 const (
 	ownerWaitRounds = 2
 	ownerWaitMax    = 10
@@ -121,7 +121,9 @@ func (a *Aggregator) AddTCP(r TCPRecord) {
 			wait = ownerWait{a.flushes, a.owners.Scans()}
 			a.tcpWait[r.Cookie] = wait
 		}
-		if waited := a.flushes - wait.flush; waited < ownerWaitRounds || waited < ownerWaitMax && !a.owners.ScannedSince(wait.scans) {
+		// A socket without a file (r.Ino 0) is in no scan's answer: it does not wait for one.
+		scanPending := r.Ino != 0 && !a.owners.ScannedSince(wait.scans)
+		if waited := a.flushes - wait.flush; waited < ownerWaitRounds || waited < ownerWaitMax && scanPending {
 			return
 		}
 	}

@@ -276,7 +276,6 @@ func TestNewConnectionWaitsForItsOwner(t *testing.T) {
 // lookups, and only then holds the socket.
 type slowOwners struct {
 	owners             fakeOwners
-	ino                uint64
 	started, finished  uint64
 	lookups, remaining int
 }
@@ -333,6 +332,19 @@ func TestNewConnectionWaitsForAScanOfProc(t *testing.T) {
 	if p := only(t, flush(a)); p.Tags["pid"] != "0" && p.Tags["pid"] != "" {
 		t.Errorf("owner %v", p.Tags)
 	}
+
+	// A socket with no file yet is in no scan's answer: it waits ownerWaitRounds reads, not for a scan.
+	a = NewAggregator(Config{EphemeralPort: 32768}, &slowOwners{lookups: 1 << 30})
+	noFile := live
+	noFile.Ino = 0
+	for range ownerWaitRounds {
+		a.AddTCP(noFile)
+		if pts := flush(a); len(pts) != 0 {
+			t.Fatalf("reported before ownerWaitRounds reads: %v", pts)
+		}
+	}
+	a.AddTCP(noFile)
+	only(t, flush(a))
 }
 
 func TestUDPCountsDeltasAndForgetsIdlePeers(t *testing.T) {

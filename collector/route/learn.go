@@ -57,40 +57,53 @@ func Host(h string) string {
 // literal reports whether seg is a segment a position's variable replaces.
 func literal(seg string) bool { return seg != "" && seg[0] != '{' }
 
-// Learn counts the segments of template (a route template, Template's result) under host (a Host header).
-func (l *Learner) Learn(host, template string) {
+// Learn counts the segments of template (a route template, Template's result) under host (a Host header), and
+// returns template as Apply does after it: with what this one taught already applied.
+func (l *Learner) Learn(host, template string) string {
 	if !strings.HasPrefix(template, "/") {
-		return // "*", an absolute-form target's leftovers: not a path of segments
+		return template // "*", an absolute-form target's leftovers: not a path of segments
 	}
 	h := Host(host)
 	n := l.hosts[h]
 	if n == nil {
 		if !l.take() {
-			return
+			return template
 		}
 		n = &node{}
 		l.hosts[h] = n
 	}
-	for _, seg := range strings.Split(template[1:], "/") {
-		if n.variable && literal(seg) {
-			seg = Param
+	for rest := template[1:]; n != nil; {
+		seg, tail, more := strings.Cut(rest, "/")
+		n = l.child(n, seg)
+		if !more {
+			break
 		}
-		c := n.children[seg]
-		if c == nil {
-			if !l.take() {
-				return
-			}
-			c = &node{}
-			if n.children == nil {
-				n.children = map[string]*node{}
-			}
-			n.children[seg] = c
-			if !n.variable && literal(seg) && n.literals() > MaxLiterals {
-				c = l.vary(n)
-			}
-		}
-		n = c
+		rest = tail
 	}
+	return l.Apply(host, template)
+}
+
+// child is n's child for seg, made if need be (nil when MaxNodes is reached); a literal that makes n's
+// distinct literals pass MaxLiterals makes n a variable, and the child is its Param one.
+func (l *Learner) child(n *node, seg string) *node {
+	if n.variable && literal(seg) {
+		seg = Param
+	}
+	if c := n.children[seg]; c != nil {
+		return c
+	}
+	if !l.take() {
+		return nil
+	}
+	c := &node{}
+	if n.children == nil {
+		n.children = map[string]*node{}
+	}
+	n.children[strings.Clone(seg)] = c // not the whole path's memory for one segment
+	if !n.variable && literal(seg) && n.literals() > MaxLiterals {
+		return l.vary(n)
+	}
+	return c
 }
 
 // take reserves one node of MaxNodes, or counts a path not learned from.

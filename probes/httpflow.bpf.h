@@ -25,6 +25,8 @@
 #define HF_EVENTS_BYTES (2 << 20) /* about 14k exchanges, 0.3 s of the bench's W1 at saturation */
 #define HF_TLS_MAX 4096   /* OpenSSL sessions followed at once */
 #define HF_CALLS_MAX 4096 /* threads inside an SSL call at once */
+#define HF_THREADS_MAX 1024  /* threads with a TLS parse scratch (LRU: only a parse in progress needs one) */
+#define HF_H2_THREADS_MAX 256 /* threads with an HTTP/2 record being filled (LRU, as above) */
 #define HF_QUEUE 4        /* requests awaiting a response on one connection (pipelining depth) */
 #define HF_STEPS 32       /* parsing steps per segment or SSL call (a step: a start line, a window of headers, a body) */
 #define HF_WIN 256        /* bytes examined per header window */
@@ -114,7 +116,8 @@ struct hf_conn { /* what every segment touches first, the rest after: it is shar
 	struct hf_req q[HF_QUEUE];
 };
 
-/* Per CPU: a window of bytes and what hf_scan found in it. */
+/* A window of bytes and what hf_scan found in it: per CPU for the cgroup_skb programs, per thread for the
+ * uprobe programs (hf_thread_scratch). */
 struct hf_scratch {
 	char buf[HF_BUF]; /* a carried partial line, a window, room to look past it; a power of two for masks */
 	__u32 consumed;
@@ -184,6 +187,17 @@ struct {
 	__type(value, struct hf_scratch);
 } hf_scratch SEC(".maps");
 
+/* The uprobe programs' scratch, per thread: since Linux 6.1 they run with migration disabled but not
+ * preemption (bpf_prog_run_array_sleepable), so on a preemptible kernel (PREEMPT_RT) two threads' programs
+ * interleave on one CPU, and a per-CPU scratch would mix their bytes. The scratch only lives for one program
+ * run: an entry the LRU takes back is made again at the thread's next call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HF_THREADS_MAX);
+	__type(key, __u32); /* thread id */
+	__type(value, struct hf_scratch);
+} hf_thread_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, HF_EVENTS_BYTES);
@@ -211,7 +225,7 @@ static __always_inline void hf_count_n(__u32 idx, __u64 n)
 	__u64 *v = bpf_map_lookup_elem(&hf_stats, &idx);
 
 	if (v)
-		*v += n; /* per CPU */
+		__sync_fetch_and_add(v, n); /* per CPU, but a uprobe program can be preempted by another on its CPU */
 }
 
 static __always_inline void hf_count(__u32 idx)
@@ -219,11 +233,32 @@ static __always_inline void hf_count(__u32 idx)
 	hf_count_n(idx, 1);
 }
 
-static __always_inline struct hf_scratch *hf_scratch_get(void)
+/* The scratch of a cgroup_skb program (its CPU's), or of a uprobe program parsing a TLS call: tls, a constant
+ * (its thread's, made by hf_thread_scratch_make). */
+static __always_inline struct hf_scratch *hf_scratch_get(const int tls)
 {
-	__u32 zero = 0;
+	__u32 key = 0;
 
-	return bpf_map_lookup_elem(&hf_scratch, &zero);
+	if (!tls)
+		return bpf_map_lookup_elem(&hf_scratch, &key);
+	key = bpf_get_current_pid_tgid();
+	return bpf_map_lookup_elem(&hf_thread_scratch, &key);
+}
+
+/* Makes the calling thread's scratch if it has none, from the bytes of its CPU's (a parse writes what it
+ * reads). Returns 0 if it cannot. */
+static __always_inline int hf_thread_scratch_make(void)
+{
+	__u32 tid = bpf_get_current_pid_tgid(), zero = 0;
+	struct hf_scratch *from;
+
+	if (bpf_map_lookup_elem(&hf_thread_scratch, &tid))
+		return 1;
+	from = bpf_map_lookup_elem(&hf_scratch, &zero);
+	if (from && !bpf_map_update_elem(&hf_thread_scratch, &tid, from, BPF_NOEXIST))
+		return 1;
+	hf_count(HF_STAT_SCRATCH_FULL);
+	return 0;
 }
 
 #define LC8(p) (*(__u64 *)(p) | 0x2020202020202020ULL) /* 8 bytes, ASCII letters lower-cased */
@@ -276,14 +311,10 @@ static __always_inline int hf_line_end(struct hf_scratch *sc, __u32 i, __u32 win
  * Content-Length, Transfer-Encoding and Host. Returns 1 if the block ended (in sc->consumed bytes), 0 if
  * it needs more. When the window ends inside a line: with more bytes to come in this segment or call,
  * sc->consumed stops at the line's start, to reload from there; at the end of the data, a short partial
- * line is left in sc->carry_at for the caller to carry into the next write's window. A global function:
- * the verifier checks it once, not once per call site. */
-__noinline int hf_scan(__u32 n, __u32 more)
+ * line is left in sc->carry_at for the caller to carry into the next write's window. Called through a global
+ * function (hf_scan, hf_scan_tls): the verifier checks it once, not once per call site. */
+static __always_inline int hf_scan_in(struct hf_scratch *sc, __u32 n, __u32 more)
 {
-	struct hf_scratch *sc = hf_scratch_get();
-
-	if (!sc)
-		return 0;
 	__u32 win = sc->win;
 	int ended = 0;
 	__u32 i;
@@ -389,14 +420,25 @@ out:
 	return ended;
 }
 
+/* hf_scan_in on the CPU's scratch (a cgroup_skb program) or on the thread's (a uprobe program). */
+__noinline int hf_scan(__u32 n, __u32 more)
+{
+	struct hf_scratch *sc = hf_scratch_get(0);
+
+	return sc ? hf_scan_in(sc, n, more) : 0;
+}
+
+__noinline int hf_scan_tls(__u32 n, __u32 more)
+{
+	struct hf_scratch *sc = hf_scratch_get(1);
+
+	return sc ? hf_scan_in(sc, n, more) : 0;
+}
+
 /* Parses a chunk-size line from sc->buf[0, n), continuing the size in sc->clen (bit 63: inside an
  * extension). Returns 1 with sc->consumed at the line's end, or 0 if the line goes on. */
-__noinline int hf_chunk_line(__u32 n)
+static __always_inline int hf_chunk_line_in(struct hf_scratch *sc, __u32 n)
 {
-	struct hf_scratch *sc = hf_scratch_get();
-
-	if (!sc)
-		return 0;
 	__u64 v = sc->clen;
 
 	sc->consumed = n;
@@ -421,6 +463,21 @@ __noinline int hf_chunk_line(__u32 n)
 	}
 	sc->clen = v;
 	return 0;
+}
+
+/* hf_chunk_line_in on the CPU's scratch or the thread's, as hf_scan. */
+__noinline int hf_chunk_line(__u32 n)
+{
+	struct hf_scratch *sc = hf_scratch_get(0);
+
+	return sc ? hf_chunk_line_in(sc, n) : 0;
+}
+
+__noinline int hf_chunk_line_tls(__u32 n)
+{
+	struct hf_scratch *sc = hf_scratch_get(1);
+
+	return sc ? hf_chunk_line_in(sc, n) : 0;
 }
 
 /* What a message start looks like: a request method or an HTTP/1.x status line. */
@@ -471,9 +528,9 @@ static __always_inline int hf_req_stream(const struct hf_conn *c, int d)
 	return (c->role == HF_ROLE_CLIENT) == (d == HF_OUT);
 }
 
-static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r)
+static __always_inline void hf_emit(struct hf_conn *c, struct hf_req *r, const int tls)
 {
-	struct hf_scratch *sc = hf_scratch_get();
+	struct hf_scratch *sc = hf_scratch_get(tls);
 
 	if (!sc)
 		return;
@@ -575,10 +632,11 @@ static __always_inline int hf_msg_start(struct hf_conn *c, struct hf_stream *st,
 	return 1;
 }
 
-/* The exchange at the queue's head is complete: report it and start on the next. */
-static __always_inline void hf_complete(struct hf_conn *c)
+/* The exchange at the queue's head is complete: report it and start on the next. tls, a constant: the caller
+ * is a uprobe program (hf_scratch_get). */
+static __always_inline void hf_complete(struct hf_conn *c, const int tls)
 {
-	hf_emit(c, &c->q[c->qhead & (HF_QUEUE - 1)]);
+	hf_emit(c, &c->q[c->qhead & (HF_QUEUE - 1)], tls);
 	c->qhead = (c->qhead + 1) % HF_QUEUE;
 	c->qlen--;
 	c->resp_first_ns = 0;
@@ -589,7 +647,7 @@ static __always_inline void hf_complete(struct hf_conn *c)
 /* The message of stream d ended. A final response completes the exchange at the queue's head, once
  * its request has ended too (a server may answer before reading the body: nginx's `return`). */
 static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, int d, __u64 now,
-				       __u8 *verdict)
+				       __u8 *verdict, const int tls)
 {
 	st->mode = HF_M_START;
 	if (hf_req_stream(c, d)) {
@@ -599,7 +657,7 @@ static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, 
 			r->bytes = st->msg_bytes;
 			r->last_ns = now;
 			if (c->answered && c->qlen && st->slot == c->qhead)
-				hf_complete(c);
+				hf_complete(c, tls);
 		}
 		return;
 	}
@@ -614,12 +672,12 @@ static __always_inline void hf_msg_end(struct hf_conn *c, struct hf_stream *st, 
 		c->answered = 1;
 		return;
 	}
-	hf_complete(c);
+	hf_complete(c, tls);
 }
 
 /* The headers of stream d's message ended: choose how its body ends. */
 static __always_inline void hf_headers_end(struct hf_conn *c, struct hf_stream *st, int d, __u64 now,
-					   __u8 *verdict)
+					   __u8 *verdict, const int tls)
 {
 	int req = hf_req_stream(c, d);
 	int no_body = 0;
@@ -632,7 +690,7 @@ static __always_inline void hf_headers_end(struct hf_conn *c, struct hf_stream *
 	}
 	if (no_body || (!st->chunked && st->has_clen && st->clen == 0) ||
 	    (req && !st->chunked && !st->has_clen)) {
-		hf_msg_end(c, st, d, now, verdict);
+		hf_msg_end(c, st, d, now, verdict, tls);
 	} else if (st->chunked) {
 		st->mode = HF_M_CHUNK;
 		st->clen = 0;
@@ -662,7 +720,7 @@ static __always_inline int hf_ends_last_chunk(struct __sk_buff *skb, __u32 off, 
 static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *skb, __u32 off,
 				    const char *ubuf, __u32 len, __u64 now, __u8 *verdict, const int tls)
 {
-	struct hf_scratch *sc = hf_scratch_get();
+	struct hf_scratch *sc = hf_scratch_get(tls);
 	struct hf_stream *st = &c->s[d & 1];
 	__u32 pos = 0;
 
@@ -683,7 +741,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 			if (st->left)
 				continue;
 			if (mode == HF_M_BODY) {
-				hf_msg_end(c, st, d, now, verdict);
+				hf_msg_end(c, st, d, now, verdict, tls);
 				continue;
 			}
 			/* The next chunk's size line, in this same step: a train of chunks takes one step each. */
@@ -735,7 +793,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 		}
 		if (mode == HF_M_CHUNK) {
 			sc->clen = st->clen;
-			int done = hf_chunk_line(n);
+			int done = tls ? hf_chunk_line_tls(n) : hf_chunk_line(n);
 			__u32 used = sc->consumed;
 
 			st->msg_bytes += used;
@@ -757,7 +815,7 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 		sc->has_clen = st->has_clen;
 		sc->chunked = st->chunked;
 		sc->clen = st->clen;
-		int ended = hf_scan(at + n, pos + n < len);
+		int ended = tls ? hf_scan_tls(at + n, pos + n < len) : hf_scan(at + n, pos + n < len);
 		__u32 used = sc->consumed > at ? sc->consumed - at : 0;
 
 		st->win = sc->win;
@@ -796,9 +854,9 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 		if (!ended)
 			continue;
 		if (st->mode == HF_M_TRAILER)
-			hf_msg_end(c, st, d, now, verdict);
+			hf_msg_end(c, st, d, now, verdict, tls);
 		else
-			hf_headers_end(c, st, d, now, verdict);
+			hf_headers_end(c, st, d, now, verdict, tls);
 	}
 	if (pos < len) {
 		/* More messages in one segment than steps: lose track until a segment starts a message. */
@@ -809,20 +867,20 @@ static __always_inline void hf_data(struct hf_conn *c, int d, struct __sk_buff *
 
 /* The connection is over (FIN or RST seen, or the SSL session freed): a body delimited by the end ends,
  * and requests still waiting will get no answer. */
-static __always_inline void hf_close(struct hf_conn *c, __u64 now)
+static __always_inline void hf_close(struct hf_conn *c, __u64 now, const int tls)
 {
 	for (int d = 0; d < 2; d++) {
 		struct hf_stream *st = &c->s[d];
 
 		if (st->mode == HF_M_EOF)
-			hf_msg_end(c, st, d, now, NULL);
+			hf_msg_end(c, st, d, now, NULL, tls);
 	}
 	if (c->answered && c->qlen) { /* answered, its request cut short: it counts what was sent */
 		struct hf_stream *rs = &c->s[c->role == HF_ROLE_CLIENT ? HF_OUT : HF_IN];
 
 		if (rs->slot == c->qhead)
 			c->q[c->qhead & (HF_QUEUE - 1)].bytes = rs->msg_bytes;
-		hf_complete(c);
+		hf_complete(c, tls);
 	}
 	for (int i = 0; i < HF_QUEUE; i++) {
 		if (i >= c->qlen)
@@ -1008,7 +1066,7 @@ static __always_inline int hf_skip_gap(struct hf_conn *c, struct hf_stream *st, 
 	if (st->left)
 		return 1;
 	if (st->mode == HF_M_BODY) {
-		hf_msg_end(c, st, d, now, verdict);
+		hf_msg_end(c, st, d, now, verdict, 0);
 	} else {
 		st->mode = HF_M_CHUNK;
 		st->clen = 0;
@@ -1042,7 +1100,7 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 
 	if (!v) {
 		/* The first payload decides what the socket is. */
-		struct hf_scratch *sc = hf_scratch_get();
+		struct hf_scratch *sc = hf_scratch_get(0);
 
 		if (!len || !sc)
 			return;
@@ -1109,7 +1167,7 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 			if (st->mode == HF_M_CHUNK_LOST) {
 				st->msg_bytes += len - skip;
 				if (hf_ends_last_chunk(skb, off + skip, len - skip))
-					hf_msg_end(c, st, d, now, v);
+					hf_msg_end(c, st, d, now, v, 0);
 			} else {
 				hf_data(c, d, skb, off + skip, NULL, len - skip, now, v, 0);
 			}
@@ -1117,7 +1175,7 @@ static __always_inline void hf_skb(struct __sk_buff *skb, int egress, const stru
 	}
 	/* The side that answers closed, or the connection was reset: nothing more will be answered. */
 	if (th.rst || (th.fin && !hf_req_stream(c, d)))
-		hf_close(c, now);
+		hf_close(c, now, 0);
 }
 
 /* Go's crypto/tls: the connection's socket, from the *tls.Conn (Go 1.18+; offsets set by the collector, which
@@ -1219,6 +1277,14 @@ struct hf_h2_buf {
 	char room[HF_H2_CHUNK];
 };
 
+/* Per thread, as hf_thread_scratch (hf_h2 is a uprobe program); the per-CPU one is what a thread's is made from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, HF_H2_THREADS_MAX);
+	__type(key, __u32); /* thread id */
+	__type(value, struct hf_h2_buf);
+} hf_thread_h2 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -1253,11 +1319,20 @@ static __always_inline void hf_h2_send(struct hf_h2_buf *b, struct hf_conn *c, _
 		hf_count(HF_STAT_H2_LOST);
 }
 
+/* The calling thread's record, made if it has none. */
 static __always_inline struct hf_h2_buf *hf_h2_buf_get(void)
 {
-	__u32 zero = 0;
+	__u32 tid = bpf_get_current_pid_tgid(), zero = 0;
+	struct hf_h2_buf *b = bpf_map_lookup_elem(&hf_thread_h2, &tid);
 
-	return bpf_map_lookup_elem(&hf_h2_buf, &zero);
+	if (b)
+		return b;
+	b = bpf_map_lookup_elem(&hf_h2_buf, &zero);
+	if (!b || bpf_map_update_elem(&hf_thread_h2, &tid, b, BPF_NOEXIST)) {
+		hf_count(HF_STAT_SCRATCH_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&hf_thread_h2, &tid);
 }
 
 /* The session ends: user space forgets it. */
@@ -1429,12 +1504,14 @@ static __always_inline int hf_ssl_exit(struct pt_regs *ctx, long ret, int d)
 	if (bpf_probe_read_kernel(&len, sizeof(len), &n) || !len || len > (1U << 30))
 		return 0;
 	hf_count(HF_STAT_TLS_CALLS);
+	if (!hf_thread_scratch_make())
+		return 0;
 	struct hf_conn *c = hf_tls_conn(id, cl.ssl, 1);
 
 	if (!c || c->role == HF_ROLE_OTHER)
 		return 0;
 	if (!c->role) {
-		struct hf_scratch *sc = hf_scratch_get();
+		struct hf_scratch *sc = hf_scratch_get(1);
 
 		if (!sc)
 			return 0;
@@ -1523,8 +1600,8 @@ int BPF_KPROBE(hf_ssl_free, void *ssl)
 		return 0;
 	if (c->role >= HF_ROLE_H2_CLIENT)
 		hf_h2_close(c, k.ssl);
-	else
-		hf_close(c, bpf_ktime_get_ns());
+	else if (hf_thread_scratch_make())
+		hf_close(c, bpf_ktime_get_ns(), 1);
 	bpf_map_delete_elem(&hf_tls, &k);
 	return 0;
 }
@@ -1634,8 +1711,8 @@ int hf_go_close(struct pt_regs *ctx)
 		return 0;
 	if (c->role >= HF_ROLE_H2_CLIENT)
 		hf_h2_close(c, k.ssl);
-	else
-		hf_close(c, bpf_ktime_get_ns());
+	else if (hf_thread_scratch_make())
+		hf_close(c, bpf_ktime_get_ns(), 1);
 	bpf_map_delete_elem(&hf_tls, &k);
 	return 0;
 }

@@ -28,7 +28,8 @@ enum hf_stat {
 	HF_STAT_TLS_CALLS = 6,     /* SSL_read/SSL_write calls that moved data */
 	HF_STAT_LOST = 7,          /* requests dropped unreported: their response's framing was lost */
 	HF_STAT_H2_LOST = 8,       /* HTTP/2 records the ring buffer had no room for (their sessions are dropped) */
-	HF_STAT_MAX = 9,
+	HF_STAT_SCRATCH_FULL = 9,  /* TLS calls or ends not parsed: no scratch could be made for the thread */
+	HF_STAT_MAX = 10,
 };
 
 /* One HTTP/1.x exchange: a request and its final response, paired in the kernel. The ring carries it cut

@@ -162,7 +162,7 @@ func (p *Plugin) Counters() plugin.Counters {
 	h := p.h2.Stats()
 	c := p.c
 	c.Lost = plugin.Stat(st, StatRingLost)
-	c.MapFull = plugin.Stat(st, StatConnFull) + plugin.Stat(st, StatPipelineFull)
+	c.MapFull = plugin.Stat(st, StatConnFull) + plugin.Stat(st, StatPipelineFull) + plugin.Stat(st, StatScratchFull)
 	c.Extra = map[string]uint64{
 		"desyncs":          plugin.Stat(st, StatDesync),
 		"unanswered":       plugin.Stat(st, StatUnanswered),

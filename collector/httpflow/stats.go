@@ -11,5 +11,6 @@ const (
 	StatTLSCalls            // HF_STAT_TLS_CALLS
 	StatLost                // HF_STAT_LOST
 	StatH2Lost              // HF_STAT_H2_LOST
+	StatScratchFull         // HF_STAT_SCRATCH_FULL
 	StatMax                 // HF_STAT_MAX
 )

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets}
+tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets}
 interval=${GUEST_INTERVAL:-1s}
 modes=${MODES:-preferred fallbacks}
 # Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):

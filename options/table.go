@@ -3,7 +3,7 @@ package options
 import "time"
 
 // Plugins are the values of enabled_plugins / --enabled (DataKit's allow-list).
-var Plugins = []string{"ebpf-net", "ebpf-bash", "ebpf-conntrack", "ebpf-trace", "bpf-netlog"}
+var Plugins = []string{"ebpf-net", "ebpf-bash", "ebpf-process", "ebpf-conntrack", "ebpf-trace", "bpf-netlog"}
 
 // L7 are the values of l7net_enabled and l7net_disabled.
 var L7 = []string{"httpflow", "httpflow-tls"}

@@ -103,3 +103,6 @@ func NetflowObject() []byte { return netflowObj }
 
 // BashObject is the embedded bash object (for layout tests).
 func BashObject() []byte { return bashObj }
+
+// ProcessObject is the embedded process object (for layout tests).
+func ProcessObject() []byte { return processObj }

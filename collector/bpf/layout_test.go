@@ -12,11 +12,12 @@ import (
 	"dkebpf/collector/dnsflow"
 	"dkebpf/collector/httpflow"
 	"dkebpf/collector/netflow"
+	"dkebpf/collector/process"
 )
 
 // TestGoMirrorsMatchTheCompiledStructs compares every Go mirror with its C twin, field by field.
 func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
-	nf, bs := NetflowObject(), BashObject()
+	nf, bs, pr := NetflowObject(), BashObject(), ProcessObject()
 	for cname, m := range map[string]struct {
 		obj []byte
 		val any
@@ -34,6 +35,8 @@ func TestGoMirrorsMatchTheCompiledStructs(t *testing.T) {
 		"df_acc":     {nf, dnsflow.Acc{}},
 		"bash_line":  {bs, bash.Line{}},
 		"bash_exec":  {bs, bash.Exec{}},
+		"pr_key":     {pr, process.RawKey{}},
+		"pr_counts":  {pr, process.RawCounts{}},
 	} {
 		checkMirror(t, m.obj, cname, m.val)
 	}
@@ -69,7 +72,7 @@ func checkMirror(t *testing.T, obj []byte, cname string, goval any) {
 // TestGoConstantsMatchTheCompiledEnums compares every Go constant mirroring a C enum member (stat indexes,
 // flags, directions, buffer sizes) with its value in the compiled object's BTF.
 func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
-	nf, bs := NetflowObject(), BashObject()
+	nf, bs, pr := NetflowObject(), BashObject(), ProcessObject()
 	for _, m := range []struct {
 		obj  []byte
 		enum string
@@ -96,6 +99,8 @@ func TestGoConstantsMatchTheCompiledEnums(t *testing.T) {
 			"DF_STAT_AGG_FULL": dnsflow.StatAggFull, "DF_STAT_MAX": dnsflow.StatMax}},
 		{bs, "bash_const", map[string]int64{"BASH_LINE_LEN": bash.LineLen, "BASH_COMM_LEN": bash.CommLen, "BASH_LINE_HEAD": bash.SizeHead}},
 		{bs, "bash_stat", map[string]int64{"BASH_STAT_RB_LOST": bash.StatRBLost, "BASH_STAT_EXEC_LOST": bash.StatExecLost, "BASH_STAT_MAX": bash.StatMax}},
+		{pr, "pr_const", map[string]int64{"PR_COMM_LEN": process.CommLen}},
+		{pr, "pr_stat", map[string]int64{"PR_STAT_FULL": process.StatFull, "PR_STAT_MAX": process.StatMax}},
 	} {
 		got, err := EnumValues(m.obj, m.enum)
 		if err != nil {

@@ -36,6 +36,14 @@ func Check(w io.Writer) bool {
 		plugins["ebpf-bash"] = ""
 		b.Close()
 	}
+	pr, err := bpf.OpenProcess(bpf.Options{})
+	if err != nil {
+		plugins["ebpf-process"] = err.Error()
+	} else {
+		parts = append(parts, pr.Parts()...)
+		plugins["ebpf-process"] = ""
+		pr.Close()
+	}
 
 	for _, p := range parts {
 		fmt.Fprintf(w, "%-16s %-9s %s\n", p.Plugin+"/"+p.Part, p.Mode, strings.Join(p.Hooks, ", "))
@@ -51,7 +59,7 @@ func Check(w io.Writer) bool {
 	}
 	fmt.Fprintln(w)
 	any := false
-	for _, name := range []string{"ebpf-net", "ebpf-bash"} {
+	for _, name := range []string{"ebpf-net", "ebpf-bash", "ebpf-process"} {
 		if why := plugins[name]; why != "" {
 			fmt.Fprintf(w, "%s: cannot run: %s\n", name, why)
 			continue
@@ -80,8 +88,11 @@ func needs(plugin string, parts []bpf.PartStatus) string {
 		}
 		return string(m)
 	}
-	if plugin == "ebpf-bash" {
+	switch plugin {
+	case "ebpf-bash":
 		return "bash lines: " + on("bash/readline") + "; new bash binaries at exec: " + on("bash/exec")
+	case "ebpf-process":
+		return "process_task: " + on("process/process")
 	}
 	return "netflow tcp: " + on("netflow/tcp") + "; netflow udp: " + on("netflow/udp") +
 		"; dnsflow and httpflow: " + on("netflow/udp") + "; httpflow-tls: " + on("netflow/udp", "netflow/tls")

@@ -25,6 +25,7 @@ import (
 	"dkebpf/collector/netflow"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
+	"dkebpf/collector/process"
 	"dkebpf/collector/procfs"
 	"dkebpf/collector/route"
 	"dkebpf/collector/sampling"
@@ -186,6 +187,8 @@ func startPlugins(cfg *cli.RunConfig, nat flow.NAT, log *slog.Logger) ([]plugin.
 			opened[i], objs[i], errs[i] = openBash(cfg, log)
 		case "ebpf-net":
 			opened[i], objs[i], errs[i] = openNet(cfg, nat, log)
+		case "ebpf-process":
+			opened[i], objs[i], errs[i] = openProcess(cfg, log)
 		default:
 			log.Warn("plugin is not built yet, skipped", "plugin", name)
 			continue
@@ -225,6 +228,16 @@ func openBash(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, er
 	p := bash.NewPlugin(k, bash.Config{Redactor: red, Users: bash.NewUsers("/proc", "/etc/passwd")},
 		target.NewFinder("/proc", bash.Targets()), cfg.BashRescan, log)
 	return []plugin.Plugin{p}, k, nil
+}
+
+// openProcess loads the process object and builds its plugin.
+func openProcess(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object, error) {
+	k, err := bpf.OpenProcess(bpf.Options{ObjectDir: cfg.BPFObjects, Floor: cfg.BPFFloor})
+	if err != nil {
+		return nil, nil, err
+	}
+	logReport(log, k.Report())
+	return []plugin.Plugin{process.NewPlugin(k, log)}, k, nil
 }
 
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.

@@ -202,7 +202,7 @@ func TestInvalidValuesAreRejectedNamingTheKey(t *testing.T) {
 		{"bad interval", `interval = "abc"`, nil, `inputs.ebpf.interval: invalid duration "abc"`},
 		{"short interval", `interval = "500ms"`, nil, `inputs.ebpf.interval: "500ms" is below the minimum 1s`},
 		{"interval from env", ``, map[string]string{"ENV_INPUT_EBPF_INTERVAL": "x"}, `inputs.ebpf.interval (from ENV_INPUT_EBPF_INTERVAL): invalid duration "x"`},
-		{"unknown plugin", `enabled_plugins = ["ebpf-net", "ebpf-nett"]`, nil, `inputs.ebpf.enabled_plugins: unknown plugin "ebpf-nett" (allowed: ebpf-net, ebpf-bash, ebpf-conntrack, ebpf-trace, bpf-netlog)`},
+		{"unknown plugin", `enabled_plugins = ["ebpf-net", "ebpf-nett"]`, nil, `inputs.ebpf.enabled_plugins: unknown plugin "ebpf-nett" (allowed: ebpf-net, ebpf-bash, ebpf-process, ebpf-conntrack, ebpf-trace, bpf-netlog)`},
 		{"unknown l7", `l7net_enabled = ["grpc"]`, nil, `inputs.ebpf.l7net_enabled: unknown protocol "grpc" (allowed: httpflow, httpflow-tls)`},
 		{"unknown l7 disabled", `l7net_disabled = ["h2"]`, nil, `inputs.ebpf.l7net_disabled: unknown protocol "h2"`},
 		{"port range", `ephemeral_port = 70000`, nil, `inputs.ebpf.ephemeral_port: 70000 out of range`},

@@ -1,0 +1,67 @@
+package process
+
+// Group is what a point is per: a process name in a mount namespace (its container).
+type Group struct {
+	Comm  string
+	Mntns uint32
+}
+
+// Totals are one group's numbers for an interval (Zombies: at its end).
+type Totals struct {
+	Forks, Threads, Execs, Exits, ThreadExits, ExitsFailed, Zombies uint64
+}
+
+func (t Totals) zero() bool { return t == Totals{} }
+
+// Tracker turns the kernel's cumulative per-process counters into each interval's differences. It keeps
+// the last counts read of every process the kernel still holds; a process read freed is reported once
+// more and forgotten, here and (by the caller) in the kernel: nothing counts against it after its free.
+type Tracker struct {
+	last map[Key]Counts
+}
+
+func NewTracker() *Tracker { return &Tracker{last: map[Key]Counts{}} }
+
+// Add takes one process as read now and adds what it did since the last read to out. It returns true
+// when the process is freed: the caller deletes it from the kernel.
+func (t *Tracker) Add(k Key, c Counts, out map[Group]*Totals) (freed bool) {
+	prev := t.last[k]
+	g := Group{Comm: c.Comm, Mntns: c.Mntns}
+	tot := out[g]
+	if tot == nil {
+		tot = &Totals{}
+		out[g] = tot
+	}
+	tot.Forks += c.Forks - prev.Forks
+	tot.Threads += c.Threads - prev.Threads
+	tot.Execs += c.Execs - prev.Execs
+	tot.ThreadExits += c.ThreadExits - prev.ThreadExits
+	if c.Exited && !prev.Exited {
+		tot.Exits++
+		if c.Failed() {
+			tot.ExitsFailed++
+		}
+	}
+	if c.Freed {
+		delete(t.last, k)
+		return true
+	}
+	if c.Exited {
+		tot.Zombies++
+	}
+	t.last[k] = c
+	return false
+}
+
+// Forget drops what the Tracker holds of processes not read in the last pass (the kernel no longer has
+// them: deleted after their free, or never created because its map was full).
+func (t *Tracker) Forget(seen map[Key]bool) {
+	for k := range t.last {
+		if !seen[k] {
+			delete(t.last, k)
+		}
+	}
+}
+
+// Len is how many processes the Tracker holds.
+func (t *Tracker) Len() int { return len(t.last) }

@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"bufio"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// processConf is the integration ebpf.conf with ebpf-process as the only plugin.
+func processConf(t *testing.T) string {
+	t.Helper()
+	base := ebpfConf("")
+	conf := strings.Replace(base, `enabled_plugins = ["ebpf-net"]`, `enabled_plugins = ["ebpf-process"]`, 1)
+	if conf == base {
+		t.Fatalf("harness: ebpfConf no longer sets enabled_plugins as expected:\n%s", base)
+	}
+	return conf
+}
+
+// processTotals sums the process_task points of one process name, and reads the zombies of the latest.
+func (a *agent) processTotals(name string) (sums map[string]int64, lastZombies int64, points int) {
+	sums = map[string]int64{}
+	var last lpPoint
+	pts := a.query("process_task", "1h", "process_name:"+name)
+	for _, p := range pts {
+		for _, f := range []string{"forks", "threads", "execs", "exits", "thread_exits", "exits_failed"} {
+			v, _ := p.Fields[f].(int64)
+			sums[f] += v
+		}
+		if p.Time.After(last.Time) {
+			last = p
+		}
+	}
+	lastZombies, _ = last.Fields["zombies"].(int64)
+	return sums, lastZombies, len(pts)
+}
+
+func sameTotals(got, want map[string]int64) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// waitProcessTotals waits until the sums of name's points are want and its latest point has zombies;
+// it fails with what it saw last.
+func (a *agent) waitProcessTotals(name, what string, want map[string]int64, zombies int64) {
+	a.t.Helper()
+	deadline := time.Now().Add(10*interval + 30*time.Second)
+	for {
+		sums, z, n := a.processTotals(name)
+		if sameTotals(sums, want) && z == zombies {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.logCounters()
+			a.t.Fatalf("%s: %d points sum to %v with %d zombies last; want %v and %d zombies", what, n, sums, z, want, zombies)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// The workload (testdata/procwork.c) does known numbers of forks, threads, execs and exits, some failing,
+// and holds one zombie: every count of process_task equals them, the zombie is seen while it is held and
+// not after it is reaped.
+func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "dkprocwork")
+	if out, err := exec.Command("cc", "-O2", "-Wall", "-o", bin, "testdata/procwork.c", "-lpthread").CombinedOutput(); err != nil {
+		t.Fatalf("build procwork.c: %v\n%s", err, out)
+	}
+	a := startAgentWith(t, processConf(t))
+
+	cmd := exec.Command(bin)
+	stdin, err := cmd.StdinPipe()
+	must(t, err)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("workload: %q, %v", line, err)
+	}
+	// Held: 14 children forked, 2 of them exec'd, all exited (4 failing), 5 threads; the last child a zombie.
+	held := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 14, "thread_exits": 5, "exits_failed": 4}
+	a.waitProcessTotals("dkprocwork", "the zombie held", held, 1)
+	must(t, stdin.Close())
+	must(t, cmd.Wait())
+	done := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 15, "thread_exits": 5, "exits_failed": 4}
+	a.waitProcessTotals("dkprocwork", "the workload ended", done, 0)
+	// Nothing more is counted later: two more intervals, the same sums.
+	_, _, n := a.processTotals("dkprocwork")
+	time.Sleep(2*interval + time.Second)
+	sums, zombies, m := a.processTotals("dkprocwork")
+	if !sameTotals(sums, done) || zombies != 0 || m != n {
+		t.Fatalf("after the end: %v, zombies %d, %d points (were %d); want %v", sums, zombies, m, n, done)
+	}
+}

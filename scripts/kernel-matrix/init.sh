@@ -20,7 +20,7 @@ for mode in $MODES; do
 	if [ "$mode" = fallbacks ]; then export DKEBPF_REFUSE_HOOKS="$FALLBACK_REFUSE"; else unset DKEBPF_REFUSE_HOOKS; fi
 	{
 		# The collector's own start-up report: one line per part, each hook and whether it attached.
-		./externals/datakit-ebpf run --enabled ebpf-net,ebpf-bash --l7net-enabled httpflow,httpflow-tls --interval 60s --datakit-apiserver 127.0.0.1:9 >/tmp/hooks.log 2>&1 &
+		./externals/datakit-ebpf run --enabled ebpf-net,ebpf-bash,ebpf-process --l7net-enabled httpflow,httpflow-tls --interval 60s --datakit-apiserver 127.0.0.1:9 >/tmp/hooks.log 2>&1 &
 		pid=$!
 		for i in $(seq 120); do
 			grep -q "collector running" /tmp/hooks.log && break
@@ -30,7 +30,7 @@ for mode in $MODES; do
 		kill $pid 2>/dev/null
 		wait $pid
 		sed 's/^/HOOKS /' /tmp/hooks.log
-		HOME=/tmp DKEBPF_ROOT=/test DKEBPF_TEST_INTERVAL=$INTERVAL timeout $TEST_TIMEOUT ./integration.test -test.v -test.count=1 -test.run "$TESTS"
+		HOME=/tmp DKEBPF_ROOT=/test DKEBPF_TEST_INTERVAL=$INTERVAL DKEBPF_PROCWORK=/test/dkprocwork timeout $TEST_TIMEOUT ./integration.test -test.v -test.count=1 -test.run "$TESTS"
 		echo $? >/tmp/rc
 	} 2>&1 | sed "s/^/@@$mode /"
 	echo "@@$mode TEST-EXIT=$(cat /tmp/rc) uptime=$(cut -d' ' -f1 /proc/uptime)"

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets}
+tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets|TestProcessCountsEveryForkThreadExecAndExit}
 interval=${GUEST_INTERVAL:-1s}
 modes=${MODES:-preferred fallbacks}
 # Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):
@@ -30,9 +30,11 @@ cp "$here/init.sh" "$stage/init"
 cp "$root/datakit" "$stage/test/datakit"
 cp "$root/externals/datakit-ebpf" "$stage/test/externals/datakit-ebpf"
 cp "$out/integration.test" "$stage/test/integration.test"
+# The process workload, built here: the guest has no compiler.
+cc -static -O2 -Wall -o "$stage/test/dkprocwork" "$root/tests/integration/testdata/procwork.c" -lpthread
 printf 'INTERVAL=%s\nTESTS="%s"\nTEST_TIMEOUT=%s\nMODES="%s"\nFALLBACK_REFUSE="%s"\n' \
 	"$interval" "$tests" "${TEST_TIMEOUT:-720}" "$modes" "$refuse" >"$stage/test/env"
-for b in "$stage/test/datakit" "$stage/test/externals/datakit-ebpf" "$stage/test/integration.test"; do
+for b in "$stage/test/datakit" "$stage/test/externals/datakit-ebpf" "$stage/test/integration.test" "$stage/test/dkprocwork"; do
 	if ! file "$b" | grep -q 'statically linked'; then
 		echo "kernel-matrix: $b is not statically linked" >&2
 		exit 1
@@ -44,7 +46,7 @@ done
 summarize() {
 	local kernel=$1 mode=$2 log=$3 hooks cases warnings rc
 	# Each part and the hooks it used: "tcp[tp_btf/inet_sock_set_state raw_tp(nf_live) iter/tcp]".
-	hooks=$(grep -a "^@@$mode HOOKS " "$log" | grep -ao 'msg="\(netflow/[a-z]*\|bash/[a-z]*\): [^"]*' |
+	hooks=$(grep -a "^@@$mode HOOKS " "$log" | grep -ao 'msg="\(netflow/[a-z]*\|bash/[a-z]*\|process/[a-z]*\): [^"]*' |
 		awk '{
 			sub(/^msg="/, ""); part = $0; sub(/:.*/, "", part); sub(/^netflow\//, "", part)
 			if ($0 ~ /: OFF/) { printf "%s[OFF] ", part; next }

@@ -80,6 +80,8 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 	a := startAgentWith(t, processConf(t))
 
 	cmd := exec.Command(bin)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
 	must(t, err)
 	stdout, err := cmd.StdoutPipe()
@@ -87,13 +89,15 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 	must(t, cmd.Start())
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || line != "ready\n" {
-		t.Fatalf("workload: %q, %v", line, err)
+		t.Fatalf("workload: %q, %v\n%s", line, err, stderr.String())
 	}
 	// Held: 14 children forked, 2 of them exec'd, all exited (4 failing), 5 threads; the last child a zombie.
 	held := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 14, "thread_exits": 5, "exits_failed": 4}
 	a.waitProcessTotals("dkprocwork", "the zombie held", held, 1)
 	must(t, stdin.Close())
-	must(t, cmd.Wait())
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("workload: %v\n%s", err, stderr.String())
+	}
 	done := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 15, "thread_exits": 5, "exits_failed": 4}
 	a.waitProcessTotals("dkprocwork", "the workload ended", done, 0)
 	// Nothing more is counted later: two more intervals, the same sums.

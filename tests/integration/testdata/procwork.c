@@ -3,7 +3,7 @@
  *
  *   dkprocwork          forks 7 children that exit 0, 3 that exit 3, 1 killed by SIGTERM, 2 that exec
  *                       this program again ("exit0" mode) and exit 0, and 1 that exits 0 and stays a
- *                       zombie; creates 5 threads that exit; prints "ready" and waits for a line on
+ *                       zombie; creates 5 threads that exit; prints "ready" and waits for the end of
  *                       stdin; then reaps the zombie and exits 0.
  *   dkprocwork exit0    exits 0 (the exec'd children).
  */
@@ -79,9 +79,8 @@ int main(int argc, char **argv)
 	}
 	printf("ready\n");
 	fflush(stdout);
-	char line[16];
-	if (!fgets(line, sizeof(line), stdin))
-		return 1;
+	while (getchar() != EOF) /* until the test closes stdin */
+		;
 	wait_for(zombie, 0);
 	return 0;
 }

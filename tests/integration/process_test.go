@@ -78,6 +78,8 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 		}
 	}
 	a := startAgentWith(t, processConf(t))
+	// The peers Debian packages (libbpf-tools), where installed: each prints a line per event.
+	exits, execs := startPeer(t, "exitsnoop"), startPeer(t, "execsnoop")
 
 	cmd := exec.Command(bin)
 	var stderr strings.Builder
@@ -100,6 +102,26 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 	}
 	done := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 15, "thread_exits": 5, "exits_failed": 4}
 	a.waitProcessTotals("dkprocwork", "the workload ended", done, 0)
+	// The peers saw the same: exitsnoop a line per process exit (status or signal in its last column),
+	// execsnoop a line per exec (its return value in the fourth).
+	if lines := exits.stop(t, "dkprocwork"); lines != nil {
+		failed := 0
+		for _, l := range lines {
+			if f := strings.Fields(l); f[len(f)-1] != "0" {
+				failed++
+			}
+		}
+		t.Logf("exitsnoop: %d exits, %d failed", len(lines), failed)
+		if len(lines) != int(done["exits"]) || failed != int(done["exits_failed"]) {
+			t.Errorf("exitsnoop: %d exits, %d failed; we count %d and %d", len(lines), failed, done["exits"], done["exits_failed"])
+		}
+	}
+	if lines := execs.stop(t, "dkprocwork"); lines != nil {
+		t.Logf("execsnoop: %d execs", len(lines))
+		if len(lines) != int(done["execs"]) {
+			t.Errorf("execsnoop: %d execs, we count %d:\n%s", len(lines), done["execs"], strings.Join(lines, "\n"))
+		}
+	}
 	// Nothing more is counted later: two more intervals, the same sums.
 	_, _, n := a.processTotals("dkprocwork")
 	time.Sleep(2*interval + time.Second)
@@ -107,4 +129,53 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 	if !sameTotals(sums, done) || zombies != 0 || m != n {
 		t.Fatalf("after the end: %v, zombies %d, %d points (were %d); want %v", sums, zombies, m, n, done)
 	}
+}
+
+// peer is a libbpf-tools program running beside the collector.
+type peer struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+}
+
+// startPeer runs a libbpf-tools program with its output line-buffered, and waits for its header (printed
+// once its programs are attached). A peer that is not installed (the kernel matrix's guests) is nil; one
+// installed that does not attach fails the test.
+func startPeer(t *testing.T, name string) *peer {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Logf("peer %s: not installed here, not compared", name)
+		return nil
+	}
+	p := &peer{name: name, out: &syncBuffer{}}
+	p.cmd = exec.Command("stdbuf", "-oL", path)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	must(t, p.cmd.Start())
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.out.String(), "PCOMM") {
+		if time.Now().After(deadline) {
+			t.Fatalf("peer %s did not start:\n%s", name, p.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return p
+}
+
+// stop interrupts the peer (it exits cleanly on SIGINT) and returns its lines for process comm.
+func (p *peer) stop(t *testing.T, comm string) []string {
+	t.Helper()
+	if p == nil {
+		return nil
+	}
+	must(t, p.cmd.Process.Signal(os.Interrupt))
+	p.cmd.Wait()
+	lines := []string{}
+	for _, l := range strings.Split(p.out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == comm {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }

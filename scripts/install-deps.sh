@@ -7,7 +7,8 @@ set -euo pipefail
 # gcc, libssl-dev, ruby, stunnel4, haproxy: OpenSSL servers and TLS proxies of the httpflow tests (a threaded C
 # server, tests/integration/testdata/tls_server.c; Ruby's; stunnel and HAProxy in front of nginx).
 # android-libboringssl-dev, android-boringssl: the same C server on BoringSSL, and BoringSSL's own client.
-pkgs=(clang llvm gcc libssl-dev android-libboringssl-dev android-boringssl ruby stunnel4 haproxy bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables victoria-metrics influxdb chromium)
+# libbpf-tools: exitsnoop and execsnoop beside ebpf-process in its test (tests/integration/process_test.go).
+pkgs=(clang llvm gcc libssl-dev libbpf-tools android-libboringssl-dev android-boringssl ruby stunnel4 haproxy bpftool libelf-dev zlib1g-dev libzstd-dev make pkg-config iproute2 nginx-light curl python3 openssl dnsmasq-base util-linux etcd-server podman runc mmdebstrap uidmap netavark catatonit nftables victoria-metrics influxdb chromium)
 # libbpf 1.4 headers and static library come from bookworm-backports.
 backports=(libbpf-dev)
 

@@ -62,11 +62,12 @@ static __always_inline struct pr_counts *pr_get(struct task_struct *task)
 	if (c)
 		return c;
 	c = bpf_map_lookup_elem(&pr_zero, &zero);
-	if (!c || (bpf_map_update_elem(&pr_procs, &k, c, BPF_NOEXIST) && bpf_map_lookup_elem(&pr_procs, &k) == NULL)) {
+	if (c)
+		bpf_map_update_elem(&pr_procs, &k, c, BPF_NOEXIST); /* fails if another CPU made it first: fine */
+	c = bpf_map_lookup_elem(&pr_procs, &k);
+	if (!c)
 		pr_count(PR_STAT_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&pr_procs, &k);
+	return c;
 }
 
 /* Notes the process's name and mount namespace (an exec changes the first, setns the second). */

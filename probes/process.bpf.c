@@ -167,6 +167,13 @@ int BPF_PROG(pr_exec_raw, struct task_struct *p)
 	return on_exec();
 }
 
+/* An exec needs only the current task: the classic tracepoint serves too. */
+SEC("tracepoint/sched/sched_process_exec")
+int pr_exec_tp(void *ctx)
+{
+	return on_exec();
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(pr_exit, struct task_struct *p)
 {

@@ -12,12 +12,14 @@ import (
 var processObj []byte
 
 // ProcessHooks: the scheduler's process tracepoints, BTF-typed or raw (both pass the tasks; the classic
-// sched_process_fork has no child task, so it cannot tell a thread from a process: no third rung).
+// sched_process_fork has no child task, so it cannot tell a thread from a process: no third rung, but for
+// exec, which needs only the current task).
 var ProcessHooks = []Hook{
 	{Prog: "pr_fork", Kind: TPBTF, Target: "sched_process_fork", Part: "process", Required: true, Since: "5.5", Group: "fork"},
 	{Prog: "pr_fork_raw", Kind: RawTP, Target: "sched_process_fork", Part: "process", Required: true, Since: "4.17", Group: "fork", Alt: 1},
 	{Prog: "pr_exec", Kind: TPBTF, Target: "sched_process_exec", Part: "process", Required: true, Since: "5.5", Group: "exec"},
 	{Prog: "pr_exec_raw", Kind: RawTP, Target: "sched_process_exec", Part: "process", Required: true, Since: "4.17", Group: "exec", Alt: 1},
+	{Prog: "pr_exec_tp", Kind: Tracepoint, Target: "sched/sched_process_exec", Part: "process", Required: true, Since: "3.4", Group: "exec", Alt: 2},
 	{Prog: "pr_exit", Kind: TPBTF, Target: "sched_process_exit", Part: "process", Required: true, Since: "5.5", Group: "exit"},
 	{Prog: "pr_exit_raw", Kind: RawTP, Target: "sched_process_exit", Part: "process", Required: true, Since: "4.17", Group: "exit", Alt: 1},
 	{Prog: "pr_free", Kind: TPBTF, Target: "sched_process_free", Part: "process", Required: true, Since: "5.5", Group: "free"},

@@ -30,8 +30,14 @@ const bashUserRules = `
 // bashConf is the integration ebpf.conf with ebpf-bash enabled next to ebpf-net.
 func bashConf(t *testing.T, extra string) string {
 	t.Helper()
+	return pluginsConf(t, extra, `"ebpf-net", "ebpf-bash"`)
+}
+
+// pluginsConf is the integration ebpf.conf with enabled_plugins set to plugins (a TOML list's items).
+func pluginsConf(t *testing.T, extra, plugins string) string {
+	t.Helper()
 	base := ebpfConf(extra)
-	conf := strings.Replace(base, `enabled_plugins = ["ebpf-net"]`, `enabled_plugins = ["ebpf-net", "ebpf-bash"]`, 1)
+	conf := strings.Replace(base, `enabled_plugins = ["ebpf-net"]`, `enabled_plugins = [`+plugins+`]`, 1)
 	if conf == base {
 		t.Fatalf("harness: ebpfConf no longer sets enabled_plugins as expected:\n%s", base)
 	}

@@ -10,17 +10,6 @@ import (
 	"time"
 )
 
-// processConf is the integration ebpf.conf with ebpf-process as the only plugin.
-func processConf(t *testing.T) string {
-	t.Helper()
-	base := ebpfConf("")
-	conf := strings.Replace(base, `enabled_plugins = ["ebpf-net"]`, `enabled_plugins = ["ebpf-process"]`, 1)
-	if conf == base {
-		t.Fatalf("harness: ebpfConf no longer sets enabled_plugins as expected:\n%s", base)
-	}
-	return conf
-}
-
 // processTotals sums the process_task points of one process name, and reads the zombies of the latest.
 func (a *agent) processTotals(name string) (sums map[string]int64, lastZombies int64, points int) {
 	sums = map[string]int64{}
@@ -77,7 +66,7 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 			t.Fatalf("build procwork.c: %v\n%s", err, out)
 		}
 	}
-	a := startAgentWith(t, processConf(t))
+	a := startAgentWith(t, pluginsConf(t, "", `"ebpf-process"`))
 	// The peers Debian packages (libbpf-tools), where installed: each prints a line per event.
 	exits, execs := startPeer(t, "exitsnoop"), startPeer(t, "execsnoop")
 

@@ -79,7 +79,7 @@ struct hf_stream {
 	__u8 slot;      /* queue slot of the request being parsed; HF_QUEUE: not tracked */
 	__u8 tracked;   /* the response being parsed answers the queue's head */
 	__u8 carry_len; /* bytes in carry */
-	__u8 pad;
+	__u8 h2_begun;  /* HTTP/2: this direction's first call was walked (hf_h2) */
 	char carry[HF_LOOK]; /* a header line's start that ended the last write, to check it whole */
 };
 
@@ -943,11 +943,14 @@ static __always_inline struct hf_conn *hf_tls_conn(__u64 id, __u64 ssl, int crea
 		return c;
 	struct hf_conn *z = bpf_map_lookup_elem(&hf_zero, &zero);
 
-	if (!z || bpf_map_update_elem(&hf_tls, &k, z, BPF_NOEXIST)) {
+	/* Two threads may make it at once (Go's server writes and reads a new session in two goroutines): the
+	 * one whose update fails takes the other's. */
+	if (z)
+		bpf_map_update_elem(&hf_tls, &k, z, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&hf_tls, &k);
+	if (!c)
 		hf_count(HF_STAT_CONN_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&hf_tls, &k);
+	return c;
 }
 
 /* The session the thread id (tgid << 32 | pid) is inside an SSL call of, to be tied to the connection
@@ -1366,6 +1369,16 @@ int hf_h2(struct pt_regs *ctx)
 	__u64 len = cl.len, pos = 0;
 	__u32 fill = 0;
 
+	if (!st->h2_begun) {
+		/* The stream the client writes begins with the preface, which is skipped. Set here, by the
+		 * direction's own thread: set where the role is decided, a thread deciding from the other
+		 * direction could set it again after this one had walked the preface (seen on 6.1-rt). */
+		st->h2_begun = 1;
+		if ((c->role == HF_ROLE_H2_CLIENT) == (d == HF_OUT)) {
+			st->left = HF_H2_PREFACE_LEN;
+			st->mode = HF_H2_M_SKIP;
+		}
+	}
 	for (int step = 0; step < HF_H2_STEPS; step++) {
 		if (pos >= len || st->mode == HF_H2_M_LOST)
 			break;
@@ -1518,19 +1531,20 @@ static __always_inline int hf_ssl_exit(struct pt_regs *ctx, long ret, int d)
 		__u32 n = hf_load(sc, 0, NULL, 0, (const char *)cl.buf, 0, len);
 		int kind = n ? hf_classify(sc->buf, n) : 0;
 
-		c->role = kind ? hf_role(kind, d) : HF_ROLE_OTHER;
+		/* Another thread may be deciding from the other direction's first call at the same time: both
+		 * decide the same, each in one store of the role (no thread may see a passing HF_ROLE_OTHER). */
+		c->tls = 1;
 		if (!kind && (hf_h2_preface(sc->buf, n) || hf_h2_settings(sc->buf, n))) {
-			/* The client's preface, or the server's SETTINGS sent before it (gRPC's servers do): the
-			 * preface is skipped in the stream the client writes. */
+			/* The client's preface, or the server's SETTINGS sent before it (Go's and gRPC's servers
+			 * do). hf_h2 skips the preface. */
 			int client = hf_h2_preface(sc->buf, n) == (d == HF_OUT);
 
 			c->role = client ? HF_ROLE_H2_CLIENT : HF_ROLE_H2_SERVER;
-			c->s[client ? HF_OUT : HF_IN].left = HF_H2_PREFACE_LEN;
-			c->s[client ? HF_OUT : HF_IN].mode = HF_H2_M_SKIP;
-		} else if (!kind) {
-			return 0;
+		} else {
+			c->role = kind ? hf_role(kind, d) : HF_ROLE_OTHER;
+			if (!kind)
+				return 0;
 		}
-		c->tls = 1;
 	}
 	if (c->pid != id >> 32) {
 		c->pid = id >> 32;

@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets|TestProcessCountsEveryForkThreadExecAndExit}
+tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowHTTP2OverGoCryptoTLSSessionStarts|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets|TestProcessCountsEveryForkThreadExecAndExit}
 interval=${GUEST_INTERVAL:-1s}
 modes=${MODES:-preferred fallbacks}
 # Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):
@@ -62,7 +62,7 @@ summarize() {
 			if ($0 ~ /no socket hook for UDP owners/) out = out " owners-at-egress"
 			printf "%s[%s] ", part, out
 		}')
-	cases=$(grep -a "^@@$mode " "$log" | grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z]+(/[A-Za-z0-9_]+)?' | sort -u |
+	cases=$(grep -a "^@@$mode " "$log" | grep -aoE -- '--- (PASS|FAIL): Test[A-Za-z0-9]+(/[A-Za-z0-9_]+)?' | sort -u |
 		sed -E 's/--- (PASS|FAIL): Test(.*)/\2=\1/' | paste -sd' ')
 	rc=$(grep -ao "^@@$mode TEST-EXIT=[0-9]*" "$log" | tail -1 | cut -d= -f2)
 	warnings=$(grep -acE 'WARNING:|BUG:|Oops|Kernel panic|general protection|double fault' "$log" || true)

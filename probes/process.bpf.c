@@ -110,7 +110,70 @@ static __always_inline int on_exec(void)
 	return 0;
 }
 
-/* do_exit has taken the thread off signal->live and set its exit_code: a count of 0 left is the process's end. */
+/* The kernfs id of task's memory cgroup (cgroup v1 or v2), 0 without the memory controller. */
+static __always_inline __u64 pr_memcg_id(struct task_struct *task)
+{
+	if (!bpf_core_enum_value_exists(enum cgroup_subsys_id, memory_cgrp_id))
+		return 0;
+	__u32 i = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+	struct css_set *cs = BPF_CORE_READ(task, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+
+	if (i >= 64 || !cs) /* the count differs between kernels; a bound for the read below */
+		return 0;
+	/* subsys[i]: an index the program computes, so the address by hand */
+	bpf_probe_read_kernel(&css, sizeof(css), (void *)cs + bpf_core_field_offset(struct css_set, subsys) + i * sizeof(css));
+	return css ? BPF_CORE_READ(css, cgroup, kn, id) : 0;
+}
+
+/* Before 6.2, mm->rss_stat was a struct of atomic counters; since, an array of percpu_counters. */
+struct mm_rss_stat___pre62 {
+	atomic_long_t count[4];
+} __attribute__((preserve_access_index));
+struct mm_struct___pre62 {
+	struct mm_rss_stat___pre62 rss_stat;
+} __attribute__((preserve_access_index));
+
+/* Resident pages of mm, as the OOM killer prints them: file (MM_FILEPAGES 0) + anonymous (1) + shared
+ * memory (3); each counter as its last fold (threads' caches or CPUs' deltas not yet added). */
+static __always_inline __u64 pr_mm_rss(struct mm_struct *mm)
+{
+	long n;
+
+	if (bpf_core_type_exists(struct mm_rss_stat___pre62)) {
+		struct mm_struct___pre62 *o = (void *)mm;
+
+		n = BPF_CORE_READ(o, rss_stat.count[0].counter) + BPF_CORE_READ(o, rss_stat.count[1].counter) +
+		    BPF_CORE_READ(o, rss_stat.count[3].counter);
+	} else {
+		n = BPF_CORE_READ(mm, rss_stat[0].count) + BPF_CORE_READ(mm, rss_stat[1].count) +
+		    BPF_CORE_READ(mm, rss_stat[3].count);
+	}
+	return n > 0 ? n : 0;
+}
+
+/* A signal is delivered to the current thread: at a SIGKILL, its process's memory is still whole (the OOM
+ * killer's is one), so note its resident set. Its end, where it is known whether the OOM killer sent it, is
+ * too late: exit_mm has unmapped it (and signal->maxrss carries the peak of the mm an exec replaced). */
+static __always_inline int on_signal(int sig)
+{
+	if (floor_only || sig != 9)
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+
+	if (!mm)
+		return 0;
+	struct pr_counts *c = pr_get(task);
+
+	if (c)
+		c->kill_rss_pages = pr_mm_rss(mm);
+	return 0;
+}
+
+/* do_exit has taken the thread off signal->live and set its exit_code: a count of 0 left is the process's end.
+ * A process the OOM killer chose has signal->oom_mm set (mark_oom_victim): its end says so in its own context,
+ * on every kernel (the oom/mark_victim tracepoint passes only a pid before 6.8, from the killer's context). */
 static __always_inline int on_exit(struct task_struct *task)
 {
 	if (floor_only)
@@ -122,6 +185,9 @@ static __always_inline int on_exit(struct task_struct *task)
 	pr_name(c, task);
 	if (BPF_CORE_READ(task, signal, live.counter) == 0) {
 		c->exit_code = BPF_CORE_READ(task, exit_code);
+		c->memcg_id = pr_memcg_id(task);
+		c->oom_killed = BPF_CORE_READ(task, signal, oom_mm) != NULL;
+		asm volatile("" ::: "memory"); /* a read that sees it exited sees the rest */
 		c->exited = 1;
 	} else {
 		__sync_fetch_and_add(&c->thread_exits, 1);
@@ -184,6 +250,24 @@ SEC("raw_tp/sched_process_exit")
 int BPF_PROG(pr_exit_raw, struct task_struct *p)
 {
 	return on_exit(p);
+}
+
+SEC("tp_btf/signal_deliver")
+int BPF_PROG(pr_signal, int sig)
+{
+	return on_signal(sig);
+}
+
+SEC("raw_tp/signal_deliver")
+int BPF_PROG(pr_signal_raw, int sig)
+{
+	return on_signal(sig);
+}
+
+SEC("tracepoint/signal/signal_deliver")
+int pr_signal_tp(struct trace_event_raw_signal_deliver *ctx)
+{
+	return on_signal(ctx->sig);
 }
 
 SEC("tp_btf/sched_process_free")

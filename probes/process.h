@@ -31,9 +31,14 @@ struct pr_counts {
 	__u32 mntns;            /* mount namespace, the last one seen */
 	__u8 exited;            /* its last thread exited: a zombie until freed */
 	__u8 freed;             /* reaped and freed: nothing more will count against it */
-	__u8 pad[6];
+	__u8 oom_killed;        /* it ended as the OOM killer's victim (signal->oom_mm set) */
+	__u8 pad[5];
 	char comm[PR_COMM_LEN]; /* the process name, the last one seen */
+	/* Its resident set (file, anonymous and shared memory pages) when a SIGKILL was last delivered to it,
+	 * and, set at its end, the kernfs id (the inode number) of its memory cgroup. */
+	__u64 kill_rss_pages;
+	__u64 memcg_id;
 };
-_Static_assert(sizeof(struct pr_counts) == 64, "pr_counts layout");
+_Static_assert(sizeof(struct pr_counts) == 80, "pr_counts layout");
 
 #endif

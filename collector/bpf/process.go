@@ -22,6 +22,10 @@ var ProcessHooks = []Hook{
 	{Prog: "pr_exec_tp", Kind: Tracepoint, Target: "sched/sched_process_exec", Part: "process", Required: true, Since: "3.4", Group: "exec", Alt: 2},
 	{Prog: "pr_exit", Kind: TPBTF, Target: "sched_process_exit", Part: "process", Required: true, Since: "5.5", Group: "exit"},
 	{Prog: "pr_exit_raw", Kind: RawTP, Target: "sched_process_exit", Part: "process", Required: true, Since: "4.17", Group: "exit", Alt: 1},
+	// The resident set at a SIGKILL, for OOM kills: without it they are reported with no RSS.
+	{Prog: "pr_signal", Kind: TPBTF, Target: "signal_deliver", Part: "process", Since: "5.5", Group: "signal"},
+	{Prog: "pr_signal_raw", Kind: RawTP, Target: "signal_deliver", Part: "process", Since: "4.17", Group: "signal", Alt: 1},
+	{Prog: "pr_signal_tp", Kind: Tracepoint, Target: "signal/signal_deliver", Part: "process", Since: "3.4", Group: "signal", Alt: 2},
 	{Prog: "pr_free", Kind: TPBTF, Target: "sched_process_free", Part: "process", Required: true, Since: "5.5", Group: "free"},
 	{Prog: "pr_free_raw", Kind: RawTP, Target: "sched_process_free", Part: "process", Required: true, Since: "4.17", Group: "free", Alt: 1},
 }

@@ -16,4 +16,18 @@
 // A process's counts go to the name it has when the interval is read: the counts of a child that forked
 // and then exec'd `ls` are all `ls`'s. Container tags come from the process's mount namespace, as for the
 // other plugins.
+//
+// oom_kill (category logging, input ebpf-process/oom_kill), one point per process the OOM killer ended:
+//
+//	tag   process_name   the process's name
+//	tag   cgroup         its memory cgroup's path from its hierarchy's root (cgroup v2, or v1's memory
+//	                     controller), or its id when no mount the collector sees holds it
+//	field pid            int  the process id
+//	field rss_bytes      int  its resident set (file + anonymous + shared memory) when the kill was delivered:
+//	                          what the kernel's "Killed process" line gives; 0 if the signal hook is off
+//	field cgroup_id      int  the memory cgroup's id (its directory's inode number)
+//	field message        str  one line saying the above
+//
+// A kill is known at the process's end (signal->oom_mm, set by the OOM killer, in the process's own context)
+// and read with the process's counters, so none is lost to a full ring buffer.
 package process

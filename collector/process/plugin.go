@@ -26,6 +26,7 @@ type Plugin struct {
 	c       plugin.Counters
 	freed   uint64
 	zombies map[Group]bool // groups whose last point had zombies: the next says when they are gone
+	kills   []OOMKill      // found by the last Flush, for the OOM plugin
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -77,6 +78,7 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		}
 	}
 	p.t.Forget(seen)
+	p.kills = p.t.TakeKills() // the OOM plugin, flushed next, takes them
 	had := p.zombies
 	p.zombies = map[Group]bool{}
 	pts := make([]point.Point, 0, len(out))

@@ -1,11 +1,18 @@
 package process
 
 import (
+	"cmp"
 	"encoding/binary"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
+
+	"dkebpf/collector/point"
 )
 
 func raw(t *testing.T, r any) []byte {
@@ -24,11 +31,12 @@ func comm(s string) (c [CommLen]byte) {
 
 func TestDecodeCountsReadsTheKernelsLayout(t *testing.T) {
 	c, err := DecodeCounts(raw(t, RawCounts{Forks: 3, Threads: 1, Execs: 1, ThreadExits: 1, ExitCode: 3 << 8, Mntns: 8,
-		Exited: 1, Comm: comm("ls")}))
+		Exited: 1, Comm: comm("ls"), OOMKilled: 1, KillRSSPages: 5, MemcgID: 6}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Counts{Forks: 3, Threads: 1, Execs: 1, ThreadExits: 1, ExitCode: 3 << 8, Mntns: 8, Exited: true, Comm: "ls"}
+	want := Counts{Forks: 3, Threads: 1, Execs: 1, ThreadExits: 1, ExitCode: 3 << 8, Mntns: 8, Exited: true, Comm: "ls",
+		OOMKilled: true, KillRSSPages: 5, MemcgID: 6}
 	if c != want {
 		t.Fatalf("decoded %+v, want %+v", c, want)
 	}
@@ -164,4 +172,72 @@ func equal(a, b map[string]any) bool {
 		}
 	}
 	return true
+}
+
+func TestOOMPluginReportsEachKillOnceWithItsCgroupAndRSS(t *testing.T) {
+	// A cgroup tree the Cgroups finds through a mountinfo line of a cgroup2 mount.
+	root := t.TempDir()
+	dir := filepath.Join(root, "pods", "web")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	mountinfo := filepath.Join(t.TempDir(), "mountinfo")
+	lines := "22 1 0:21 / /proc rw - proc proc rw\n" +
+		"30 1 0:26 / " + root + " rw,nosuid - cgroup2 cgroup2 rw\n"
+	if err := os.WriteFile(mountinfo, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	k := &fakeKernel{procs: map[RawKey]RawCounts{
+		{Tgid: 7, StartNs: 1}:  {Exited: 1, ExitCode: 9, OOMKilled: 1, KillRSSPages: 100, MemcgID: st.Ino, Comm: comm("hog")},
+		{Tgid: 8, StartNs: 1}:  {Exited: 1, ExitCode: 9, KillRSSPages: 50, Comm: comm("killed")}, // a plain kill -9
+		{Tgid: 9, StartNs: 1}:  {Exited: 1, ExitCode: 9, OOMKilled: 1, MemcgID: 1 << 40, Comm: comm("gone")},
+		{Tgid: 10, StartNs: 1}: {Forks: 1, Comm: comm("alive")},
+	}}
+	p := NewPlugin(k, log)
+	o := NewOOMPlugin(p, NewCgroups(mountinfo), log)
+	p.Flush(time.Unix(1, 0))
+	pts := o.Flush(time.Unix(1, 0))
+	if len(pts) != 2 {
+		t.Fatalf("%d points, want 2: %v", len(pts), pts)
+	}
+	slices.SortFunc(pts, func(a, b point.Point) int { return cmp.Compare(a.Fields["pid"].(int64), b.Fields["pid"].(int64)) })
+	hog, gone := pts[0], pts[1]
+	page := int64(os.Getpagesize())
+	if hog.Name != OOMMeasurement || hog.Tags["process_name"] != "hog" || hog.Tags["cgroup"] != "/pods/web" ||
+		hog.Fields["pid"] != int64(7) || hog.Fields["rss_bytes"] != 100*page || hog.Fields["cgroup_id"] != int64(st.Ino) {
+		t.Fatalf("hog: %v %v", hog.Tags, hog.Fields)
+	}
+	// A cgroup no mount holds (removed since): named by its id, and counted.
+	if gone.Tags["cgroup"] != "1099511627776" || o.Counters().Extra["cgroups_unnamed"] != 1 {
+		t.Fatalf("gone: %v %v, counters %+v", gone.Tags, gone.Fields, o.Counters())
+	}
+	// Read again (zombies until reaped): not reported twice.
+	p.Flush(time.Unix(2, 0))
+	if pts := o.Flush(time.Unix(2, 0)); len(pts) != 0 {
+		t.Fatalf("second flush: %v", pts)
+	}
+	if c := o.Counters(); c.Events != 2 {
+		t.Fatalf("counters %+v", c)
+	}
+	if o.Category() != "logging" || o.Input() != "ebpf-process/oom_kill" {
+		t.Fatalf("category %s, input %s", o.Category(), o.Input())
+	}
+}
+
+func TestCgroupsFindsV1MemoryMountsOnly(t *testing.T) {
+	mountinfo := filepath.Join(t.TempDir(), "mountinfo")
+	lines := "40 30 0:35 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n" +
+		"41 30 0:36 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n" +
+		"42 30 0:37 /sub /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n" // not its hierarchy's root: skipped
+	if err := os.WriteFile(mountinfo, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := NewCgroups(mountinfo).roots(); !slices.Equal(got, []string{"/sys/fs/cgroup/memory"}) {
+		t.Fatalf("roots %v", got)
+	}
 }

@@ -26,9 +26,10 @@ type RawKey struct {
 type RawCounts struct {
 	Forks, Threads, Execs, ThreadExits uint64
 	ExitCode, Mntns                    uint32
-	Exited, Freed                      uint8
-	Pad                                [6]uint8
+	Exited, Freed, OOMKilled           uint8
+	Pad                                [5]uint8
 	Comm                               [CommLen]byte
+	KillRSSPages, MemcgID              uint64
 }
 
 // Key is a process: its tgid and its leader's start time (a reused pid is another process).
@@ -44,6 +45,10 @@ type Counts struct {
 	Mntns                              uint32
 	Exited, Freed                      bool // ended; reaped (nothing more counts against it)
 	Comm                               string
+	// The OOM killer chose it (set at its end); its resident pages at the last SIGKILL delivered to it; its
+	// memory cgroup's id (set at its end).
+	OOMKilled             bool
+	KillRSSPages, MemcgID uint64
 }
 
 // Failed says whether the process ended with a non-zero status or by a signal.
@@ -69,5 +74,6 @@ func DecodeCounts(b []byte) (Counts, error) {
 		comm = comm[:i]
 	}
 	return Counts{Forks: r.Forks, Threads: r.Threads, Execs: r.Execs, ThreadExits: r.ThreadExits, ExitCode: r.ExitCode,
-		Mntns: r.Mntns, Exited: r.Exited != 0, Freed: r.Freed != 0, Comm: string(comm)}, nil
+		Mntns: r.Mntns, Exited: r.Exited != 0, Freed: r.Freed != 0, Comm: string(comm),
+		OOMKilled: r.OOMKilled != 0, KillRSSPages: r.KillRSSPages, MemcgID: r.MemcgID}, nil
 }

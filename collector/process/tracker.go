@@ -13,11 +13,21 @@ type Totals struct {
 
 func (t Totals) zero() bool { return t == Totals{} }
 
+// OOMKill is a process the OOM killer ended.
+type OOMKill struct {
+	Pid          uint32
+	Comm         string
+	Mntns        uint32
+	MemcgID      uint64 // its memory cgroup's kernfs id (the directory's inode number)
+	KillRSSPages uint64 // its resident set when the kill was delivered, in pages (0: not seen)
+}
+
 // Tracker turns the kernel's cumulative per-process counters into each interval's differences. It keeps
 // the last counts read of every process the kernel still holds; a process read freed is reported once
 // more and forgotten, here and (by the caller) in the kernel: nothing counts against it after its free.
 type Tracker struct {
-	last map[Key]Counts
+	last  map[Key]Counts
+	kills []OOMKill // seen since the last TakeKills
 }
 
 func NewTracker() *Tracker { return &Tracker{last: map[Key]Counts{}} }
@@ -40,6 +50,9 @@ func (t *Tracker) Add(k Key, c Counts, out map[Group]*Totals) (freed bool) {
 		tot.Exits++
 		if c.Failed() {
 			tot.ExitsFailed++
+		}
+		if c.OOMKilled {
+			t.kills = append(t.kills, OOMKill{Pid: k.Tgid, Comm: c.Comm, Mntns: c.Mntns, MemcgID: c.MemcgID, KillRSSPages: c.KillRSSPages})
 		}
 	}
 	if c.Freed {
@@ -65,3 +78,10 @@ func (t *Tracker) Forget(seen map[Key]bool) {
 
 // Len is how many processes the Tracker holds.
 func (t *Tracker) Len() int { return len(t.last) }
+
+// TakeKills returns the OOM kills seen since it was last called.
+func (t *Tracker) TakeKills() []OOMKill {
+	k := t.kills
+	t.kills = nil
+	return k
+}

@@ -237,7 +237,8 @@ func openProcess(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object,
 		return nil, nil, err
 	}
 	logReport(log, k.Report())
-	return []plugin.Plugin{process.NewPlugin(k, log)}, k, nil
+	p := process.NewPlugin(k, log)
+	return []plugin.Plugin{p, process.NewOOMPlugin(p, process.NewCgroups("/proc/self/mountinfo"), log)}, k, nil
 }
 
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.

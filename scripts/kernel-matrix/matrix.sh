@@ -8,13 +8,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${OUT:-$root/build/kernel-matrix}
-tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowHTTP2OverGoCryptoTLSSessionStarts|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets|TestProcessCountsEveryForkThreadExecAndExit}
+tests=${TESTS:-TestNetflow|TestFaultMapFullNetflow|TestHTTPFlowGoClientAndServer|TestHTTPFlowGoCryptoTLSClientAndServer|TestHTTPFlowGoCryptoTLSWritesFromGrowingStacks|TestHTTPFlowHTTP2OverGoCryptoTLS|TestHTTPFlowHTTP2OverGoCryptoTLSSessionStarts|TestHTTPFlowGRPCUnaryAndStreaming|TestDNSFlowGoResolverAndServer|TestDNSFlowSurvivesMalformedPackets|TestProcessCountsEveryForkThreadExecAndExit|TestProcessReportsOOMKill}
 interval=${GUEST_INTERVAL:-1s}
 modes=${MODES:-preferred fallbacks}
 # Every hook with a fallback, down to the last rung of each ladder (collector/bpf, README "Fallbacks"):
 # tracepoints classic, TCP live counters and start-up walk by programs the collector runs (nf_live,
 # nf_seed_walk), UDP owners from cgroup_skb egress.
-refuse=${FALLBACK_REFUSE:-tp_btf/*,raw_tp/inet_sock_set_state,raw_tp/sock_send_length,raw_tp/sock_recv_length,raw_tp/sched_process_exec,kprobe/*,iter/*}
+refuse=${FALLBACK_REFUSE:-tp_btf/*,raw_tp/inet_sock_set_state,raw_tp/sock_send_length,raw_tp/sock_recv_length,raw_tp/sched_process_exec,raw_tp/signal_deliver,kprobe/*,iter/*}
 mkdir -p "$out"
 
 "$here/install-deps.sh"

@@ -34,6 +34,19 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "exit0") == 0)
 		return 0;
+	if (argc > 1 && strcmp(argv[1], "oom") == 0) { /* a line on stdin (once in its cgroup), then allocate until killed */
+		char line[8];
+
+		if (!fgets(line, sizeof(line), stdin))
+			return 1;
+		for (;;) {
+			char *p = malloc(1 << 20);
+
+			if (!p)
+				return 2;
+			memset(p, 1, 1 << 20);
+		}
+	}
 	for (int i = 0; i < 7; i++) {
 		pid_t p = fork();
 		if (p == 0)

@@ -47,6 +47,7 @@ var l7net = map[string]string{
 	"floor":   `l7net_enabled = ["httpflow", "httpflow-tls"]`, // every hook of "all"
 	"netflow": `l7net_disabled = ["httpflow", "httpflow-tls"]`,
 	"all":     `l7net_enabled = ["httpflow", "httpflow-tls"]`,
+	"process": `l7net_disabled = ["httpflow", "httpflow-tls"]`,
 }
 
 // plugins is each configuration's enabled_plugins. "netflow" stays the network plugin alone (netflow
@@ -56,6 +57,7 @@ var plugins = map[string]string{
 	"floor":   `["ebpf-net", "ebpf-bash"]`,
 	"netflow": `["ebpf-net"]`,
 	"all":     `["ebpf-net", "ebpf-bash"]`,
+	"process": `["ebpf-process"]`,
 }
 
 // startAgent runs datakit from root (the repository) on a fresh install dir with configuration cfg

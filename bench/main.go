@@ -2,8 +2,8 @@
 // are: nginx HTTP (keep-alive and connection churn), HTTPS (nginx's OpenSSL, and Go's net/http on
 // crypto/tls), DNS against dnsmasq, and an interactive-bash exec storm, each without the collector (base),
 // with every hook of "all" attached to programs that return at once (floor), with the network plugin alone:
-// netflow and dnsflow (netflow), and with netflow, dnsflow, httpflow, httpflow-tls and bash (all),
-// interleaved in random order.
+// netflow and dnsflow (netflow), with netflow, dnsflow, httpflow, httpflow-tls and bash (all), and with
+// ebpf-process alone (process), interleaved in random order.
 package main
 
 import (
@@ -20,7 +20,8 @@ import (
 	"time"
 )
 
-var configs = []string{"base", "floor", "netflow", "all"}
+// process is ebpf-process alone (off by default: this is its cost).
+var configs = []string{"base", "floor", "netflow", "all", "process"}
 
 // measured are the configurations that collect data: their footprint and fidelity are reported.
 var measured = []string{"netflow", "all"}
@@ -279,23 +280,24 @@ func measureWith(root string, w workload, mode, cfg string, rate float64, d time
 		return r, stored{}, err
 	}
 	// The configuration must be what ran: httpflow's and bash's counters exist only when the collector ran
-	// them (floor and all), dnsflow's always (part of ebpf-net); "all" and "floor" must have found a libssl
-	// and a bash to probe.
+	// them (floor and all), dnsflow's with ebpf-net, process's only in "process"; "all" and "floor" must
+	// have found a libssl and a bash to probe.
+	full := cfg == "floor" || cfg == "all"
 	for _, pl := range []struct {
 		prefix string
 		want   bool
-	}{{"httpflow_", cfg != "netflow"}, {"bash_", cfg != "netflow"}, {"dnsflow_", true}} {
+	}{{"httpflow_", full}, {"bash_", full}, {"dnsflow_", cfg != "process"}, {"process_", cfg == "process"}} {
 		if got := self1.hasField(pl.prefix); got != pl.want {
 			return r, stored{}, fmt.Errorf("config %s: collector has %s* self-metrics: %v, want %v", cfg, pl.prefix, got, pl.want)
 		}
 	}
-	if cfg != "netflow" && self1.last("httpflow_tls_libs_probed") == 0 {
+	if full && self1.last("httpflow_tls_libs_probed") == 0 {
 		return r, stored{}, fmt.Errorf("config %s: httpflow-tls probed no libssl", cfg)
 	}
-	if cfg != "netflow" && w.goTLS && self1.last("httpflow_tls_go_probed") == 0 {
+	if full && w.goTLS && self1.last("httpflow_tls_go_probed") == 0 {
 		return r, stored{}, fmt.Errorf("config %s: httpflow-tls probed no Go program", cfg)
 	}
-	if cfg != "netflow" && self1.last("bash_binaries_probed") == 0 {
+	if full && self1.last("bash_binaries_probed") == 0 {
 		return r, stored{}, fmt.Errorf("config %s: bash probed no bash binary", cfg)
 	}
 	dns, err := a.query("dnsflow")

@@ -328,7 +328,9 @@ int nf_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 
 /* Whether an nf_socks entry outlived its socket (the ->CLOSE tracepoint did not run for it): the socket's
  * memory is closed, listening or another socket now (TCP sockets are SLAB_TYPESAFE_BY_RCU, so it is
- * still a socket, and a reused one has another cookie and tuple). */
+ * still a socket, and a reused one has another cookie and tuple). A local port of 0 is not a sign: on its
+ * way to TCP_CLOSE, tcp_set_state releases the port (inet_put_port) before the state changes and the
+ * tracepoint runs, and a walk in between took the closing connection for stale and lost its close. */
 static __always_inline bool sock_stale(__u64 key, const struct nf_sock *s)
 {
 	const struct sock *sk = (const struct sock *)s->sk;
@@ -339,7 +341,9 @@ static __always_inline bool sock_stale(__u64 key, const struct nf_sock *s)
 		return false; /* between connect() and ->SYN_SENT the socket is still TCP_CLOSE */
 	int state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	return state == TCP_CLOSE || state == TCP_LISTEN || BPF_CORE_READ(sk, __sk_common.skc_num) != s->t.sport ||
+	__u16 num = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	return state == TCP_CLOSE || state == TCP_LISTEN || (num && num != s->t.sport) ||
 	       bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)) != s->t.dport;
 }
 

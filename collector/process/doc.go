@@ -17,6 +17,14 @@
 // and then exec'd `ls` are all `ls`'s. Container tags come from the process's mount namespace, as for the
 // other plugins.
 //
+// process_exit_failed (category metric, input ebpf-process/process_exit_failed), one point per interval per
+// (process name, container, exit status or signal) with failed exits:
+//
+//	tag   process_name   the process's name
+//	tag   exit_code      its exit status (1–255), or N/A when a signal killed it
+//	tag   signal         the signal that killed it (SIGKILL, SIGSEGV, …), or N/A
+//	field count          int  processes that ended so in the interval
+//
 // oom_kill (category logging, input ebpf-process/oom_kill), one point per process the OOM killer ended:
 //
 //	tag   process_name   the process's name

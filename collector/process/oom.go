@@ -95,6 +95,9 @@ func (c *Cgroups) Path(id uint64) (path string, ok bool) {
 	}
 	for _, root := range c.roots() {
 		if p, ok := findIno(root, id); ok {
+			if len(c.names) >= 4096 { // ids are not reused: a long-lived host's would only grow
+				clear(c.names)
+			}
 			c.names[id] = p
 			return p, true
 		}

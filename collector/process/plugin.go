@@ -25,8 +25,9 @@ type Plugin struct {
 	log     *slog.Logger
 	c       plugin.Counters
 	freed   uint64
-	zombies map[Group]bool // groups whose last point had zombies: the next says when they are gone
-	kills   []OOMKill      // found by the last Flush, for the OOM plugin
+	zombies map[Group]bool     // groups whose last point had zombies: the next says when they are gone
+	kills   []OOMKill          // found by the last Flush, for the OOM plugin
+	fails   map[Failure]uint64 // found by the last Flush, for the exits plugin
 }
 
 var _ plugin.Plugin = (*Plugin)(nil)
@@ -78,7 +79,7 @@ func (p *Plugin) Flush(now time.Time) []point.Point {
 		}
 	}
 	p.t.Forget(seen)
-	p.kills = p.t.TakeKills() // the OOM plugin, flushed next, takes them
+	p.kills, p.fails = p.t.TakeKills(), p.t.TakeFailures() // the plugins flushed next take them
 	had := p.zombies
 	p.zombies = map[Group]bool{}
 	pts := make([]point.Point, 0, len(out))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -239,5 +240,39 @@ func TestCgroupsFindsV1MemoryMountsOnly(t *testing.T) {
 	}
 	if got := NewCgroups(mountinfo).roots(); !slices.Equal(got, []string{"/sys/fs/cgroup/memory"}) {
 		t.Fatalf("roots %v", got)
+	}
+}
+
+func TestExitsPluginCountsFailedExitsByStatusAndSignal(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	k := &fakeKernel{procs: map[RawKey]RawCounts{
+		{Tgid: 1, StartNs: 1}: {Exited: 1, ExitCode: 3 << 8, Comm: comm("a")},
+		{Tgid: 2, StartNs: 1}: {Exited: 1, ExitCode: 3 << 8, Freed: 1, Comm: comm("a")},
+		{Tgid: 3, StartNs: 1}: {Exited: 1, ExitCode: 15, Comm: comm("a")},
+		{Tgid: 4, StartNs: 1}: {Exited: 1, ExitCode: 0x80 | 11, Comm: comm("a")}, // SIGSEGV, core dumped
+		{Tgid: 5, StartNs: 1}: {Exited: 1, Comm: comm("a")},                      // exit 0: not a failure
+		{Tgid: 6, StartNs: 1}: {Exited: 1, ExitCode: 1 << 8, Mntns: 9, Comm: comm("b")},
+	}}
+	p := NewPlugin(k, log)
+	e := NewExitsPlugin(p, log)
+	p.Flush(time.Unix(1, 0))
+	got := map[string]any{}
+	for _, pt := range e.Flush(time.Unix(1, 0)) {
+		if pt.Name != ExitsMeasurement {
+			t.Fatalf("measurement %q", pt.Name)
+		}
+		got[pt.Tags["process_name"]+" "+pt.Tags["exit_code"]+" "+pt.Tags["signal"]+" "+strconv.Itoa(int(pt.Mntns))] = pt.Fields["count"]
+	}
+	want := map[string]any{"a 3 N/A 0": int64(2), "a N/A SIGTERM 0": int64(1), "a N/A SIGSEGV 0": int64(1), "b 1 N/A 9": int64(1)}
+	if !equal(got, want) {
+		t.Fatalf("points %v, want %v", got, want)
+	}
+	// The zombies are read again: their exits are not counted twice.
+	p.Flush(time.Unix(2, 0))
+	if pts := e.Flush(time.Unix(2, 0)); len(pts) != 0 {
+		t.Fatalf("second flush %v", pts)
+	}
+	if c := e.Counters(); c.Events != 5 {
+		t.Fatalf("counters %+v", c)
 	}
 }

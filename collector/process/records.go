@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Sizes of probes/process.h (the layout test in collector/bpf checks them against the object).
@@ -53,6 +57,18 @@ type Counts struct {
 
 // Failed says whether the process ended with a non-zero status or by a signal.
 func (c Counts) Failed() bool { return c.Exited && c.ExitCode != 0 }
+
+// exitReason is how the process ended: its exit status in decimal and "N/A", or "N/A" and the name of the
+// signal that killed it (SIGKILL; SIG<n> for a number without a name).
+func (c Counts) exitReason() (code, signal string) {
+	if sig := syscall.Signal(c.ExitCode & 0x7f); sig != 0 {
+		if name := unix.SignalName(sig); name != "" {
+			return "N/A", name
+		}
+		return "N/A", "SIG" + strconv.Itoa(int(sig))
+	}
+	return strconv.Itoa(int(c.ExitCode >> 8 & 0xff)), "N/A"
+}
 
 // DecodeKey reads a struct pr_key.
 func DecodeKey(b []byte) (Key, error) {

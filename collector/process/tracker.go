@@ -22,12 +22,19 @@ type OOMKill struct {
 	KillRSSPages uint64 // its resident set when the kill was delivered, in pages (0: not seen)
 }
 
+// Failure is one kind of failed exit in a group: the exit status, or the signal (the other is "N/A").
+type Failure struct {
+	Group
+	ExitCode, Signal string
+}
+
 // Tracker turns the kernel's cumulative per-process counters into each interval's differences. It keeps
 // the last counts read of every process the kernel still holds; a process read freed is reported once
 // more and forgotten, here and (by the caller) in the kernel: nothing counts against it after its free.
 type Tracker struct {
 	last  map[Key]Counts
-	kills []OOMKill // seen since the last TakeKills
+	kills []OOMKill          // seen since the last TakeKills
+	fails map[Failure]uint64 // failed exits seen since the last TakeFailures
 }
 
 func NewTracker() *Tracker { return &Tracker{last: map[Key]Counts{}} }
@@ -50,6 +57,11 @@ func (t *Tracker) Add(k Key, c Counts, out map[Group]*Totals) (freed bool) {
 		tot.Exits++
 		if c.Failed() {
 			tot.ExitsFailed++
+			code, sig := c.exitReason()
+			if t.fails == nil {
+				t.fails = map[Failure]uint64{}
+			}
+			t.fails[Failure{g, code, sig}]++
 		}
 		if c.OOMKilled {
 			t.kills = append(t.kills, OOMKill{Pid: k.Tgid, Comm: c.Comm, Mntns: c.Mntns, MemcgID: c.MemcgID, KillRSSPages: c.KillRSSPages})
@@ -84,4 +96,11 @@ func (t *Tracker) TakeKills() []OOMKill {
 	k := t.kills
 	t.kills = nil
 	return k
+}
+
+// TakeFailures returns the failed exits seen since it was last called, by kind.
+func (t *Tracker) TakeFailures() map[Failure]uint64 {
+	f := t.fails
+	t.fails = nil
+	return f
 }

@@ -92,7 +92,7 @@ func needs(plugin string, parts []bpf.PartStatus) string {
 	case "ebpf-bash":
 		return "bash lines: " + on("bash/readline") + "; new bash binaries at exec: " + on("bash/exec")
 	case "ebpf-process":
-		return "process_task: " + on("process/process")
+		return "process_task, process_exit_failed and oom_kill: " + on("process/process")
 	}
 	return "netflow tcp: " + on("netflow/tcp") + "; netflow udp: " + on("netflow/udp") +
 		"; dnsflow and httpflow: " + on("netflow/udp") + "; httpflow-tls: " + on("netflow/udp", "netflow/tls")

@@ -88,6 +88,14 @@ func TestProcessCountsEveryForkThreadExecAndExit(t *testing.T) {
 	}
 	done := map[string]int64{"forks": 14, "threads": 5, "execs": 3, "exits": 15, "thread_exits": 5, "exits_failed": 4}
 	a.waitProcessTotals("dkprocwork", "the workload ended", done, 0)
+	// The failed exits by kind: three exit 3, one SIGTERM.
+	fails := map[string]int64{}
+	for _, p := range a.query("process_exit_failed", "1h", "process_name:dkprocwork") {
+		fails[p.Tags["exit_code"]+"/"+p.Tags["signal"]] += intField(p, "count")
+	}
+	if want := map[string]int64{"3/N/A": 3, "N/A/SIGTERM": 1}; fmt.Sprint(fails) != fmt.Sprint(want) {
+		t.Errorf("process_exit_failed of dkprocwork: %v, want %v (exit_code/signal: count)", fails, want)
+	}
 	// The peers saw the same: exitsnoop a line per process exit (status or signal in its last column),
 	// execsnoop a line per exec (its return value in the fourth).
 	if lines := exits.stop(t, "dkprocwork"); lines != nil {
@@ -176,6 +184,13 @@ func TestProcessReportsOOMKill(t *testing.T) {
 	// Its resident set is the kernel's own account of it, in its "Killed process" line.
 	if rss, want := intField(p, "rss_bytes"), kernelKilledRSS(t, cmd.Process.Pid); rss != want {
 		t.Errorf("oom_kill rss_bytes=%d; the kernel's log says %d (anon-rss + file-rss + shmem-rss)", rss, want)
+	}
+	var killed int64
+	for _, p := range a.query("process_exit_failed", "1h", "process_name:dkprocwork", "signal:SIGKILL") {
+		killed += intField(p, "count")
+	}
+	if killed != 1 {
+		t.Errorf("process_exit_failed: %d of dkprocwork killed by SIGKILL, want 1", killed)
 	}
 	if self, ok := latestSelfPoint(a); !ok || intField(self, "oom_events_received") != 1 {
 		t.Errorf("datakit_ebpf: oom_events_received=%v, want 1", self.Fields["oom_events_received"])

@@ -109,9 +109,7 @@ func (b *Bash) Stats() []uint64 { return perCPUStats(b.stats) }
 
 // Close detaches every program and frees the maps.
 func (b *Bash) Close() {
-	for _, l := range b.links {
-		l.Destroy()
-	}
+	detachParallel(b.links)
 	for _, r := range []*Ring{b.lines, b.execs} {
 		if r != nil {
 			r.Close()

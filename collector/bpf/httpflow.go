@@ -248,9 +248,7 @@ func (n *Netflow) AttachGoTLS(path string, funcs map[string]elfsym.GoFunc) error
 }
 
 func (h *httpProbe) close() {
-	for _, l := range h.links {
-		l.Destroy()
-	}
+	detachParallel(h.links)
 	h.ring.Close()
 	if h.h2Ring != nil {
 		h.h2Ring.Close()

@@ -68,10 +68,12 @@ func Main(ctx context.Context, cfg *cli.RunConfig, log *slog.Logger) error {
 		return err
 	}
 	defer func() {
+		start := time.Now()
 		plugin.CloseAll(plugins)
 		for _, o := range objects { // after the plugins: their watchers attach to them
 			o.Close()
 		}
+		log.Info("stopping: programs detached", "took", time.Since(start).Round(time.Millisecond))
 	}()
 
 	enc := point.NewEncoder(cfg.GlobalTags())
@@ -238,7 +240,7 @@ func openProcess(cfg *cli.RunConfig, log *slog.Logger) ([]plugin.Plugin, object,
 	}
 	logReport(log, k.Report())
 	p := process.NewPlugin(k, log)
-	return []plugin.Plugin{p, process.NewOOMPlugin(p, process.NewCgroups("/proc/self/mountinfo"), log)}, k, nil
+	return []plugin.Plugin{p, process.NewOOMPlugin(p, process.NewCgroups("/proc/self/mountinfo"), log), process.NewExitsPlugin(p, log)}, k, nil
 }
 
 // openNet loads netflow's object and builds the plugins of ebpf-net on it.

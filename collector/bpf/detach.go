@@ -1,0 +1,26 @@
+package bpf
+
+import (
+	"sync"
+
+	libbpfgo "github.com/aquasecurity/libbpfgo"
+)
+
+// detachParallel destroys links concurrently. Closing a uprobe's perf event waits for the kernel's RCU grace
+// periods (perf_trace_event_unreg → tracepoint_synchronize_unregister); one at a time, the hundred-odd uprobes
+// of a host with several Go programs take seconds on a slow or PREEMPT_RT kernel, while closes in flight at
+// once share their grace periods.
+func detachParallel(links []*libbpfgo.BPFLink) {
+	const inFlight = 32 // threads blocked in close at once
+	sem := make(chan struct{}, inFlight)
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			l.Destroy()
+		}()
+	}
+	wg.Wait()
+}

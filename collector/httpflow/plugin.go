@@ -11,6 +11,7 @@ import (
 
 	"dkebpf/collector/elfsym"
 	"dkebpf/collector/h2"
+	"dkebpf/collector/flow"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/target"
@@ -73,12 +74,13 @@ func Libssl(symbols []string) target.Spec {
 }
 
 // GoTLS are the files httpflow-tls probes for Go's crypto/tls: every Go program's executable (found through
-// its own function table: stripped programs too) that has the functions, but self (the collector's own API
-// calls are not the host's to report, and would cost it uprobe hits).
+// its own function table: stripped programs too) that has the functions, but self and the parent agent
+// (datakit*: their own calls are not the host's to report, they are dropped as ignored, and each probe costs
+// uprobe hits and, at stop, a detach that waits for the kernel's grace periods).
 func GoTLS(funcs []string, self string) target.Spec {
 	return target.Spec{
 		Plugin: "httpflow-tls", What: "Go crypto/tls", Symbols: funcs,
-		Exe: func(path, _ string) bool { return path != self },
+		Exe: func(path, comm string) bool { return path != self && !flow.OwnProcess(comm) },
 		Go:  true,
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"dkebpf/collector/elfsym"
-	"dkebpf/collector/h2"
 	"dkebpf/collector/flow"
+	"dkebpf/collector/h2"
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
 	"dkebpf/collector/target"

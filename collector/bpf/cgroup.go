@@ -1,14 +1,14 @@
 package bpf
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
+
+	"dkebpf/collector/procfs"
 
 	"golang.org/x/sys/unix"
 )
@@ -91,41 +91,16 @@ func cgroup2Mount(mountinfo string) (string, error) {
 	return parseCgroup2Mount(f)
 }
 
-// parseCgroup2Mount reads mountinfo lines: "id parent maj:min root mountpoint options [optional...] - fstype source superoptions".
+// parseCgroup2Mount returns the first cgroup2 mount of a mountinfo file.
 func parseCgroup2Mount(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		f, fs := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(fs) < 1 || fs[0] != "cgroup2" || strings.Trim(f[3], "/.") != "" {
-			continue
-		}
-		return unescapeMount(f[4]), nil
-	}
-	if err := sc.Err(); err != nil {
+	mounts, err := procfs.Mounts(r)
+	if err != nil {
 		return "", fmt.Errorf("find cgroup2 mount: %w", err)
 	}
-	return "", errNoCgroup2
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) the kernel writes in mount paths.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
+	for _, m := range mounts {
+		if m.FSType == "cgroup2" && strings.Trim(m.Root, "/.") == "" {
+			return m.Point, nil
 		}
-		b.WriteByte(s[i])
 	}
-	return b.String()
+	return "", errNoCgroup2
 }

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bufio"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 
 	"dkebpf/collector/plugin"
 	"dkebpf/collector/point"
+	"dkebpf/collector/procfs"
 )
 
 // OOMMeasurement is the name of the OOM kill events.
@@ -112,17 +112,11 @@ func (c *Cgroups) roots() []string {
 		return nil
 	}
 	defer f.Close()
+	mounts, _ := procfs.Mounts(f) // what was read before an error still counts
 	var roots []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		a, b := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(a) < 5 || len(b) < 3 || a[3] != "/" {
-			continue
-		}
-		if b[0] == "cgroup2" || b[0] == "cgroup" && strings.Contains(","+b[2]+",", ",memory,") {
-			roots = append(roots, a[4])
+	for _, m := range mounts {
+		if m.Root == "/" && (m.FSType == "cgroup2" || m.FSType == "cgroup" && strings.Contains(","+m.SuperOptions+",", ",memory,")) {
+			roots = append(roots, m.Point)
 		}
 	}
 	return roots

@@ -164,14 +164,9 @@ func TestProcessReportsOOMKill(t *testing.T) {
 	if n := cg.oomKills(t); n != 1 {
 		t.Fatalf("harness: the cgroup counts %d OOM kills, want 1", n)
 	}
-	var pts []lpPoint
-	deadline := time.Now().Add(10*interval + 30*time.Second)
-	for len(pts) == 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-		pts = a.query("oom_kill", "1h")
-	}
+	a.waitFor("an oom_kill point", 10*interval+30*time.Second, func() bool { return len(a.query("oom_kill", "1h")) > 0 })
 	time.Sleep(2*interval + time.Second) // nothing more comes
-	pts = a.query("oom_kill", "1h")
+	pts := a.query("oom_kill", "1h")
 	if len(pts) != 1 {
 		a.logCounters()
 		t.Fatalf("%d oom_kill points, want 1: %v", len(pts), pts)
